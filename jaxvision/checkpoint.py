@@ -1,0 +1,60 @@
+"""Orbax checkpoints of the training state: save every N steps, keep the last K, resume the latest.
+
+Orbax writes each step into a temporary directory and renames it when complete, so a crash
+mid-save leaves the previous checkpoint as the latest usable one.
+"""
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+    """A thin, typed face over `ocp.CheckpointManager` for one pytree (the train state)."""
+
+    def __init__(
+        self, directory: str, *, save_every_steps: int, keep: int, async_save: bool = True
+    ):
+        # The interval is applied here rather than by Orbax, which also saves the first step
+        # it sees (a useless checkpoint at step 1 of a long run).
+        self.save_every_steps = max(int(save_every_steps), 1)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max(int(keep), 1),
+            enable_async_checkpointing=async_save,
+            create=True,
+        )
+        self.directory = os.path.abspath(directory)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def restore(self, abstract_state, step: int | None = None):
+        """Restores `step` (default: the latest) into the structure, dtypes and shardings of
+        `abstract_state` (a pytree of `jax.ShapeDtypeStruct` with `.sharding` set)."""
+        step = self.latest_step() if step is None else step
+        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+    def save(self, step: int, state, *, force: bool = False) -> bool:
+        """Saves when `step` is on the save interval (or `force`); returns whether it saved."""
+        if not force and step % self.save_every_steps:
+            return False
+        return self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+def abstract_like(state, shardings):
+    """`jax.ShapeDtypeStruct`s with the shapes and dtypes of `state` and the given shardings."""
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings
+    )

@@ -1,0 +1,108 @@
+"""The command line every experiment shares: `--config=<file.py> --workdir=DIR [--config.k=v]`.
+
+Bad input never ends in a traceback: it is reported as one `error: ...` line on stderr with exit
+status 2. Bugs still raise, with their traceback.
+"""
+
+import runpy
+import sys
+from collections.abc import Callable
+
+import ml_collections
+from absl import app, flags
+from ml_collections import config_flags
+
+from jaxvision.errors import UserError
+
+EXIT_BAD_INPUT = 2
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _config_path(argv: list[str], default: str | None) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return default
+
+
+def _unknown_override(
+    argv: list[str], config: ml_collections.ConfigDict
+) -> tuple[str, ml_collections.ConfigDict] | None:
+    """The first `--config.a.b=...` whose path `a.b` is not a field of `config`, with the
+    ConfigDict that lacks it."""
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        path = arg[len("--config.") :].split("=", 1)[0]
+        node = config
+        for part in path.split("."):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                return path, node
+            node = node[part]
+    return None
+
+
+def _explain_parse_error(argv: list[str], default_config: str | None, error: Exception) -> str:
+    path_of_file = _config_path(argv, default_config)
+    try:
+        config = runpy.run_path(path_of_file)["get_config"]()
+    except Exception as load_error:  # the config file itself is the problem
+        return f"cannot load config file '{path_of_file}': {load_error}"
+    unknown = _unknown_override(argv, config)
+    if unknown is not None:
+        path, parent = unknown
+        keys = (
+            ", ".join(sorted(parent.keys()))
+            if isinstance(parent, ml_collections.ConfigDict)
+            else ""
+        )
+        return f"unknown config key '{path}' in {path_of_file}: valid keys there are {keys}"
+    return " ".join(str(error).split())
+
+
+def run(
+    train_and_evaluate: Callable[[ml_collections.ConfigDict, str], object],
+    *,
+    default_config: str | None = None,
+) -> None:
+    """Defines the flags, parses them and calls `train_and_evaluate(config, workdir)`."""
+    config_flags.DEFINE_config_file(
+        "config",
+        default_config,
+        "Experiment config file (a .py with get_config()).",
+        lock_config=True,
+    )
+    flags.DEFINE_string("workdir", None, "Directory for config.json, metrics and checkpoints.")
+
+    def parse(argv: list[str]) -> list[str]:
+        try:
+            return flags.FLAGS(argv)
+        except Exception as e:  # absl and ml_collections raise several types for bad flags
+            fail(_explain_parse_error(argv[1:], default_config, e))
+
+    def main(argv: list[str]) -> None:
+        if len(argv) > 1:
+            fail(f"unexpected arguments {argv[1:]}: pass options as --name=value")
+        if not flags.FLAGS.workdir:
+            fail("--workdir is required: the directory for checkpoints, metrics and config.json")
+        if flags.FLAGS.config is None:
+            fail("--config is required: e.g. --config=experiments/configs/resnet50_imagenet.py")
+        try:
+            config = flags.FLAGS.config
+            config.keys()  # a config file that failed to load raises here
+        except UserError:
+            raise
+        except Exception as e:
+            fail(f"cannot load config file '{_config_path(sys.argv[1:], default_config)}': {e}")
+        try:
+            train_and_evaluate(config, flags.FLAGS.workdir)
+        except UserError as e:
+            fail(str(e))
+
+    app.run(main, flags_parser=parse)

@@ -1,0 +1,78 @@
+"""What a run reports: `metrics.jsonl`, a progress line on stderr and the final stdout line.
+
+Only process 0 writes, so a multi-host run produces one log.
+"""
+
+import json
+import os
+import sys
+import time
+
+import jax
+
+
+def _jsonable(value):
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
+
+
+class MetricsLog:
+    """Appends one JSON object per event to `<workdir>/metrics.jsonl`: {"step": int, "a/b": ...}."""
+
+    def __init__(self, workdir: str, *, total_steps: int):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.total_steps = total_steps
+        self.enabled = jax.process_index() == 0
+        self._last_time = None
+        self._last_step = None
+
+    def truncate_after(self, step: int) -> None:
+        """Drops entries later than `step` (left by a run that stopped after its last checkpoint),
+        so that a resumed run's log reads as if it had never been interrupted."""
+        if not self.enabled or not os.path.exists(self.path):
+            return
+        with open(self.path) as f:
+            kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+        with open(self.path + ".tmp", "w") as f:
+            f.writelines(kept)
+        os.replace(self.path + ".tmp", self.path)
+
+    def write(self, step: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        record = {"step": int(step), **{k: _jsonable(v) for k, v in metrics.items()}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def start_timer(self, step: int) -> None:
+        self._last_time, self._last_step = time.perf_counter(), step
+
+    def throughput(self, step: int, global_batch_size: int) -> tuple[float, float]:
+        """(images per second, seconds per step) since the last call or `start_timer`."""
+        now = time.perf_counter()
+        steps = max(step - self._last_step, 1)
+        seconds_per_step = (now - self._last_time) / steps
+        self._last_time, self._last_step = now, step
+        return global_batch_size / seconds_per_step, seconds_per_step
+
+    def progress(self, step: int, loss: float, img_per_s: float, seconds_per_step: float) -> None:
+        """One stderr line: `step 120/400 (30%) loss 0.3120 1,234 img/s ETA 0:00:31`."""
+        if not self.enabled:
+            return
+        eta = int(max(self.total_steps - step, 0) * seconds_per_step)
+        print(
+            f"step {step}/{self.total_steps} ({100 * step // max(self.total_steps, 1)}%) "
+            f"loss {loss:.4f} {img_per_s:,.0f} img/s "
+            f"ETA {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def print_final(metrics: dict) -> None:
+    """The last stdout line of a finished run: `final: {json}`."""
+    if jax.process_index() == 0:
+        print("final: " + json.dumps({k: _jsonable(v) for k, v in metrics.items()}), flush=True)

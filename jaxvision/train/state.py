@@ -1,0 +1,51 @@
+"""The training state: one pytree of arrays that a step maps to the next one."""
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax import linen as nn
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a run needs to continue exactly where it stopped.
+
+    step: int32 scalar, the number of updates applied so far (also the data position).
+    params / batch_stats: the model's variable collections (batch_stats is {} without BatchNorm).
+    opt_state: the optax state for `params`.
+    rng: uint32 [2] raw PRNG key; each step folds in `step`, so steps never share randomness.
+    """
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    rng: jax.Array
+
+
+def init_train_state(
+    model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array, image_shape
+) -> TrainState:
+    """Initialises a state for `model` on images of `image_shape` ([H, W, C]).
+
+    Pure, so it can be jitted with output shardings (every device builds only its shard) or
+    traced with `jax.eval_shape` to get the state's structure without allocating it.
+    """
+    init_rng, state_rng = jax.random.split(rng)
+    dummy = jnp.zeros((1, *image_shape), jnp.float32)
+    variables = model.init({"params": init_rng, "dropout": init_rng}, dummy, train=False)
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+        rng=state_rng,
+    )
+
+
+def count_params(params) -> int:
+    return sum(int(x.size) for x in jax.tree.leaves(params))

@@ -1,0 +1,150 @@
+"""Pure train and eval steps for classification, and how they are jitted over a mesh.
+
+Nothing here imports TensorFlow or the data code: benchmarks drive these steps with synthetic
+batches on machines that have neither.
+"""
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import linen as nn
+from jax.sharding import Mesh, NamedSharding
+
+from jaxvision.sharding import replicated
+from jaxvision.train.state import TrainState
+
+
+def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
+    """images: [B, H, W, C] uint8 (0..255) -> float32, per channel (x - mean) / std.
+
+    Done on the device so the host sends 1 byte per pixel instead of 4.
+    """
+    mean = jnp.asarray(mean, jnp.float32)
+    std = jnp.asarray(std, jnp.float32)
+    return (images.astype(jnp.float32) - mean) / std
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """logits: [B, K] float, labels: [B] int -> [B] per-example loss (label smoothing as in
+    Inception-v3: the target puts 1 - a on the label and a / K on every class)."""
+    targets = jax.nn.one_hot(labels, logits.shape[-1])
+    if label_smoothing:
+        targets = optax.smooth_labels(targets, label_smoothing)
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
+    """[B] float32, 1.0 where `labels` is among the `k` largest logits."""
+    k = min(k, logits.shape[-1])
+    _, top = jax.lax.top_k(logits, k)
+    return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
+
+
+def _apply(model, state, params, images, *, train: bool, rng=None):
+    """Runs the model; returns (logits, new batch_stats)."""
+    variables = {"params": params}
+    if state.batch_stats:
+        variables["batch_stats"] = state.batch_stats
+    if train and state.batch_stats:
+        logits, updates = model.apply(
+            variables, images, train=True, mutable=["batch_stats"], rngs={"dropout": rng}
+        )
+        return logits, updates["batch_stats"]
+    rngs = {"dropout": rng} if train else {}
+    return model.apply(variables, images, train=train, rngs=rngs), state.batch_stats
+
+
+def make_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    label_smoothing: float = 0.0,
+    learning_rate: optax.Schedule | None = None,
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """Returns `train_step(state, batch) -> (state, metrics)`.
+
+    batch: {"image": [B, H, W, C] uint8, "label": [B] int32}. Under jit over a mesh the batch is
+    global, so BatchNorm statistics and the mean loss are over the whole global batch.
+    metrics: scalars `train/loss`, `train/top1` and (given `learning_rate`) `train/lr`.
+    """
+
+    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        images = normalize(batch["image"], mean, std)
+        labels = batch["label"]
+        rng = jax.random.fold_in(state.rng, state.step)
+
+        def loss_fn(params):
+            logits, batch_stats = _apply(model, state, params, images, train=True, rng=rng)
+            loss = cross_entropy(logits, labels, label_smoothing).mean()
+            return loss, (logits, batch_stats)
+
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (loss, (logits, batch_stats)), grads = grad_fn(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, updates),
+            batch_stats=batch_stats,
+            opt_state=opt_state,
+        )
+        metrics = {"train/loss": loss, "train/top1": topk_correct(logits, labels, 1).mean()}
+        if learning_rate is not None:
+            metrics["train/lr"] = learning_rate(state.step)
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(
+    model: nn.Module, *, mean: Sequence[float], std: Sequence[float]
+) -> Callable[[TrainState, dict], dict]:
+    """Returns `eval_step(state, batch) -> sums`.
+
+    batch: {"image": [B, H, W, C] uint8, "label": [B] int32, "mask": [B] bool}; padded examples
+    (mask False) count nowhere. Sums, not means, so batches of a pass add up exactly:
+    {"count", "loss", "top1", "top5"}; `summarize_eval` turns them into `eval/*` metrics.
+    """
+
+    def eval_step(state: TrainState, batch: dict) -> dict:
+        images = normalize(batch["image"], mean, std)
+        labels = batch["label"]
+        mask = batch["mask"].astype(jnp.float32)
+        logits, _ = _apply(model, state, state.params, images, train=False)
+        return {
+            "count": mask.sum(),
+            "loss": (cross_entropy(logits, labels) * mask).sum(),
+            "top1": (topk_correct(logits, labels, 1) * mask).sum(),
+            "top5": (topk_correct(logits, labels, 5) * mask).sum(),
+        }
+
+    return eval_step
+
+
+def summarize_eval(sums: dict) -> dict:
+    """Accumulated eval sums -> {"eval/loss", "eval/top1", "eval/top5"} as Python floats."""
+    count = max(float(sums["count"]), 1.0)
+    return {f"eval/{k}": float(sums[k]) / count for k in ("loss", "top1", "top5")}
+
+
+def jit_train_step(
+    train_step, mesh: Mesh, state_sharding, batch_sharding: NamedSharding
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """jit with explicit shardings; the input state is donated (its buffers become the output's)."""
+    return jax.jit(
+        train_step,
+        in_shardings=(state_sharding, batch_sharding),
+        out_shardings=(state_sharding, replicated(mesh)),
+        donate_argnums=0,
+    )
+
+
+def jit_eval_step(eval_step, mesh: Mesh, state_sharding, batch_sharding: NamedSharding):
+    return jax.jit(
+        eval_step,
+        in_shardings=(state_sharding, batch_sharding),
+        out_shardings=replicated(mesh),
+    )

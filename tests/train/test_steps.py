@@ -1,0 +1,126 @@
+"""Train/eval steps: the loss goes down, metrics equal hand computations, masks are honoured."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxvision import models
+from jaxvision.sharding import batch_sharding, make_mesh, replicated
+from jaxvision.train import optim, steps
+from jaxvision.train.state import init_train_state
+
+MEAN, STD = (127.5,), (64.0,)
+
+
+def _batch(n=32, seed=0, num_classes=10):
+    rng = np.random.default_rng(seed)
+    return {
+        "image": rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8),
+        "label": rng.integers(0, num_classes, (n,), dtype=np.int32),
+    }
+
+
+def _setup(model_name="simple_cnn", lr=1e-3, **model_kwargs):
+    model = models.build(model_name, num_classes=10, **model_kwargs)
+    tx = optim.make_optimizer("adamw", optax.constant_schedule(lr), weight_decay=1e-4)
+    state = init_train_state(model, tx, jax.random.PRNGKey(0), (8, 8, 1))
+    return model, tx, state
+
+
+@pytest.mark.parametrize(
+    "model_name,kwargs", [("simple_cnn", {}), ("resnet18", {"stem": "small", "width": 8})]
+)
+def test_train_step_lowers_loss_on_a_fixed_batch(model_name, kwargs):
+    model, tx, state = _setup(model_name, lr=3e-3, **kwargs)
+    step = jax.jit(steps.make_train_step(model, tx, mean=MEAN, std=STD))
+    batch = _batch()
+    losses = []
+    for _ in range(25):
+        state, metrics = step(state, batch)
+        losses.append(float(metrics["train/loss"]))
+    assert int(state.step) == 25
+    assert losses[0] > 2.0  # ~ln(10) at initialisation
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_train_step_updates_batch_stats():
+    model, tx, state = _setup("resnet18", stem="small", width=8)
+    step = jax.jit(steps.make_train_step(model, tx, mean=MEAN, std=STD))
+    new_state, _ = step(state, _batch())
+    before = jax.tree.leaves(state.batch_stats)
+    after = jax.tree.leaves(new_state.batch_stats)
+    assert any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_train_step_reports_learning_rate_of_the_step_taken():
+    model, _, state = _setup()
+    schedule = optax.linear_schedule(1.0, 0.0, 10)
+    tx = optim.make_optimizer("sgd", schedule)
+    state = init_train_state(model, tx, jax.random.PRNGKey(0), (8, 8, 1))
+    step = jax.jit(steps.make_train_step(model, tx, mean=MEAN, std=STD, learning_rate=schedule))
+    state, m0 = step(state, _batch())
+    state, m1 = step(state, _batch())
+    np.testing.assert_allclose([m0["train/lr"], m1["train/lr"]], [1.0, 0.9], rtol=1e-6)
+
+
+def test_cross_entropy_with_label_smoothing_matches_hand_computation():
+    logits = jnp.array([[2.0, 0.0, -1.0]])
+    labels = jnp.array([0])
+    logp = np.log(np.exp([2.0, 0.0, -1.0]) / np.exp([2.0, 0.0, -1.0]).sum())
+    target = np.array([1 - 0.3 + 0.1, 0.1, 0.1])
+    expected = -(target * logp).sum()
+    got = steps.cross_entropy(logits, labels, label_smoothing=0.3)
+    np.testing.assert_allclose(got, [expected], rtol=1e-6)
+    np.testing.assert_allclose(steps.cross_entropy(logits, labels), [-logp[0]], rtol=1e-6)
+
+
+def test_topk_correct_against_numpy():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(64, 10)).astype(np.float32)
+    labels = rng.integers(0, 10, 64)
+    order = np.argsort(-logits, axis=1)
+    for k in (1, 5):
+        expected = (order[:, :k] == labels[:, None]).any(axis=1)
+        np.testing.assert_array_equal(steps.topk_correct(logits, labels, k), expected)
+    # Fewer classes than k: every label is in the top k.
+    np.testing.assert_array_equal(steps.topk_correct(logits[:, :3], labels % 3, 5), 1.0)
+
+
+def test_eval_step_ignores_padded_examples():
+    model, _, state = _setup()
+    eval_step = jax.jit(steps.make_eval_step(model, mean=MEAN, std=STD))
+    batch = _batch(16)
+    full = eval_step(state, {**batch, "mask": np.ones(16, bool)})
+    # Same first 10 examples, the rest replaced by garbage and masked out.
+    padded = {k: v.copy() for k, v in batch.items()}
+    padded["image"][10:] = 255
+    padded["label"][10:] = 0
+    mask = np.arange(16) < 10
+    part = eval_step(state, {**padded, "mask": mask})
+    first10 = eval_step(state, {k: v[:10] for k, v in batch.items()} | {"mask": np.ones(10, bool)})
+    assert float(part["count"]) == 10
+    for key in ("loss", "top1", "top5"):
+        np.testing.assert_allclose(part[key], first10[key], rtol=1e-5)
+    summary = steps.summarize_eval(jax.device_get(full))
+    assert set(summary) == {"eval/loss", "eval/top1", "eval/top5"}
+    assert 0.0 <= summary["eval/top1"] <= summary["eval/top5"] <= 1.0
+
+
+def test_jitted_step_with_shardings_donates_state_and_compiles_once():
+    model, tx, state = _setup()
+    mesh = make_mesh()
+    state_sharding = jax.tree.map(lambda _: replicated(mesh), state)
+    state = jax.device_put(state, state_sharding)
+    step = steps.jit_train_step(
+        steps.make_train_step(model, tx, mean=MEAN, std=STD),
+        mesh,
+        state_sharding,
+        batch_sharding(mesh),
+    )
+    old_params = jax.tree.leaves(state.params)[0]
+    for seed in range(3):
+        state, _ = step(state, _batch(seed=seed))
+    assert old_params.is_deleted()  # donated
+    assert step._cache_size() == 1
