@@ -1,0 +1,80 @@
+"""Models by name: `build("resnet50", num_classes=1000)`.
+
+Adding a model is adding a file that defines a Flax module (fields `num_classes` and `dtype`,
+`__call__(self, x, train=False)` returning float32 logits) and one line in `_MODELS`.
+A registry entry is the module class, or a `functools.partial` of it that fixes some fields
+(e.g. a depth); the fields it fixes cannot be passed to `build`.
+"""
+
+import dataclasses
+import functools
+import operator
+import re
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxvision.errors import UserError
+from jaxvision.models import resnet, simple_cnn
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {
+    "simple_cnn": simple_cnn.SimpleCNN,
+    "resnet18": resnet.ResNet18,
+    "resnet34": resnet.ResNet34,
+    "resnet50": resnet.ResNet50,
+    "resnet101": resnet.ResNet101,
+    "resnet152": resnet.ResNet152,
+}
+
+# Dataclass fields every Flax module has that are not model options.
+_FLAX_FIELDS = frozenset({"parent", "name"})
+
+
+def _natural_key(name: str) -> list[Any]:
+    # resnet18 < resnet34 < resnet101, as a reader expects, rather than string order.
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def names() -> list[str]:
+    """All model names, sorted (numbers in names compare as numbers)."""
+    return sorted(_MODELS, key=_natural_key)
+
+
+def options(name: str) -> list[str]:
+    """Keyword options `build(name, ...)` accepts besides `num_classes` and `dtype`, sorted."""
+    factory = _lookup(name)
+    cls, fixed = factory, {}
+    if isinstance(factory, functools.partial):
+        cls, fixed = factory.func, factory.keywords
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    return sorted(fields - _FLAX_FIELDS - set(fixed) - {"num_classes", "dtype"})
+
+
+def build(name: str, *, num_classes: int, dtype: Any = jnp.float32, **kwargs: Any) -> nn.Module:
+    """Returns the model `name` (unbound) with compute `dtype`; parameters are float32.
+
+    Calling convention: `model.apply(variables, images, train, mutable=[...])` with
+    images: [B, H, W, C] float (normalised) returns logits: [B, num_classes] float32.
+    Raises UserError for an unknown name, a bad `num_classes` or an option the model lacks.
+    """
+    factory = _lookup(name)
+    # operator.index also accepts numpy integers (a class count read from a dataset).
+    if not hasattr(num_classes, "__index__") or operator.index(num_classes) < 1:
+        raise UserError(f"model {name!r}: num_classes must be a positive int, got {num_classes!r}")
+    num_classes = operator.index(num_classes)
+    valid = options(name)
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise UserError(
+            f"model {name!r} has no option {unknown[0]!r}: "
+            f"choose from {', '.join(valid) or '(none)'}"
+        )
+    return factory(num_classes=num_classes, dtype=dtype, **kwargs)
+
+
+def _lookup(name: str) -> Callable[..., nn.Module]:
+    if name not in _MODELS:
+        raise UserError(f"unknown model {name!r}: choose one of {', '.join(names())}")
+    return _MODELS[name]
