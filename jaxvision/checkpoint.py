@@ -40,8 +40,11 @@ class Checkpointer:
         return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
 
     def save(self, step: int, state, *, force: bool = False) -> bool:
-        """Saves when `step` is on the save interval (or `force`); returns whether it saved."""
+        """Saves when `step` is on the save interval (or `force`) and not saved yet; returns
+        whether it saved. Asynchronous: the write finishes in the background."""
         if not force and step % self.save_every_steps:
+            return False
+        if step == self._manager.latest_step():  # already saved, perhaps still being written
             return False
         return self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
 

@@ -4,12 +4,13 @@ Bad input never ends in a traceback: it is reported as one `error: ...` line on 
 status 2. Bugs still raise, with their traceback.
 """
 
+import os
 import runpy
 import sys
 from collections.abc import Callable
 
 import ml_collections
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxvision.errors import UserError
@@ -53,7 +54,7 @@ def _explain_parse_error(argv: list[str], default_config: str | None, error: Exc
     try:
         config = runpy.run_path(path_of_file)["get_config"]()
     except Exception as load_error:  # the config file itself is the problem
-        return f"cannot load config file '{path_of_file}': {load_error}"
+        return f"cannot load config file '{path_of_file}': {' '.join(str(load_error).split())}"
     unknown = _unknown_override(argv, config)
     if unknown is not None:
         path, parent = unknown
@@ -72,19 +73,27 @@ def run(
     default_config: str | None = None,
 ) -> None:
     """Defines the flags, parses them and calls `train_and_evaluate(config, workdir)`."""
-    config_flags.DEFINE_config_file(
-        "config",
-        default_config,
-        "Experiment config file (a .py with get_config()).",
-        lock_config=True,
-    )
+    try:  # with a default file, overrides on the command line are applied here already
+        config_flags.DEFINE_config_file(
+            "config",
+            default_config,
+            "Experiment config file (a .py with get_config()).",
+            lock_config=True,
+        )
+    except Exception as e:  # an unknown or malformed --config.key=value
+        fail(_explain_parse_error(sys.argv[1:], default_config, e))
     flags.DEFINE_string("workdir", None, "Directory for config.json, metrics and checkpoints.")
 
     def parse(argv: list[str]) -> list[str]:
         try:
-            return flags.FLAGS(argv)
+            rest = flags.FLAGS(argv)
         except Exception as e:  # absl and ml_collections raise several types for bad flags
             fail(_explain_parse_error(argv[1:], default_config, e))
+        # Library chatter (Orbax logs every save at INFO) stays out of the progress lines;
+        # --verbosity=0 brings it back.
+        if not any(a.startswith(("--verbosity", "-v")) for a in argv[1:]):
+            flags.FLAGS.verbosity = logging.WARNING
+        return rest
 
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
@@ -99,7 +108,10 @@ def run(
         except UserError:
             raise
         except Exception as e:
-            fail(f"cannot load config file '{_config_path(sys.argv[1:], default_config)}': {e}")
+            path = _config_path(sys.argv[1:], default_config)
+            if not os.path.isfile(path):
+                fail(f"config file '{path}' not found: pass --config=<a .py with get_config()>")
+            fail(f"cannot load config file '{path}': {' '.join(str(e).split())}")
         try:
             train_and_evaluate(config, flags.FLAGS.workdir)
         except UserError as e:

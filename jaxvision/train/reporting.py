@@ -72,6 +72,12 @@ class MetricsLog:
         )
 
 
+def note(message: str) -> None:
+    """A one-off line for the user on stderr (process 0 only), e.g. where a run resumed."""
+    if jax.process_index() == 0:
+        print(message, file=sys.stderr, flush=True)
+
+
 def print_final(metrics: dict) -> None:
     """The last stdout line of a finished run: `final: {json}`."""
     if jax.process_index() == 0:

@@ -152,16 +152,6 @@ def test_folder_errors(tmp_path):
 # TFDS
 
 
-@pytest.fixture
-def mock_tfds(monkeypatch):
-    """TFDS's random-example mock, plus what it leaves out: the dataset counts as prepared."""
-    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
-    array_record = tfds.core.FileFormat.ARRAY_RECORD
-    monkeypatch.setattr(tfds.core.DatasetInfo, "file_format", property(lambda self: array_record))
-    with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
-        yield
-
-
 def test_tfds_cifar10_mocked(mock_tfds):
     ds = open_dataset("cifar10", data_dir="/unused")
     assert (ds.num_classes, ds.image_size, len(ds.train), len(ds.test)) == (10, 32, 6, 6)

@@ -1,0 +1,198 @@
+"""Image classification: data -> sharded model -> train loop -> evaluation -> checkpoint.
+
+The program behind `experiments.resnet_digits` and `experiments.resnet_imagenet`; any config with
+the same fields runs here. It reads top to bottom: workdir, mesh, input, model and optimizer,
+state and shardings, checkpoint resume, jitted steps, loop, final evaluation. Fork it to try an
+idea; the library never imports from `experiments/`.
+"""
+
+import functools
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jaxvision import data, models
+from jaxvision.checkpoint import Checkpointer, abstract_like
+from jaxvision.errors import UserError
+from jaxvision.sharding import batch_sharding, check_global_batch, make_mesh, replicated
+from jaxvision.train import optim, reporting, steps
+from jaxvision.train.state import count_params, init_train_state
+
+
+def _dtype(name: str):
+    try:
+        return jnp.dtype(name)
+    except TypeError:
+        raise UserError(f"unknown dtype '{name}': use float32 or bfloat16") from None
+
+
+def evaluate(eval_step, state, dataset, config, sharding) -> dict:
+    """One pass over the test split; returns {"eval/loss", "eval/top1", "eval/top5"}."""
+    sums = None
+    batches = data.eval_batches(
+        dataset.test,
+        global_batch_size=config.batch_size,
+        image_size=config.image_size,
+        crop_ratio=config.eval_crop_ratio,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    for local_batch in batches:
+        out = eval_step(state, data.make_global_batch(local_batch, sharding))
+        sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+    return steps.summarize_eval(jax.device_get(sums))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains `config.model` on `config.dataset` in `workdir`, resuming from its latest
+    checkpoint; returns (and prints as `final: {json}`) the final evaluation."""
+    start_time = time.time()
+
+    # Workdir: the resolved config goes next to the checkpoints and metrics.
+    os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+
+    # Mesh: every device on the data axis unless the config says otherwise.
+    mesh = make_mesh([tuple(axis) for axis in config.mesh])
+    check_global_batch(config.batch_size, mesh)
+    data_sharding = batch_sharding(mesh)
+
+    # Input.
+    dataset = data.open_dataset(
+        config.dataset,
+        data_dir=config.data_dir,
+        train_split=config.train_split,
+        test_split=config.test_split,
+        test_fraction=config.test_fraction,
+    )
+    channels = dataset.train[0]["image"].shape[-1]
+    total_steps = config.total_steps or math.ceil(
+        config.num_epochs * len(dataset.train) / config.batch_size
+    )
+    steps_per_epoch = len(dataset.train) / config.batch_size
+
+    # Model and optimizer. The learning rate scales linearly with the global batch.
+    # Options another model lacks (after --config.model=...) are dropped, and said so.
+    model_kwargs = config.model_kwargs.to_dict()
+    ignored = sorted(set(model_kwargs) - set(models.options(config.model)))
+    if ignored:
+        reporting.note(f"{config.model} has no option {', '.join(ignored)}: ignored")
+    model = models.build(
+        config.model,
+        num_classes=dataset.num_classes,
+        dtype=_dtype(config.dtype),
+        **{k: v for k, v in model_kwargs.items() if k not in ignored},
+    )
+    base_lr = config.learning_rate * config.batch_size / config.lr_batch_base
+    schedule = optim.make_schedule(
+        config.schedule,
+        base_lr=base_lr,
+        total_steps=total_steps,
+        warmup_steps=round(config.warmup_epochs * steps_per_epoch),
+    )
+    tx = optim.make_optimizer(
+        config.optimizer,
+        schedule,
+        weight_decay=config.weight_decay,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        grad_clip_norm=config.grad_clip_norm,
+    )
+
+    # State and its shardings (replicated parameters: pure data parallelism).
+    init = functools.partial(
+        init_train_state, model, tx, image_shape=(config.image_size, config.image_size, channels)
+    )
+    rng = jax.random.PRNGKey(config.seed)
+    abstract_state = jax.eval_shape(init, rng)
+    state_sharding = jax.tree.map(lambda _: replicated(mesh), abstract_state)
+
+    # Checkpoint: resume from the latest one in the workdir, or start fresh.
+    checkpointer = Checkpointer(
+        os.path.join(workdir, "checkpoints"),
+        save_every_steps=config.checkpoint_every_steps,
+        keep=config.keep_checkpoints,
+    )
+    log = reporting.MetricsLog(workdir, total_steps=total_steps)
+    if checkpointer.latest_step() is not None:
+        state = checkpointer.restore(abstract_like(abstract_state, state_sharding))
+        reporting.note(f"resumed from {checkpointer.directory} at step {int(state.step)}")
+        log.truncate_after(int(state.step))
+    else:
+        state = jax.jit(init, out_shardings=state_sharding)(rng)
+    first_step = int(state.step)
+    reporting.note(
+        f"{config.model}: {count_params(state.params):,} parameters; {jax.device_count()} "
+        f"devices, mesh {dict(mesh.shape)}; {total_steps} steps of {config.batch_size} images"
+    )
+
+    # Steps, jitted over the mesh.
+    train_step = steps.jit_train_step(
+        steps.make_train_step(
+            model,
+            tx,
+            mean=dataset.mean,
+            std=dataset.std,
+            label_smoothing=config.label_smoothing,
+            learning_rate=schedule,
+        ),
+        mesh,
+        state_sharding,
+        data_sharding,
+    )
+    eval_step = steps.jit_eval_step(
+        steps.make_eval_step(model, mean=dataset.mean, std=dataset.std),
+        mesh,
+        state_sharding,
+        data_sharding,
+    )
+
+    # Loop. The batch for step s depends only on (seed, s), so a resumed run sees the same data.
+    batches = data.train_batches(
+        dataset.train,
+        global_batch_size=config.batch_size,
+        image_size=config.image_size,
+        crop=config.crop,
+        flip=config.flip,
+        pad=config.pad,
+        seed=config.seed,
+        start_step=first_step,
+        num_steps=total_steps - first_step,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        worker_count=config.worker_count,
+    )
+    log.start_timer(first_step)
+    metric_sums, metric_steps = None, 0
+    for step in range(first_step + 1, total_steps + 1):
+        state, metrics = train_step(state, data.make_global_batch(next(batches), data_sharding))
+        metric_sums = (
+            metrics if metric_sums is None else jax.tree.map(jnp.add, metric_sums, metrics)
+        )
+        metric_steps += 1
+        if step % config.log_every_steps == 0 or step == total_steps:
+            means = {k: float(v) / metric_steps for k, v in jax.device_get(metric_sums).items()}
+            means["train/lr"] = float(schedule(step - 1))
+            img_per_s, seconds_per_step = log.throughput(step, config.batch_size)
+            log.write(step, {**means, "train/img_per_s": img_per_s})
+            log.progress(step, means["train/loss"], img_per_s, seconds_per_step)
+            metric_sums, metric_steps = None, 0
+        if config.eval_every_steps and step % config.eval_every_steps == 0 and step < total_steps:
+            log.write(step, evaluate(eval_step, state, dataset, config, data_sharding))
+        checkpointer.save(step, state)
+
+    # Final evaluation and checkpoint.
+    final_step = int(state.step)
+    checkpointer.save(final_step, state, force=True)
+    eval_metrics = evaluate(eval_step, state, dataset, config, data_sharding)
+    log.write(final_step, eval_metrics)
+    checkpointer.close()
+    final = {"step": final_step, "elapsed_s": round(time.time() - start_time, 1), **eval_metrics}
+    reporting.print_final(final)
+    return final

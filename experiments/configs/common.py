@@ -1,0 +1,47 @@
+"""Fields every classification config has, with neutral defaults; recipes override a few."""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def base_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    # Data.
+    config.dataset = "digits"  # "digits", "folder" (with data_dir) or a TFDS name
+    config.data_dir = config_dict.placeholder(str)  # TFDS data dir or image-folder root
+    config.train_split = "train"
+    config.test_split = config_dict.placeholder(str)  # default: validation, else test
+    config.test_fraction = 0.2  # held-out share when the data has no test split
+    config.image_size = 224
+    config.crop = "inception"  # train crop: "inception", "pad" or "none"
+    config.pad = 4  # pixels, for crop="pad"
+    config.flip = True
+    config.eval_crop_ratio = 0.875
+    config.worker_count = 0  # input worker processes (0: in the training process)
+    # Model.
+    config.model = "resnet50"
+    config.model_kwargs = ml_collections.ConfigDict()
+    config.dtype = "float32"  # compute dtype; parameters stay float32
+    # Optimisation. learning_rate is for a batch of lr_batch_base; it scales linearly.
+    config.batch_size = 256  # global, over all devices and hosts
+    config.total_steps = 0  # 0: num_epochs over the train split
+    config.num_epochs = 90.0
+    config.optimizer = "sgd"
+    config.learning_rate = 0.1
+    config.lr_batch_base = 256
+    config.schedule = "cosine"
+    config.warmup_epochs = 5.0
+    config.momentum = 0.9
+    config.nesterov = True
+    config.weight_decay = 1e-4
+    config.grad_clip_norm = 0.0  # 0: no clipping
+    config.label_smoothing = 0.0
+    # Devices: (axis name, size) pairs; -1 takes the remaining devices.
+    config.mesh = (("data", -1),)
+    # Bookkeeping.
+    config.seed = 0
+    config.log_every_steps = 100
+    config.eval_every_steps = 0  # 0: evaluate at the end only
+    config.checkpoint_every_steps = 1000
+    config.keep_checkpoints = 3
+    return config

@@ -1,0 +1,14 @@
+"""Trains ResNet-50 v1.5 on ImageNet (TFDS imagenet2012 from a data dir).
+
+  python -m experiments.resnet_imagenet --config=experiments/configs/resnet50_imagenet.py \
+      --workdir=/tmp/jaxvision/r50 --config.data_dir=$TFDS_DATA_DIR
+
+Expected ~76% top-1 after 90 epochs (see the config's docstring for the recipe). The same command
+runs on one CPU, one GPU, a multi-GPU host or a TPU VM; rerunning it resumes.
+"""
+
+from experiments.classification import train_and_evaluate
+from jaxvision import cli
+
+if __name__ == "__main__":
+    cli.run(train_and_evaluate)
