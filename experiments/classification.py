@@ -40,6 +40,7 @@ def evaluate(eval_step, state, dataset, config, sharding) -> dict:
         crop_ratio=config.eval_crop_ratio,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        worker_count=config.worker_count,
     )
     for local_batch in batches:
         out = eval_step(state, data.make_global_batch(local_batch, sharding))
