@@ -1,0 +1,461 @@
+"""Vision Transformer (ViT) and the R50+ViT hybrid, laid out like timm's `VisionTransformer`.
+
+Parameter counts equal timm's (`vit_base_patch16_224`, ..., `vit_base_r50_s16_224`) and submodules
+are named after timm's (`patch_embed/proj`, `blocks_3/attn/query`, `blocks_3/mlp/fc1`, `norm`,
+`head`), so `jaxvision.weights.timm` maps them one to one; timm's fused `attn.qkv` becomes
+`query`/`key`/`value` kernels of shape [D, heads, D/heads], as in big_vision.
+
+Differences from timm, none of which changes imported weights:
+- Attention probabilities get no dropout: `jax.nn.dot_product_attention` (a fused cuDNN kernel
+  on GPU) has none. `dropout_rate` applies after the position embedding, inside the MLP and on
+  each residual branch, as big_vision.
+- `pool="gap"` averages the patch tokens after the final LayerNorm `norm`, as big_vision (timm's
+  `global_pool="avg", fc_norm=False`), so token and gap models share one parameter layout.
+- Fresh parameters are initialised as big_vision: xavier-uniform kernels, zero head.
+"""
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxvision.errors import UserError
+
+POOLS = ("token", "gap")
+POSEMBS = ("learn", "sincos2d")
+
+# Logical axis names of every kernel, for a later sharding issue (Flax logical partitioning:
+# `nn.with_logical_partitioning(init, axes)` plus rules that map "embed"/"mlp"/"heads" to mesh
+# axes). Not applied yet: boxing would put `LogicallyPartitioned` leaves into `params`, which the
+# train state, the optimizer masks and weight import do not unbox. Turning it on is one line in
+# `partitioned`.
+EMBED_MLP = ("embed", "mlp")
+MLP_EMBED = ("mlp", "embed")
+EMBED_HEADS_KV = ("embed", "heads", "kv")
+HEADS_KV_EMBED = ("heads", "kv", "embed")
+
+
+def partitioned(init, axes: tuple[str | None, ...]):
+    """`init` annotated with logical `axes` (one name per kernel dimension); today `init` itself."""
+    del axes  # see EMBED_MLP above: return nn.with_logical_partitioning(init, axes) when enabled
+    return init
+
+
+def layer_norm(name: str, dtype: Any) -> nn.LayerNorm:
+    # timm's eps; two-pass variance, as torch, so imported models match to 1e-5.
+    return nn.LayerNorm(
+        epsilon=1e-6, dtype=dtype, param_dtype=jnp.float32, use_fast_variance=False, name=name
+    )
+
+
+def posemb_sincos_2d(h: int, w: int, width: int, temperature: float = 10_000.0) -> jnp.ndarray:
+    """big_vision's fixed 2-D sin-cos position embedding: [1, h * w, width] float32.
+
+    Each quarter of the channels is sin(x), cos(x), sin(y), cos(y) at width/4 frequencies.
+    """
+    if width % 4:
+        raise UserError(f"sincos2d position embedding needs a width divisible by 4, got {width}")
+    y, x = jnp.mgrid[:h, :w]
+    omega = jnp.arange(width // 4) / (width // 4 - 1)
+    omega = 1.0 / (temperature**omega)
+    y = jnp.einsum("m,d->md", y.flatten(), omega)
+    x = jnp.einsum("m,d->md", x.flatten(), omega)
+    pe = jnp.concatenate([jnp.sin(x), jnp.cos(x), jnp.sin(y), jnp.cos(y)], axis=1)
+    return pe[None].astype(jnp.float32)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops a residual branch per sample. x: [B, ...] → [B, ...].
+
+    Kept samples are scaled by 1/(1 - rate), as timm, so the expected value is unchanged.
+    """
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        if not train or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        mask = jax.random.bernoulli(
+            self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1)
+        )
+        return jnp.where(mask, x / keep, 0).astype(x.dtype)
+
+
+class MlpBlock(nn.Module):
+    """fc1 → exact GELU (torch's) → dropout → fc2. x: [..., D] → [..., D (or out_dim)]."""
+
+    mlp_dim: int
+    dtype: Any = jnp.float32
+    dropout_rate: float = 0.0
+    out_dim: int | None = None
+    kernel_init: Any = nn.initializers.xavier_uniform()
+    axes: tuple[tuple[str, ...], tuple[str, ...]] = (EMBED_MLP, MLP_EMBED)
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        dense = functools.partial(
+            nn.Dense,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            bias_init=nn.initializers.normal(1e-6),  # big_vision: tiny, not zero
+        )
+        out_dim = self.out_dim or x.shape[-1]
+        x = dense(
+            self.mlp_dim, kernel_init=partitioned(self.kernel_init, self.axes[0]), name="fc1"
+        )(x)
+        x = nn.gelu(x, approximate=False)
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        return dense(out_dim, kernel_init=partitioned(self.kernel_init, self.axes[1]), name="fc2")(
+            x
+        )
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through `jax.nn.dot_product_attention`. x: [B, N, D] → [B, N, D].
+
+    Kernels: query/key/value [D, heads, D/heads], out [heads, D/heads, D] (big_vision's layout).
+    """
+
+    num_heads: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        width = x.shape[-1]
+        if width % self.num_heads:
+            raise UserError(f"ViT width {width} is not divisible by num_heads {self.num_heads}")
+        head_dim = width // self.num_heads
+        qkv = functools.partial(
+            nn.DenseGeneral,
+            features=(self.num_heads, head_dim),
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            kernel_init=partitioned(nn.initializers.xavier_uniform(), EMBED_HEADS_KV),
+        )
+        q, k, v = (qkv(name=name)(x) for name in ("query", "key", "value"))  # [B, N, H, Dh]
+        # implementation=None: cuDNN's fused kernel where it applies (GPU, bf16/fp16), else XLA.
+        y = jax.nn.dot_product_attention(q, k, v, implementation=None)
+        return nn.DenseGeneral(
+            features=width,
+            axis=(-2, -1),
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            kernel_init=partitioned(nn.initializers.xavier_uniform(), HEADS_KV_EMBED),
+            name="out",
+        )(y)
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm transformer block (timm's `Block`). x: [B, N, D] → [B, N, D]."""
+
+    num_heads: int
+    mlp_dim: int
+    dtype: Any = jnp.float32
+    dropout_rate: float = 0.0
+    drop_path_rate: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        y = layer_norm("norm1", self.dtype)(x)
+        y = Attention(self.num_heads, self.dtype, name="attn")(y)
+        y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+        x = x + DropPath(self.drop_path_rate)(y, train)
+        y = layer_norm("norm2", self.dtype)(x)
+        y = MlpBlock(self.mlp_dim, self.dtype, self.dropout_rate, name="mlp")(y, train)
+        y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+        return x + DropPath(self.drop_path_rate)(y, train)
+
+
+# --- R50 hybrid stem: timm's ResNetV2 (not pre-activation) with StdConv + GroupNorm ---------
+
+
+class StdConv(nn.Module):
+    """Weight-standardised conv, TF 'SAME' padding, no bias (timm's `StdConv2dSame`, eps 1e-8).
+
+    x: [B, H, W, C] → [B, ceil(H/strides), ceil(W/strides), features].
+    """
+
+    features: int
+    kernel_size: int
+    strides: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        shape = (self.kernel_size, self.kernel_size, x.shape[-1], self.features)
+        kernel = self.param("kernel", nn.initializers.he_normal(), shape, jnp.float32)
+        # Standardise each output filter (torch reduces [I, kH, kW]; here [kH, kW, I]).
+        mean = jnp.mean(kernel, axis=(0, 1, 2), keepdims=True)
+        var = jnp.var(kernel, axis=(0, 1, 2), keepdims=True)
+        kernel = (kernel - mean) / jnp.sqrt(var + 1e-8)
+        return jax.lax.conv_general_dilated(
+            x.astype(self.dtype),
+            kernel.astype(self.dtype),
+            (self.strides, self.strides),
+            "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+
+
+def group_norm(name: str, dtype: Any) -> nn.GroupNorm:
+    return nn.GroupNorm(
+        num_groups=32,
+        epsilon=1e-5,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        use_fast_variance=False,
+        name=name,
+    )
+
+
+class BottleneckV2(nn.Module):
+    """1x1 → 3x3 (strided) → 1x1 x4, GroupNorm after each conv, ReLU after the sum.
+
+    x: [B, H, W, C] → [B, H/strides, W/strides, 4 * features].
+    """
+
+    features: int
+    strides: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        out = 4 * self.features
+        shortcut = x
+        if self.strides != 1 or x.shape[-1] != out:
+            proj = _Downsample(out, self.strides, self.dtype, name="downsample")
+            shortcut = proj(x)
+        y = StdConv(self.features, 1, dtype=self.dtype, name="conv1")(x)
+        y = nn.relu(group_norm("norm1", self.dtype)(y))
+        y = StdConv(self.features, 3, self.strides, self.dtype, name="conv2")(y)
+        y = nn.relu(group_norm("norm2", self.dtype)(y))
+        y = StdConv(out, 1, dtype=self.dtype, name="conv3")(y)
+        y = group_norm("norm3", self.dtype)(y)
+        return nn.relu(y + shortcut)
+
+
+class _Downsample(nn.Module):
+    features: int
+    strides: int
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        x = StdConv(self.features, 1, self.strides, self.dtype, name="conv")(x)
+        return group_norm("norm", self.dtype)(x)
+
+
+class _Stem(nn.Module):
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        x = StdConv(64, 7, 2, self.dtype, name="conv")(x)
+        x = nn.relu(group_norm("norm", self.dtype)(x))
+        # 'SAME' pads with -inf, as timm's MaxPool2dSame.
+        return nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+
+
+class _Stage(nn.Module):
+    num_blocks: int
+    features: int
+    strides: int
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        for j in range(self.num_blocks):
+            strides = self.strides if j == 0 else 1
+            x = BottleneckV2(self.features, strides, self.dtype, name=f"blocks_{j}")(x)
+        return x
+
+
+class ResNetV2Backbone(nn.Module):
+    """timm's hybrid backbone: 7x7/2 stem + 3x3/2 max pool, then bottleneck stages (stride 1, 2,
+    2, ...). x: [B, H, W, 3] → [B, H/s, W/s, 256 * 2**(len(stage_sizes)-1)], s = 4 * 2**(S-1)."""
+
+    stage_sizes: Sequence[int]
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        x = _Stem(self.dtype, name="stem")(x)
+        for i, n in enumerate(self.stage_sizes):
+            x = _Stage(n, 64 * 2**i, 1 if i == 0 else 2, self.dtype, name=f"stages_{i}")(x)
+        return x
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches (or backbone features) projected to `width`.
+
+    x: [B, H, W, C] → [B, gh, gw, width], gh = H / (patch_size * backbone stride).
+    """
+
+    width: int
+    patch_size: int
+    backbone_stages: Sequence[int] = ()
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        if self.backbone_stages:
+            x = ResNetV2Backbone(self.backbone_stages, self.dtype, name="backbone")(x)
+        p = self.patch_size
+        return nn.Conv(
+            self.width,
+            (p, p),
+            strides=(p, p),
+            padding="VALID",
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            kernel_init=partitioned(nn.initializers.lecun_normal(), (None, None, None, "embed")),
+            name="proj",
+        )(x)
+
+
+class ViT(nn.Module):
+    """Vision Transformer. Use the presets (`ViT_B16`, ...) or set the geometry fields.
+
+    Collections: `params` (float32). `image_size` fixes the learned position embedding's grid
+    (image_size / patch_size per side, / 16 more with the R50 backbone); inputs must have that
+    size (`jaxvision.weights.timm` resamples imported embeddings to it). `pool="token"` reads the
+    class token, `"gap"` averages the patch tokens; `posemb="sincos2d"` is big_vision's fixed
+    embedding (no parameter). `backbone_stages` puts timm's ResNetV2 stages before the patch
+    embedding (R50+ViT: (3, 4, 9) with patch_size 1).
+    """
+
+    num_classes: int
+    patch_size: int = 16
+    width: int = 768
+    depth: int = 12
+    mlp_dim: int = 3072
+    num_heads: int = 12
+    image_size: int = 224
+    pool: str = "token"
+    posemb: str = "learn"
+    class_token: bool = True
+    backbone_stages: Sequence[int] = ()
+    dropout_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    dtype: Any = jnp.float32  # compute dtype; parameters stay float32
+
+    def __post_init__(self):
+        # Checked at construction so a bad config fails before any tracing.
+        if self.pool not in POOLS:
+            raise UserError(f"unknown ViT pool {self.pool!r}: choose one of {', '.join(POOLS)}")
+        if self.posemb not in POSEMBS:
+            raise UserError(
+                f"unknown ViT posemb {self.posemb!r}: choose one of {', '.join(POSEMBS)}"
+            )
+        if self.pool == "token" and not self.class_token:
+            raise UserError("ViT pool='token' needs class_token=True; use pool='gap' without it")
+        if self.image_size % self.stride:
+            raise UserError(
+                f"ViT image_size {self.image_size} is not a multiple of its stride {self.stride}"
+            )
+        super().__post_init__()
+
+    @property
+    def stride(self) -> int:
+        """Input pixels per token side: patch_size, times the backbone's 4 * 2**(stages-1)."""
+        backbone = 4 * 2 ** (len(self.backbone_stages) - 1) if self.backbone_stages else 1
+        return self.patch_size * backbone
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False, features: bool = False):
+        """images: [B, H, W, C] float (normalised), H = W = image_size → logits [B, classes] f32.
+
+        With `features=True` returns {"pre_logits": [B, D] float32, "tokens": [B, N, D]}: the
+        pooled vector before the head, and every token after the final LayerNorm (N = grid² plus
+        the class token first, if any).
+        """
+        grid = self.image_size // self.stride
+        if x.shape[1:3] != (self.image_size, self.image_size):
+            raise UserError(
+                f"ViT built for {self.image_size}x{self.image_size} images got "
+                f"{x.shape[1]}x{x.shape[2]}: build it with image_size={x.shape[1]}"
+            )
+        x = PatchEmbed(
+            self.width, self.patch_size, self.backbone_stages, self.dtype, name="patch_embed"
+        )(x)
+        b = x.shape[0]
+        x = x.reshape(b, grid * grid, self.width)  # row-major patches, as timm's flatten(2)
+
+        cls = None
+        if self.class_token:
+            cls = self.param("cls_token", nn.initializers.zeros, (1, 1, self.width), jnp.float32)
+            cls = jnp.broadcast_to(cls, (b, 1, self.width)).astype(x.dtype)
+        if self.posemb == "learn":
+            # timm's layout: the class token has a position too, embedding [1, 1 + N, D].
+            n = grid * grid + int(self.class_token)
+            pos = self.param(
+                "pos_embed",
+                partitioned(
+                    nn.initializers.normal(1 / math.sqrt(self.width)), (None, None, "embed")
+                ),
+                (1, n, self.width),
+                jnp.float32,
+            )
+            x = x if cls is None else jnp.concatenate([cls, x], axis=1)
+            x = x + pos.astype(x.dtype)
+        else:
+            # big_vision: fixed embedding on the patches only; the class token goes in after.
+            x = x + posemb_sincos_2d(grid, grid, self.width).astype(x.dtype)
+            x = x if cls is None else jnp.concatenate([cls, x], axis=1)
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+
+        for i in range(self.depth):
+            # Stochastic depth grows linearly from 0 at the first block, as timm.
+            rate = self.drop_path_rate * i / (self.depth - 1) if self.depth > 1 else 0.0
+            x = EncoderBlock(
+                self.num_heads,
+                self.mlp_dim,
+                self.dtype,
+                self.dropout_rate,
+                rate,
+                name=f"blocks_{i}",
+            )(x, train)
+        tokens = layer_norm("norm", self.dtype)(x)
+
+        num_prefix = int(self.class_token)
+        if self.pool == "token":
+            pre_logits = tokens[:, 0]
+        else:
+            pre_logits = jnp.mean(tokens[:, num_prefix:].astype(jnp.float32), axis=1)
+        pre_logits = pre_logits.astype(jnp.float32)
+        if features:
+            return {"pre_logits": pre_logits, "tokens": tokens}
+        logits = nn.Dense(
+            self.num_classes,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            kernel_init=nn.initializers.zeros,  # big_vision: a fresh head starts at zero
+            name="head",
+        )(pre_logits)
+        return logits.astype(jnp.float32)
+
+
+ViT_Ti16 = functools.partial(ViT, patch_size=16, width=192, depth=12, mlp_dim=768, num_heads=3)
+ViT_S16 = functools.partial(ViT, patch_size=16, width=384, depth=12, mlp_dim=1536, num_heads=6)
+ViT_B16 = functools.partial(ViT, patch_size=16, width=768, depth=12, mlp_dim=3072, num_heads=12)
+ViT_B32 = functools.partial(ViT, patch_size=32, width=768, depth=12, mlp_dim=3072, num_heads=12)
+ViT_L16 = functools.partial(ViT, patch_size=16, width=1024, depth=24, mlp_dim=4096, num_heads=16)
+ViT_H14 = functools.partial(ViT, patch_size=14, width=1280, depth=32, mlp_dim=5120, num_heads=16)
+# ViT-g/14 of "Scaling Vision Transformers" (timm's vit_giant_patch14_224).
+ViT_g14 = functools.partial(ViT, patch_size=14, width=1408, depth=40, mlp_dim=6144, num_heads=16)
+# R50+ViT-B/16 (timm's vit_base_r50_s16_224): 3 ResNetV2 stages (stride 16), then 1x1 patches.
+ViT_B16_R50 = functools.partial(
+    ViT,
+    patch_size=1,
+    width=768,
+    depth=12,
+    mlp_dim=3072,
+    num_heads=12,
+    backbone_stages=(3, 4, 9),
+)
