@@ -125,11 +125,13 @@ class ResNet(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, train: bool = False, features: bool = False):
         """images: [B, H, W, C] float (normalised) → logits: [B, num_classes] float32.
 
         With the imagenet stem a 224x224 input gives 56x56 after the stem and 7x7 after the
         last stage; with the small stem the stem keeps H x W and the last stage is H/8 x W/8.
+        With `features`: {"pre_logits": [B, D] float32, "C2".."C5": the stage outputs
+        [B, h, w, c] in the compute dtype} (ResNet-50 at 224: 56x56x256 ... 7x7x2048).
         """
         conv = functools.partial(
             nn.Conv,
@@ -158,6 +160,7 @@ class ResNet(nn.Module):
             x = nn.relu(norm(name="bn1")(x))
 
         # Stage i's output is the C{i+2} feature map a detection backbone would return.
+        stages = {}
         for i, num_blocks in enumerate(self.stage_sizes):
             for j in range(num_blocks):
                 x = self.block_cls(
@@ -168,8 +171,11 @@ class ResNet(nn.Module):
                     zero_init_residual=self.zero_init_residual,
                     name=f"layer{i + 1}_{j}",
                 )(x)
+            stages[f"C{i + 2}"] = x
 
         x = jnp.mean(x, axis=(1, 2))  # [B, C] pre-logits
+        if features:
+            return {"pre_logits": x.astype(jnp.float32), **stages}
         x = nn.Dense(
             self.num_classes,
             dtype=self.dtype,

@@ -19,8 +19,9 @@ class SimpleCNN(nn.Module):
     dtype: Any = jnp.float32  # compute dtype; parameters are always float32
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        """images: [B, H, W, C] float (normalised) → logits: [B, num_classes] float32."""
+    def __call__(self, x: jnp.ndarray, train: bool = False, features: bool = False):
+        """images: [B, H, W, C] float (normalised) → logits: [B, num_classes] float32, or with
+        `features` {"pre_logits": [B, 256] float32} (the hidden layer, before dropout)."""
         dense = dict(dtype=self.dtype, param_dtype=jnp.float32)
         x = nn.Conv(32, (3, 3), padding="SAME", name="conv1", **dense)(x)
         x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
@@ -28,6 +29,8 @@ class SimpleCNN(nn.Module):
         x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
         x = x.reshape(x.shape[0], -1)
         x = nn.relu(nn.Dense(256, name="fc1", **dense)(x))
+        if features:
+            return {"pre_logits": x.astype(jnp.float32)}
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         x = nn.Dense(self.num_classes, name="fc2", **dense)(x)
         return x.astype(jnp.float32)
