@@ -19,7 +19,7 @@ from jaxvision import data, models
 from jaxvision.checkpoint import Checkpointer, abstract_like
 from jaxvision.errors import UserError
 from jaxvision.sharding import batch_sharding, check_global_batch, make_mesh, replicated
-from jaxvision.train import optim, reporting, steps
+from jaxvision.train import guards, optim, reporting, steps
 from jaxvision.train.state import count_params, init_train_state
 
 
@@ -28,6 +28,23 @@ def _dtype(name: str):
         return jnp.dtype(name)
     except TypeError:
         raise UserError(f"unknown dtype '{name}': use float32 or bfloat16") from None
+
+
+def _every(step: int, interval: int) -> bool:
+    """True on multiples of `interval`; never when it is 0 (off)."""
+    return interval > 0 and step % interval == 0
+
+
+def _check_same_data(saved: dict, current: dict, directory: str) -> None:
+    """A resumed run must read the same stream of batches as the run that wrote the checkpoint."""
+    changed = [k for k in current if k in saved and saved[k] != current[k]]
+    if changed:
+        was = ", ".join(f"{k}={saved[k]}" for k in changed)
+        now = ", ".join(f"{k}={current[k]}" for k in changed)
+        raise UserError(
+            f"the checkpoint in {directory} was written with {was}, this run asks for {now}: "
+            "rerun with the original settings or use a new --workdir"
+        )
 
 
 def evaluate(eval_step, state, dataset, config, sharding) -> dict:
@@ -121,8 +138,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         keep=config.keep_checkpoints,
     )
     log = reporting.MetricsLog(workdir, total_steps=total_steps)
+    # Where the input stands: batch s is a pure function of these and s (see data.train_batches).
+    data_position = {
+        "dataset": config.dataset,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+    }
+    meta = {}
     if checkpointer.latest_step() is not None:
-        state = checkpointer.restore(abstract_like(abstract_state, state_sharding))
+        state, meta = checkpointer.restore(abstract_like(abstract_state, state_sharding))
+        _check_same_data(meta.get("data", {}), data_position, checkpointer.directory)
         reporting.note(f"resumed from {checkpointer.directory} at step {int(state.step)}")
         log.truncate_after(int(state.step))
     else:
@@ -170,27 +195,62 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         worker_count=config.worker_count,
     )
     log.start_timer(first_step)
-    metric_sums, metric_steps = None, 0
-    for step in range(first_step + 1, total_steps + 1):
-        state, metrics = train_step(state, data.make_global_batch(next(batches), data_sharding))
-        metric_sums = (
-            metrics if metric_sums is None else jax.tree.map(jnp.add, metric_sums, metrics)
-        )
-        metric_steps += 1
-        if step % config.log_every_steps == 0 or step == total_steps:
-            means = {k: float(v) / metric_steps for k, v in jax.device_get(metric_sums).items()}
-            means["train/lr"] = float(schedule(step - 1))
-            img_per_s, seconds_per_step = log.throughput(step, config.batch_size)
-            log.write(step, {**means, "train/img_per_s": img_per_s})
-            log.progress(step, means["train/loss"], img_per_s, seconds_per_step)
-            metric_sums, metric_steps = None, 0
-        if config.eval_every_steps and step % config.eval_every_steps == 0 and step < total_steps:
-            log.write(step, evaluate(eval_step, state, dataset, config, data_sharding))
-        checkpointer.save(step, state)
+    # Train metrics are summed on the device between log lines; the partial sums travel in the
+    # checkpoint so that a resumed run logs exactly what an uninterrupted one would have.
+    metric_sums = {k: jnp.float32(v) for k, v in meta.get("metric_sums", {}).items()} or None
+    metric_steps = meta.get("metric_steps", 0)
+
+    def checkpoint_meta(step):
+        sums = jax.device_get(metric_sums) if metric_sums else {}
+        return {
+            "data": {**data_position, "next_step": step},
+            "metric_sums": {k: float(v) for k, v in sums.items()},
+            "metric_steps": metric_steps,
+        }
+
+    preemption = guards.PreemptionWatch()
+    nonfinite = guards.NonFiniteWatch()
+    try:
+        for step in range(first_step + 1, total_steps + 1):
+            batch = data.make_global_batch(next(batches), data_sharding)
+            state, metrics = train_step(state, batch)
+            nonfinite.add(step, metrics)
+            metric_sums = (
+                metrics if metric_sums is None else jax.tree.map(jnp.add, metric_sums, metrics)
+            )
+            metric_steps += 1
+            if _every(step, config.log_every_steps) or step == total_steps:
+                nonfinite.check()
+                sums = jax.device_get(metric_sums)
+                means = {k: float(v) / metric_steps for k, v in sums.items()}
+                means["train/lr"] = float(schedule(step - 1))
+                img_per_s, seconds_per_step = log.throughput(step, config.batch_size)
+                log.write(step, {**means, "train/img_per_s": img_per_s})
+                log.progress(step, means["train/loss"], img_per_s, seconds_per_step)
+                metric_sums, metric_steps = None, 0
+            if _every(step, config.eval_every_steps) and step < total_steps:
+                log.write(step, evaluate(eval_step, state, dataset, config, data_sharding))
+            stopping = preemption.should_stop(step) and step < total_steps
+            if stopping or step % checkpointer.save_every_steps == 0:
+                nonfinite.check()  # never checkpoint a state that has gone non-finite
+                checkpointer.save(step, state, checkpoint_meta(step), force=stopping)
+            if stopping:
+                checkpointer.close()
+                reporting.note(
+                    f"stopped at step {step}/{total_steps} on {preemption.signal_name}: "
+                    f"checkpoint saved in {checkpointer.directory}; rerun the same command "
+                    "to continue"
+                )
+                return {"step": step, "stopped": preemption.signal_name}
+    except guards.NonFiniteLoss:
+        checkpointer.close()  # let the last good checkpoint finish writing
+        raise
+    finally:
+        preemption.restore_handlers()
 
     # Final evaluation and checkpoint.
     final_step = int(state.step)
-    checkpointer.save(final_step, state, force=True)
+    checkpointer.save(final_step, state, checkpoint_meta(final_step), force=True)
     eval_metrics = evaluate(eval_step, state, dataset, config, data_sharding)
     log.write(final_step, eval_metrics)
     checkpointer.close()

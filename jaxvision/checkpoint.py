@@ -1,7 +1,9 @@
 """Orbax checkpoints of the training state: save every N steps, keep the last K, resume the latest.
 
-Orbax writes each step into a temporary directory and renames it when complete, so a crash
-mid-save leaves the previous checkpoint as the latest usable one.
+A checkpoint holds two items: `state`, the train-state pytree, and `meta`, a small JSON record
+(where the input pipeline stands, partial metric sums, ...), so that a resumed run continues
+exactly. Orbax writes each step into a temporary directory and renames it when complete: a crash
+or a `kill -9` mid-save leaves the previous checkpoint as the latest usable one.
 """
 
 import os
@@ -11,7 +13,7 @@ import orbax.checkpoint as ocp
 
 
 class Checkpointer:
-    """A thin, typed face over `ocp.CheckpointManager` for one pytree (the train state)."""
+    """A thin, typed face over `ocp.CheckpointManager` for one run's checkpoints."""
 
     def __init__(
         self, directory: str, *, save_every_steps: int, keep: int, async_save: bool = True
@@ -23,6 +25,7 @@ class Checkpointer:
             max_to_keep=max(int(keep), 1),
             enable_async_checkpointing=async_save,
             create=True,
+            cleanup_tmp_directories=True,  # leftovers of a save that was killed
         )
         self.directory = os.path.abspath(directory)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
@@ -33,20 +36,32 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self._manager.all_steps())
 
-    def restore(self, abstract_state, step: int | None = None):
+    def restore(self, abstract_state, step: int | None = None) -> tuple[object, dict]:
         """Restores `step` (default: the latest) into the structure, dtypes and shardings of
-        `abstract_state` (a pytree of `jax.ShapeDtypeStruct` with `.sharding` set)."""
-        step = self.latest_step() if step is None else step
-        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        `abstract_state` (a pytree of `jax.ShapeDtypeStruct` with `.sharding` set).
 
-    def save(self, step: int, state, *, force: bool = False) -> bool:
+        Returns (state, meta).
+        """
+        step = self.latest_step() if step is None else step
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+            ),
+        )
+        return restored.state, dict(restored.meta or {})
+
+    def save(self, step: int, state, meta: dict | None = None, *, force: bool = False) -> bool:
         """Saves when `step` is on the save interval (or `force`) and not saved yet; returns
         whether it saved. Asynchronous: the write finishes in the background."""
         if not force and step % self.save_every_steps:
             return False
         if step == self._manager.latest_step():  # already saved, perhaps still being written
             return False
-        return self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta or {})
+        )
+        return self._manager.save(step, args=args, force=True)
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

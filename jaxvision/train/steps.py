@@ -69,7 +69,8 @@ def make_train_step(
 
     batch: {"image": [B, H, W, C] uint8, "label": [B] int32}. Under jit over a mesh the batch is
     global, so BatchNorm statistics and the mean loss are over the whole global batch.
-    metrics: scalars `train/loss`, `train/top1` and (given `learning_rate`) `train/lr`.
+    metrics: scalars `train/loss`, `train/top1`, `train/grad_norm` and (given `learning_rate`)
+    `train/lr`.
     """
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
@@ -91,7 +92,11 @@ def make_train_step(
             batch_stats=batch_stats,
             opt_state=opt_state,
         )
-        metrics = {"train/loss": loss, "train/top1": topk_correct(logits, labels, 1).mean()}
+        metrics = {
+            "train/loss": loss,
+            "train/top1": topk_correct(logits, labels, 1).mean(),
+            "train/grad_norm": optax.global_norm(grads),
+        }
         if learning_rate is not None:
             metrics["train/lr"] = learning_rate(state.step)
         return new_state, metrics

@@ -1,5 +1,7 @@
 """Orbax round trip of the full train state, keep-N and latest-step resume."""
 
+import os
+
 import jax
 import numpy as np
 import optax
@@ -30,15 +32,17 @@ def test_save_restore_round_trip_is_exact(tmp_path):
     state = _trained_state()
     checkpointer = Checkpointer(str(tmp_path / "ckpt"), save_every_steps=1, keep=2)
     assert checkpointer.latest_step() is None
-    assert checkpointer.save(3, state)
+    meta = {"data": {"next_step": 3, "seed": 0}, "metric_sums": {"train/loss": 1.5}}
+    assert checkpointer.save(3, state, meta)
     checkpointer.wait()
 
     mesh = make_mesh()
     shardings = jax.tree.map(lambda _: replicated(mesh), state)
-    restored = Checkpointer(str(tmp_path / "ckpt"), save_every_steps=1, keep=2).restore(
-        abstract_like(state, shardings)
-    )
+    restored, restored_meta = Checkpointer(
+        str(tmp_path / "ckpt"), save_every_steps=1, keep=2
+    ).restore(abstract_like(state, shardings))
     assert int(restored.step) == 3
+    assert restored_meta == meta
     leaves, tree = jax.tree.flatten(state)
     restored_leaves, restored_tree = jax.tree.flatten(restored)
     assert tree == restored_tree
@@ -58,3 +62,19 @@ def test_interval_and_keep_last_k(tmp_path):
     assert checkpointer.all_steps() == [6, 7]
     assert checkpointer.latest_step() == 7
     checkpointer.close()
+
+
+def test_an_interrupted_save_leaves_the_previous_checkpoint_latest(tmp_path):
+    state = _trained_state(num_steps=1)
+    checkpointer = Checkpointer(str(tmp_path), save_every_steps=1, keep=3)
+    checkpointer.save(1, state, {"step": 1})
+    checkpointer.close()
+    # What a kill -9 during the save of step 2 leaves behind: an unfinished temporary directory.
+    os.makedirs(tmp_path / "2.orbax-checkpoint-tmp" / "state")
+    reopened = Checkpointer(str(tmp_path), save_every_steps=1, keep=3)
+    assert reopened.latest_step() == 1
+    mesh = make_mesh()
+    shardings = jax.tree.map(lambda _: replicated(mesh), state)
+    restored, meta = reopened.restore(abstract_like(state, shardings))
+    assert meta == {"step": 1} and int(restored.step) == 1
+    reopened.close()

@@ -1,0 +1,75 @@
+"""Stopping a run safely: on a preemption signal, and on a loss that is no longer finite.
+
+Both are checked between steps, so a checkpoint is only ever written from a complete, finite
+state.
+"""
+
+import math
+import signal
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from jaxvision.errors import UserError
+
+
+class PreemptionWatch:
+    """Turns SIGTERM (what TPU and GPU schedulers send before preemption) into a request to stop
+    after the current step. All processes of a multi-host run agree on the step to stop at."""
+
+    def __init__(self, signals=(signal.SIGTERM,), sync_every_steps: int = 10):
+        self.signal_name = None
+        self._sync_every_steps = sync_every_steps
+        self._previous = {s: signal.signal(s, self._handle) for s in signals}
+
+    def _handle(self, signum, _frame) -> None:
+        self.signal_name = signal.Signals(signum).name
+
+    def should_stop(self, step: int) -> bool:
+        if jax.process_count() == 1:
+            return self.signal_name is not None
+        if step % self._sync_every_steps:  # a cross-host gather every step would cost latency
+            return False
+        flags = multihost_utils.process_allgather(np.array(self.signal_name is not None))
+        if np.any(flags) and self.signal_name is None:
+            self.signal_name = "SIGTERM (another host)"
+        return bool(np.any(flags))
+
+    def restore_handlers(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+class NonFiniteLoss(UserError):
+    """The training loss or gradient norm became NaN or infinite at `step`."""
+
+    def __init__(self, step: int, name: str, value: float):
+        self.step = step
+        super().__init__(
+            f"{name} is {value} at step {step}: the run stopped without saving this state. "
+            "Lower the learning rate, enable grad_clip_norm, or check the input data, then "
+            "rerun to resume from the last good checkpoint"
+        )
+
+
+class NonFiniteWatch:
+    """Remembers each step's scalars (device arrays, not fetched) until `check` looks at them.
+
+    Fetching once per check instead of once per step keeps the host from waiting on the device.
+    """
+
+    def __init__(self, names=("train/loss", "train/grad_norm")):
+        self._names = names
+        self._pending: list[tuple[int, dict]] = []
+
+    def add(self, step: int, metrics: dict) -> None:
+        self._pending.append((step, {n: metrics[n] for n in self._names if n in metrics}))
+
+    def check(self) -> None:
+        """Raises NonFiniteLoss for the first step whose loss or gradient norm is not finite."""
+        pending, self._pending = jax.device_get(self._pending), []
+        for step, values in pending:
+            for name, value in values.items():
+                if not math.isfinite(float(value)):
+                    raise NonFiniteLoss(step, name, float(value))

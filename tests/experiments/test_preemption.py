@@ -1,0 +1,118 @@
+"""Preemption safety: SIGTERM and kill -9 at random steps, then a rerun of the same command,
+give exactly the uninterrupted run's metrics.jsonl and final line (timings aside)."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ARGS = (
+    "--config.total_steps=60",
+    "--config.log_every_steps=5",
+    "--config.checkpoint_every_steps=10",
+    "--config.eval_every_steps=20",
+)
+
+
+def _command(workdir):
+    return [sys.executable, "-m", "experiments.resnet_digits", f"--workdir={workdir}", *ARGS]
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def _run_to_end(workdir):
+    result = subprocess.run(
+        _command(workdir), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _interrupt_at(workdir, step, sig, extra_delay):
+    """Starts the run, waits for the progress line of `step`, then sends `sig`."""
+    process = subprocess.Popen(
+        _command(workdir), cwd=ROOT, env=_env(), stderr=subprocess.PIPE, text=True
+    )
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if line.startswith(f"step {step}/"):
+            time.sleep(extra_delay)
+            process.send_signal(sig)
+            break
+    rest = process.stderr.read()
+    return process.wait(timeout=300), "".join(seen) + rest
+
+
+def _comparable(workdir, stdout):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    records = [{k: v for k, v in r.items() if k != "train/img_per_s"} for r in records]
+    final = json.loads(stdout.strip().splitlines()[-1][len("final: ") :])
+    final.pop("elapsed_s")
+    return records, final
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("reference"))
+    return _comparable(workdir, _run_to_end(workdir).stdout)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill9"])
+def test_interrupted_run_resumes_to_identical_metrics(tmp_path, uninterrupted, sig):
+    rng = random.Random()
+    step = rng.choice(range(10, 55, 5))  # progress lines come every 5 steps
+    delay = rng.uniform(0.0, 0.3)  # lands anywhere in the next steps, saves included
+    workdir = str(tmp_path)
+    returncode, stderr = _interrupt_at(workdir, step, sig, delay)
+    where = f"(interrupted after the step-{step} line + {delay:.2f}s)"
+    if sig == signal.SIGTERM:
+        assert returncode == 0, stderr[-2000:]
+        assert "stopped at step " in stderr and "on SIGTERM" in stderr, stderr[-2000:]
+        stopped = int(stderr.split("stopped at step ")[1].split("/")[0])
+        assert str(stopped) in os.listdir(os.path.join(workdir, "checkpoints"))
+    else:
+        assert returncode == -signal.SIGKILL
+    resumed = _run_to_end(workdir)
+    if sig == signal.SIGTERM:
+        assert f"resumed from {os.path.join(workdir, 'checkpoints')} at step {stopped}" in (
+            resumed.stderr
+        )
+    assert _comparable(workdir, resumed.stdout) == uninterrupted, where
+
+
+def test_non_finite_loss_stops_without_overwriting_the_last_checkpoint(tmp_path):
+    workdir = str(tmp_path)
+    args = ("--config.total_steps=20", "--config.checkpoint_every_steps=5")
+    first = subprocess.run(
+        [*_command(workdir)[:4], "--config.total_steps=5", "--config.checkpoint_every_steps=5"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    result = subprocess.run(
+        [*_command(workdir)[:4], *args, "--config.learning_rate=1e30"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: train/") and " at step " in line, line
+    assert "Traceback" not in result.stderr
+    # Only the good step-5 checkpoint is there: nothing after the loss went non-finite.
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["5"]
