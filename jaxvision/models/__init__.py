@@ -8,6 +8,7 @@ A registry entry is the module class, or a `functools.partial` of it that fixes 
 
 import dataclasses
 import functools
+import importlib
 import operator
 import re
 from collections.abc import Callable
@@ -17,15 +18,34 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxvision.errors import UserError
-from jaxvision.models import resnet, simple_cnn
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {
-    "simple_cnn": simple_cnn.SimpleCNN,
-    "resnet18": resnet.ResNet18,
-    "resnet34": resnet.ResNet34,
-    "resnet50": resnet.ResNet50,
-    "resnet101": resnet.ResNet101,
-    "resnet152": resnet.ResNet152,
+# name -> (module under jaxvision.models, attribute): a module class or a functools.partial of
+# one. Imported on first use, so a model's module loads only when that model is built.
+_MODELS: dict[str, tuple[str, str]] = {
+    "simple_cnn": ("simple_cnn", "SimpleCNN"),
+    "resnet18": ("resnet", "ResNet18"),
+    "resnet34": ("resnet", "ResNet34"),
+    "resnet50": ("resnet", "ResNet50"),
+    "resnet101": ("resnet", "ResNet101"),
+    "resnet152": ("resnet", "ResNet152"),
+    "vgg16": ("vgg", "VGG16"),
+    "vgg19": ("vgg", "VGG19"),
+    "vgg16_bn": ("vgg", "VGG16BN"),
+    "vgg19_bn": ("vgg", "VGG19BN"),
+    "googlenet": ("googlenet", "GoogLeNet"),
+    "inception_v3": ("inception", "InceptionV3"),
+    "densenet121": ("densenet", "DenseNet121"),
+    "densenet169": ("densenet", "DenseNet169"),
+    "vit_ti16": ("vit", "ViT_Ti16"),
+    "vit_s16": ("vit", "ViT_S16"),
+    "vit_b16": ("vit", "ViT_B16"),
+    "vit_b32": ("vit", "ViT_B32"),
+    "vit_l16": ("vit", "ViT_L16"),
+    "vit_h14": ("vit", "ViT_H14"),
+    "vit_g14": ("vit", "ViT_g14"),
+    "vit_b16_r50": ("vit", "ViT_B16_R50"),
+    "mixer_b16": ("mixer", "MixerB16"),
+    "row_rnn": ("rnn", "RowRNN"),
 }
 
 # Dataclass fields every Flax module has that are not model options.
@@ -77,4 +97,5 @@ def build(name: str, *, num_classes: int, dtype: Any = jnp.float32, **kwargs: An
 def _lookup(name: str) -> Callable[..., nn.Module]:
     if name not in _MODELS:
         raise UserError(f"unknown model {name!r}: choose one of {', '.join(names())}")
-    return _MODELS[name]
+    module, attribute = _MODELS[name]
+    return getattr(importlib.import_module(f"jaxvision.models.{module}"), attribute)

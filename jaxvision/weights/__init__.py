@@ -1,0 +1,102 @@
+"""Pretrained weights in and out: torchvision/timm safetensors and big_vision .npz files.
+
+Each model family has a converter module with these functions:
+
+  to_flax(model_name, tensors) -> {("params"|"batch_stats", ...path): array}   (flat)
+  to_torch(model_name, flat) -> {torch name: array}
+  head(model_name) -> ("params", <classifier module>)   the path prefix of the classifier
+  adapt(model_name, converted, expected) -> converted    optional: fit shapes (ViT posemb)
+  load_npz(model_name, path) -> {torch name: array}      optional: big_vision .npz files
+
+and one line per model in `_CONVERTERS`. `import_weights` turns a file's tensors into variables
+shaped like a freshly initialised model's, keeping the fresh classifier when the number of classes
+differs (fine-tuning with a new head).
+"""
+
+import importlib
+
+import numpy as np
+
+from jaxvision.errors import UserError
+from jaxvision.weights.common import (
+    check_complete,
+    flatten,
+    load_safetensors,
+    save_safetensors,
+    unflatten,
+)
+
+# model name -> converter module (under jaxvision.weights), imported on first use.
+_TORCHVISION = (
+    "resnet18 resnet34 resnet50 resnet101 resnet152 vgg16 vgg19 vgg16_bn vgg19_bn "
+    "googlenet inception_v3 densenet121 densenet169"
+)
+_TIMM = "vit_ti16 vit_s16 vit_b16 vit_b32 vit_l16 vit_h14 vit_g14 vit_b16_r50 mixer_b16"
+_CONVERTERS: dict[str, str] = {
+    **dict.fromkeys(_TORCHVISION.split(), "torchvision"),
+    **dict.fromkeys(_TIMM.split(), "timm"),
+}
+
+
+def _converter(model_name: str):
+    if model_name not in _CONVERTERS:
+        raise UserError(
+            f"no weight converter for model '{model_name}': importable models are "
+            f"{', '.join(sorted(_CONVERTERS)) or '(none)'}"
+        )
+    return importlib.import_module(f"jaxvision.weights.{_CONVERTERS[model_name]}")
+
+
+def importable_models() -> list[str]:
+    return sorted(_CONVERTERS)
+
+
+def import_weights(
+    model_name: str, tensors: dict[str, np.ndarray], variables: dict, *, new_head: bool = False
+) -> tuple[dict, list[str]]:
+    """Maps torch-named `tensors` onto `variables` (a fresh init of the model, for structure).
+
+    Returns (variables with the imported values, the paths kept from `variables`: the classifier
+    when `new_head` or when its shape differs from the file's).
+    """
+    converter = _converter(model_name)
+    converted = converter.to_flax(model_name, tensors)
+    expected = flatten(variables)
+    if hasattr(converter, "adapt"):  # e.g. resample ViT position embeddings to a new resolution
+        converted = converter.adapt(model_name, converted, expected)
+    head = tuple(converter.head(model_name))
+    kept = []
+    for key in expected:
+        if key[: len(head)] != head:
+            continue
+        if new_head or key not in converted or converted[key].shape != expected[key].shape:
+            converted[key] = expected[key]
+            kept.append("/".join(key))
+    check_complete(converted, expected, f"weights for {model_name}")
+    dtypes = {k: v.dtype for k, v in expected.items()}
+    return unflatten({k: v.astype(dtypes[k]) for k, v in converted.items()}), sorted(kept)
+
+
+def export_weights(model_name: str, variables: dict) -> dict[str, np.ndarray]:
+    """The model's variables under the reference implementation's (torch) names and layouts."""
+    return _converter(model_name).to_torch(model_name, flatten(variables))
+
+
+def load_weights(path: str, model_name: str, variables: dict, *, new_head: bool = False):
+    """Reads `path` (.safetensors with torch names, or a big_vision .npz for ViTs) and imports it
+    as `import_weights` does."""
+    if path.endswith(".npz"):
+        tensors = _converter(model_name).load_npz(model_name, path)
+    else:
+        tensors = load_safetensors(path)
+    return import_weights(model_name, tensors, variables, new_head=new_head)
+
+
+__all__ = [
+    "export_weights",
+    "import_weights",
+    "importable_models",
+    "load_safetensors",
+    "load_weights",
+    "save_safetensors",
+]
