@@ -1,0 +1,254 @@
+"""ViT, R50+ViT hybrid and MLP-Mixer: timm parameter counts, shapes, pooling, regularisers."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxvision.errors import UserError
+from jaxvision.models import mixer, vit
+
+# timm.create_model(name, num_classes=1000): sum(p.numel() for p in model.parameters()).
+TIMM_PARAM_COUNTS = {
+    "ViT_Ti16": 5_717_416,  # vit_tiny_patch16_224
+    "ViT_S16": 22_050_664,  # vit_small_patch16_224
+    "ViT_B16": 86_567_656,  # vit_base_patch16_224
+    "ViT_B32": 88_224_232,  # vit_base_patch32_224
+    "ViT_L16": 304_326_632,  # vit_large_patch16_224
+    "ViT_H14": 632_045_800,  # vit_huge_patch14_224
+    "ViT_g14": 1_012_611_432,  # vit_giant_patch14_224
+    "ViT_B16_R50": 98_659_112,  # vit_base_r50_s16_224
+}
+# timm's default configs of these two have no classifier (num_classes=0).
+TIMM_HEADLESS_COUNTS = {"ViT_H14": 630_764_800, "ViT_B16_R50": 97_890_112}
+
+# Tiny geometry shared by most tests: 32px images, 8px patches -> 4x4 grid, width 32.
+TINY = dict(num_classes=5, patch_size=8, width=32, depth=2, mlp_dim=64, num_heads=2, image_size=32)
+TINY_MIXER = dict(
+    num_classes=5,
+    patch_size=8,
+    width=32,
+    depth=2,
+    tokens_mlp_dim=16,
+    channels_mlp_dim=64,
+    image_size=32,
+)
+
+
+def abstract_variables(model, shape):
+    """Variables as ShapeDtypeStructs: traces init without compiling or allocating."""
+    return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(shape, jnp.float32))
+
+
+def random_variables(model, shape, seed=0):
+    """init's structure filled by numpy (a zero-initialised head would hide the logits)."""
+    rng = np.random.default_rng(seed)
+    fill = lambda s: (rng.normal(size=s.shape) * 0.2).astype(s.dtype)  # noqa: E731
+    return jax.tree.map(fill, abstract_variables(model, shape))
+
+
+def count(tree) -> int:
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
+
+
+def images(n=2, size=32, seed=1):
+    return jax.random.normal(jax.random.key(seed), (n, size, size, 3))
+
+
+@pytest.mark.parametrize("preset", sorted(TIMM_PARAM_COUNTS))
+def test_param_count_equals_timm(preset):
+    params = abstract_variables(getattr(vit, preset)(num_classes=1000), (1, 224, 224, 3))["params"]
+    assert count(params) == TIMM_PARAM_COUNTS[preset]
+    if preset in TIMM_HEADLESS_COUNTS:
+        assert count(params) - count(params["head"]) == TIMM_HEADLESS_COUNTS[preset]
+
+
+def test_mixer_param_count_equals_timm():
+    params = abstract_variables(mixer.MixerB16(num_classes=1000), (1, 224, 224, 3))["params"]
+    assert count(params) == 59_880_472  # timm mixer_b16_224
+
+
+def test_vit_b16_layout():
+    params = abstract_variables(vit.ViT_B16(num_classes=1000), (1, 224, 224, 3))["params"]
+    assert params["pos_embed"].shape == (1, 197, 768)  # 14x14 patches + class token
+    assert params["cls_token"].shape == (1, 1, 768)
+    assert params["patch_embed"]["proj"]["kernel"].shape == (16, 16, 3, 768)
+    attn = params["blocks_11"]["attn"]
+    assert attn["query"]["kernel"].shape == (768, 12, 64)  # [embed, heads, kv]
+    assert attn["out"]["kernel"].shape == (12, 64, 768)
+    assert params["blocks_0"]["mlp"]["fc1"]["kernel"].shape == (768, 3072)
+    assert "blocks_12" not in params
+
+
+def test_hybrid_shapes_on_224():
+    model = vit.ViT_B16_R50(num_classes=1000)
+    variables = abstract_variables(model, (1, 224, 224, 3))
+
+    def run(variables, x):
+        return model.apply(variables, x, capture_intermediates=True)
+
+    x = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
+    logits, state = jax.eval_shape(run, variables, x)
+    assert (logits.shape, logits.dtype) == ((1, 1000), jnp.float32)
+    embed = state["intermediates"]["patch_embed"]
+    # Stem + pool /4, stages 2 and 3 /2 each: 14x14 tokens of 1024 channels, then a 1x1 conv.
+    assert embed["backbone"]["__call__"][0].shape == (1, 14, 14, 1024)
+    assert embed["__call__"][0].shape == (1, 14, 14, 768)
+    params = variables["params"]
+    assert params["pos_embed"].shape == (1, 197, 768)
+    stages = params["patch_embed"]["backbone"]
+    assert [len([k for k in stages[f"stages_{i}"]]) for i in range(3)] == [3, 4, 9]
+    assert stages["stem"]["conv"]["kernel"].shape == (7, 7, 3, 64)
+    assert "bias" not in stages["stages_1"]["blocks_0"]["conv2"]  # StdConv has no bias
+
+
+@pytest.mark.parametrize("pool,class_token", [("token", True), ("gap", True), ("gap", False)])
+def test_tiny_vit_logits_and_features(pool, class_token):
+    model = vit.ViT(**TINY, pool=pool, class_token=class_token)
+    x = images()
+    variables = random_variables(model, x.shape)
+    logits = model.apply(variables, x)
+    assert (logits.shape, logits.dtype) == ((2, 5), jnp.float32)
+    assert np.all(np.isfinite(logits))
+    feats = model.apply(variables, x, features=True)
+    n = 16 + int(class_token)
+    assert feats["tokens"].shape == (2, n, 32)
+    assert (feats["pre_logits"].shape, feats["pre_logits"].dtype) == ((2, 32), jnp.float32)
+    # The pooled vector is the class token, or the mean of the patch tokens (not the class token).
+    expected = feats["tokens"][:, 0] if pool == "token" else feats["tokens"][:, n - 16 :].mean(1)
+    np.testing.assert_allclose(feats["pre_logits"], expected, atol=1e-6)
+    head = variables["params"]["head"]
+    np.testing.assert_allclose(
+        logits, feats["pre_logits"] @ head["kernel"] + head["bias"], rtol=1e-5, atol=1e-5
+    )
+    assert ("cls_token" in variables["params"]) == class_token
+
+
+def test_gap_and_token_pool_differ_with_same_params():
+    x = images()
+    token = vit.ViT(**TINY, pool="token")
+    variables = random_variables(token, x.shape)
+    gap = vit.ViT(**TINY, pool="gap")
+    assert not np.allclose(token.apply(variables, x), gap.apply(variables, x), atol=1e-3)
+
+
+def test_sincos2d_posemb_is_fixed():
+    model = vit.ViT(**TINY, posemb="sincos2d")
+    params = abstract_variables(model, (1, 32, 32, 3))["params"]
+    assert "pos_embed" not in params
+    assert count(params) == count(abstract_variables(vit.ViT(**TINY), (1, 32, 32, 3))) - 17 * 32
+    pe = vit.posemb_sincos_2d(4, 4, 32)
+    assert (pe.shape, pe.dtype) == ((1, 16, 32), jnp.float32)
+    # Position (0, 0): sin(0) = 0 and cos(0) = 1 in each quarter; positions are all distinct.
+    np.testing.assert_array_equal(pe[0, 0], np.tile(np.repeat([0.0, 1.0], 8), 2))
+    assert len({tuple(np.round(row, 5)) for row in np.asarray(pe[0])}) == 16
+    # x varies along a row, y along a column: position (0, 1) differs from (0, 0) only in x.
+    np.testing.assert_array_equal(pe[0, 1, 16:], pe[0, 0, 16:])
+    assert not np.allclose(pe[0, 1, :16], pe[0, 0, :16])
+    logits = model.apply(random_variables(model, (2, 32, 32, 3)), images())
+    assert logits.shape == (2, 5)
+
+
+def test_stochastic_depth_only_in_training():
+    x = images()
+    model = vit.ViT(**TINY, drop_path_rate=0.5)
+    variables = random_variables(model, x.shape)
+    plain = vit.ViT(**TINY).apply(variables, x)
+    np.testing.assert_array_equal(model.apply(variables, x), plain)
+    train = [
+        model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(s)}) for s in (0, 1)
+    ]
+    assert not np.allclose(train[0], train[1])
+    assert not np.allclose(train[0], plain)
+    # With both rates 0, training is deterministic and needs no rng.
+    np.testing.assert_allclose(vit.ViT(**TINY).apply(variables, x, train=True), plain, atol=1e-6)
+
+
+def test_drop_path_drops_whole_samples_and_rescales():
+    x = jnp.ones((64, 3, 4))
+    y = vit.DropPath(0.25).apply({}, x, True, rngs={"dropout": jax.random.key(0)})
+    per_sample = np.asarray(y).reshape(64, -1)
+    for row in per_sample:  # each sample is dropped or kept as a whole
+        assert np.all(row == 0) or np.allclose(row, 1 / 0.75)
+    assert 0 < np.sum(per_sample[:, 0] == 0) < 64
+
+
+def test_drop_path_rate_grows_linearly_over_depth():
+    model = vit.ViT(**{**TINY, "depth": 5}, drop_path_rate=0.4)
+    x = images(1)
+    variables = random_variables(model, x.shape)
+    rates = []
+
+    def record(next_fun, args, kwargs, context):
+        if isinstance(context.module, vit.DropPath):
+            rates.append(context.module.rate)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        model.apply(variables, x)
+    # Two residual branches per block, timm's linspace(0, rate, depth).
+    np.testing.assert_allclose(rates, np.repeat([0.0, 0.1, 0.2, 0.3, 0.4], 2), atol=1e-7)
+
+
+def test_bf16_compute_keeps_float32_params_and_logits():
+    x = images()
+    for model in (
+        vit.ViT(**TINY, dtype=jnp.bfloat16),
+        mixer.MlpMixer(**TINY_MIXER, dtype=jnp.bfloat16),
+    ):
+        variables = abstract_variables(model, x.shape)
+        assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+
+        def run(variables, x, model=model):
+            return model.apply(variables, x), model.apply(variables, x, features=True)
+
+        # One compiled program: bf16 ops run eagerly would each compile on their own.
+        logits, feats = jax.jit(run)(random_variables(model, x.shape), x)
+        assert logits.dtype == jnp.float32 and np.all(np.isfinite(logits))
+        assert feats["tokens"].dtype == jnp.bfloat16 and feats["pre_logits"].dtype == jnp.float32
+
+
+def test_attention_equals_naive_softmax_reference():
+    heads, width, n = 2, 16, 5
+    x = jax.random.normal(jax.random.key(0), (3, n, width))
+    attention = vit.Attention(num_heads=heads)
+    params = random_variables(attention, x.shape)["params"]
+    got = attention.apply({"params": params}, x)
+
+    def project(name):  # [B, N, D] -> [B, H, N, Dh]
+        p = params[name]
+        return jnp.einsum("bnd,dhk->bhnk", x, p["kernel"]) + p["bias"][None, :, None, :]
+
+    q, k, v = project("query"), project("key"), project("value")
+    weights = jax.nn.softmax(q @ jnp.swapaxes(k, -1, -2) / np.sqrt(width // heads), axis=-1)
+    y = jnp.einsum("bhnk,hkd->bnd", weights @ v, params["out"]["kernel"]) + params["out"]["bias"]
+    np.testing.assert_allclose(got, y, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_configs_are_user_errors():
+    with pytest.raises(UserError, match="class_token"):
+        vit.ViT(**TINY, class_token=False)
+    with pytest.raises(UserError, match="pool"):
+        vit.ViT(**TINY, pool="max")
+    with pytest.raises(UserError, match="posemb"):
+        vit.ViT(**TINY, posemb="rope")
+    model = vit.ViT(**TINY)
+    with pytest.raises(UserError, match="image_size=48"):
+        abstract_variables(model, (1, 48, 48, 3))
+
+
+def test_tiny_mixer_logits_and_features():
+    model = mixer.MlpMixer(**TINY_MIXER)
+    x = images()
+    variables = random_variables(model, x.shape)
+    assert variables["params"]["blocks_1"]["mlp_tokens"]["fc1"]["kernel"].shape == (16, 16)
+    logits = model.apply(variables, x)
+    assert (logits.shape, logits.dtype) == ((2, 5), jnp.float32)
+    feats = model.apply(variables, x, features=True)
+    assert feats["tokens"].shape == (2, 16, 32) and feats["pre_logits"].shape == (2, 32)
+    np.testing.assert_allclose(feats["pre_logits"], feats["tokens"].mean(1), atol=1e-6)
+    dropped = mixer.MlpMixer(**TINY_MIXER, drop_path_rate=0.5, dropout_rate=0.1)
+    np.testing.assert_array_equal(dropped.apply(variables, x), logits)
+    train = dropped.apply(variables, x, train=True, rngs={"dropout": jax.random.key(0)})
+    assert not np.allclose(train, logits)
