@@ -1,20 +1,40 @@
 """The device mesh and how arrays are laid out over it.
 
-Every jitted step in jaxvision takes explicit shardings built here: batches are split over the
-mesh's `data` axis, everything else is replicated (larger strategies, such as FSDP, map parameter
-axes to mesh axes in the same place).
+Every jitted step takes explicit shardings built here. The mesh has named axes, by convention:
+
+  data   pure data parallelism: the batch is split, parameters are replicated;
+  fsdp   the batch is split AND each large parameter (with its optimizer state) is split, so
+         memory per device falls with the axis size (ZeRO-3 / fully-sharded data parallel);
+  model  tensor parallelism: kernels annotated with logical axes ("mlp", "heads") are split
+         Megatron-style, by the rules in LOGICAL_RULES.
+
+A strategy string picks what parameters do: "replicated", "fsdp", "tensor" or "fsdp+tensor".
+Batches are always split over every batch axis in the mesh (data x fsdp).
 """
 
 from collections.abc import Sequence
 
 import jax
 import numpy as np
+from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxvision.errors import UserError
 
 DATA_AXIS = "data"
+FSDP_AXIS = "fsdp"
+MODEL_AXIS = "model"
+BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
+STRATEGIES = ("replicated", "fsdp", "tensor", "fsdp+tensor")
+
+# Logical axis name (from the models' kernel annotations) -> mesh axis, for tensor parallelism:
+# split the MLP hidden units and the attention heads; the residual width stays whole.
+LOGICAL_RULES = (("mlp", MODEL_AXIS), ("heads", MODEL_AXIS), ("embed", None), ("kv", None))
+
+# Parameters smaller than this (elements) stay replicated under FSDP: sharding a bias or a norm
+# scale saves nothing and adds a collective.
+FSDP_MIN_SIZE = 2**14
 
 
 def make_mesh(
@@ -22,8 +42,12 @@ def make_mesh(
 ) -> Mesh:
     """Builds a mesh from `(name, size)` pairs; one size may be -1 for "the rest of the devices".
 
-    Example: `make_mesh([("data", -1)])` puts every device on the data axis.
+    Example: `make_mesh([("data", -1)])` puts every device on the data axis;
+    `make_mesh([("data", 2), ("fsdp", -1), ("model", 2)])` uses 2-way data, 2-way tensor and
+    FSDP over what is left. Devices are laid out with `jax.make_mesh` when they are the
+    default ones, so the fastest links (within a host, an ICI ring) serve the innermost axes.
     """
+    default_devices = devices is None
     devices = list(jax.devices() if devices is None else devices)
     names = [name for name, _ in axes]
     sizes = [int(size) for _, size in axes]
@@ -42,28 +66,143 @@ def make_mesh(
             f"mesh {list(axes)} needs {int(np.prod(sizes))} devices but {len(devices)} are "
             f"present: make the axis sizes multiply to the device count or use -1 for one axis"
         )
+    if default_devices:
+        # Auto axes: the compiler propagates shardings from the jit boundaries (the default
+        # of jax.make_mesh is Explicit, sharding-in-types).
+        auto = (jax.sharding.AxisType.Auto,) * len(sizes)
+        return jax.make_mesh(tuple(sizes), tuple(names), devices=devices, axis_types=auto)
     return Mesh(np.asarray(devices).reshape(sizes), names)
 
 
+def batch_axes(mesh: Mesh) -> tuple[str, ...]:
+    """The mesh axes the batch is split over, outermost first."""
+    return tuple(a for a in BATCH_AXES if a in mesh.axis_names)
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Leading (batch) dimension split over the data axis, the rest replicated."""
-    return NamedSharding(mesh, P(DATA_AXIS))
+    """Leading (batch) dimension split over data x fsdp, the rest replicated."""
+    return NamedSharding(mesh, P(batch_axes(mesh)))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+def batch_split(mesh: Mesh) -> int:
+    """How many ways the global batch is split (the product of the batch axes' sizes)."""
+    return int(np.prod([mesh.shape[a] for a in batch_axes(mesh)]))
+
+
 def check_global_batch(global_batch_size: int, mesh: Mesh) -> None:
-    """Raises UserError unless the global batch splits evenly over the data axis and hosts."""
-    data_size = mesh.shape[DATA_AXIS]
-    if global_batch_size % data_size:
+    """Raises UserError unless the global batch splits evenly over the batch axes and hosts."""
+    split = batch_split(mesh)
+    if global_batch_size % split:
         raise UserError(
-            f"batch_size={global_batch_size} is not divisible by the {data_size} devices on the "
-            f"'{DATA_AXIS}' axis: set --config.batch_size to a multiple of {data_size}"
+            f"batch_size={global_batch_size} is not divisible by the {split} devices on the "
+            f"batch axes {'x'.join(batch_axes(mesh))}: set --config.batch_size to a multiple "
+            f"of {split}"
         )
     if global_batch_size % jax.process_count():
         raise UserError(
             f"batch_size={global_batch_size} is not divisible by the {jax.process_count()} "
             f"processes: set --config.batch_size to a multiple of {jax.process_count()}"
         )
+
+
+def check_strategy(strategy: str, mesh: Mesh) -> tuple[bool, bool]:
+    """Validates `strategy` against the mesh; returns (fsdp, tensor)."""
+    if strategy not in STRATEGIES:
+        raise UserError(f"unknown sharding '{strategy}': choose one of {', '.join(STRATEGIES)}")
+    fsdp, tensor = "fsdp" in strategy, "tensor" in strategy
+    for wanted, axis in ((fsdp, FSDP_AXIS), (tensor, MODEL_AXIS)):
+        if wanted and axis not in mesh.axis_names:
+            raise UserError(
+                f"sharding '{strategy}' needs a '{axis}' mesh axis, the mesh has "
+                f"{dict(mesh.shape)}: add ('{axis}', N) to --config.mesh"
+            )
+    return fsdp, tensor
+
+
+def _fsdp_spec(shape: tuple[int, ...], spec: list, fsdp_size: int, min_size: int) -> list:
+    """Puts the fsdp axis on the largest free dimension that it divides."""
+    if fsdp_size <= 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
+        return spec
+    for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+        if spec[dim] is None and shape[dim] % fsdp_size == 0:
+            spec[dim] = FSDP_AXIS
+            return spec
+    return spec
+
+
+def param_specs(
+    params,
+    mesh: Mesh,
+    strategy: str = "replicated",
+    *,
+    logical_specs=None,
+    rules=LOGICAL_RULES,
+    fsdp_min_size: int = FSDP_MIN_SIZE,
+):
+    """PartitionSpecs for `params` (arrays or ShapeDtypeStructs) under `strategy`.
+
+    logical_specs: the models' logical annotations (`nn.get_partition_spec` of a boxed init),
+    used by "tensor"; parameters without one are not tensor-split.
+    """
+    fsdp, tensor = check_strategy(strategy, mesh)
+    fsdp_size = mesh.shape.get(FSDP_AXIS, 1)
+    flat_logical = {}
+    if tensor and logical_specs is not None:
+        flat_logical = dict(
+            jax.tree_util.tree_flatten_with_path(logical_specs, is_leaf=lambda x: isinstance(x, P))[
+                0
+            ]
+        )
+
+    def spec_for(path, leaf):
+        spec = [None] * len(leaf.shape)
+        logical = flat_logical.get(path)
+        if logical is not None:
+            mapped = nn.logical_to_mesh_axes(logical, rules)
+            spec = [a if a in mesh.axis_names else None for a in mapped]
+            for dim, axis in enumerate(spec):
+                if axis is not None and leaf.shape[dim] % mesh.shape[axis]:
+                    spec[dim] = None  # e.g. 3 heads on a 2-way model axis: keep it whole
+        if fsdp:
+            spec = _fsdp_spec(tuple(leaf.shape), spec, fsdp_size, fsdp_min_size)
+        return P(*spec)
+
+    return jax.tree_util.tree_map_with_path(spec_for, params)
+
+
+def _dict_keys(path) -> tuple[str, ...]:
+    return tuple(k.key for k in path if isinstance(k, jax.tree_util.DictKey))
+
+
+def state_shardings(abstract_state, mesh: Mesh, specs):
+    """NamedShardings for a whole train state: parameters by `specs`, every optimizer-state leaf
+    like the parameter it belongs to (same path and shape), everything else replicated."""
+    by_path = {}
+    for path, spec in jax.tree_util.tree_flatten_with_path(
+        specs, is_leaf=lambda x: isinstance(x, P)
+    )[0]:
+        by_path[_dict_keys(path)] = spec
+    shapes = {
+        _dict_keys(path): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state.params)[0]
+    }
+
+    def opt_leaf(path, leaf):
+        keys = _dict_keys(path)
+        if keys in by_path and tuple(leaf.shape) == shapes[keys]:
+            return NamedSharding(mesh, by_path[keys])
+        return NamedSharding(mesh, P())
+
+    return abstract_state.replace(
+        step=NamedSharding(mesh, P()),
+        params=jax.tree.map(
+            lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, P)
+        ),
+        batch_stats=jax.tree.map(lambda _: NamedSharding(mesh, P()), abstract_state.batch_stats),
+        opt_state=jax.tree_util.tree_map_with_path(opt_leaf, abstract_state.opt_state),
+        rng=NamedSharding(mesh, P()),
+    )

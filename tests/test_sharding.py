@@ -23,7 +23,7 @@ def test_bad_meshes_raise_user_error():
 
 
 def test_indivisible_batch_message():
-    mesh = types.SimpleNamespace(shape={"data": 4})  # only the axis sizes matter here
+    mesh = types.SimpleNamespace(shape={"data": 4}, axis_names=("data",))  # sizes only
     with pytest.raises(UserError, match=r"batch_size=10 is not divisible by the 4 devices"):
         check_global_batch(10, mesh)
     check_global_batch(12, mesh)

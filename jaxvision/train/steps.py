@@ -42,18 +42,33 @@ def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
     return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
 
 
-def _apply(model, state, params, images, *, train: bool, rng=None):
+def _apply(model, params, batch_stats, images, *, train: bool, rng=None):
     """Runs the model; returns (logits, new batch_stats)."""
     variables = {"params": params}
-    if state.batch_stats:
-        variables["batch_stats"] = state.batch_stats
-    if train and state.batch_stats:
+    if batch_stats:
+        variables["batch_stats"] = batch_stats
+    if train and batch_stats:
         logits, updates = model.apply(
             variables, images, train=True, mutable=["batch_stats"], rngs={"dropout": rng}
         )
         return logits, updates["batch_stats"]
     rngs = {"dropout": rng} if train else {}
-    return model.apply(variables, images, train=train, rngs=rngs), state.batch_stats
+    return model.apply(variables, images, train=train, rngs=rngs), batch_stats
+
+
+def split_microbatches(batch: dict, num: int) -> dict:
+    """[B, ...] leaves -> [num, B / num, ...]; micro-batch i takes rows i, i + num, i + 2 num...
+
+    Strided rather than contiguous so that each device's share of a batch split over the mesh
+    holds an equal part of every micro-batch: no data moves between devices.
+    """
+
+    def split(x):
+        if x.shape[0] % num:
+            raise ValueError(f"batch of {x.shape[0]} does not split into {num} micro-batches")
+        return x.reshape(x.shape[0] // num, num, *x.shape[1:]).swapaxes(0, 1)
+
+    return jax.tree.map(split, batch)
 
 
 def make_train_step(
@@ -64,27 +79,52 @@ def make_train_step(
     std: Sequence[float],
     label_smoothing: float = 0.0,
     learning_rate: optax.Schedule | None = None,
+    microbatches: int = 1,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """Returns `train_step(state, batch) -> (state, metrics)`.
 
     batch: {"image": [B, H, W, C] uint8, "label": [B] int32}. Under jit over a mesh the batch is
     global, so BatchNorm statistics and the mean loss are over the whole global batch.
+    microbatches: k > 1 accumulates the gradients of k micro-batches of B / k inside the step
+    (one optimizer update, activation memory of B / k); BatchNorm then sees B / k at a time.
     metrics: scalars `train/loss`, `train/top1`, `train/grad_norm` and (given `learning_rate`)
     `train/lr`.
     """
 
-    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    def loss_and_grads(params, batch_stats, batch, rng):
         images = normalize(batch["image"], mean, std)
-        labels = batch["label"]
-        rng = jax.random.fold_in(state.rng, state.step)
 
         def loss_fn(params):
-            logits, batch_stats = _apply(model, state, params, images, train=True, rng=rng)
-            loss = cross_entropy(logits, labels, label_smoothing).mean()
-            return loss, (logits, batch_stats)
+            logits, new_stats = _apply(model, params, batch_stats, images, train=True, rng=rng)
+            loss = cross_entropy(logits, batch["label"], label_smoothing).mean()
+            return loss, (topk_correct(logits, batch["label"], 1).mean(), new_stats)
 
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (loss, (logits, batch_stats)), grads = grad_fn(state.params)
+        (loss, (top1, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        return loss, top1, new_stats, grads
+
+    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        rng = jax.random.fold_in(state.rng, state.step)
+        if microbatches == 1:
+            loss, top1, batch_stats, grads = loss_and_grads(
+                state.params, state.batch_stats, batch, rng
+            )
+        else:
+
+            def accumulate(carry, micro):
+                index, batch_stats, sums = carry
+                micro_rng = jax.random.fold_in(rng, index)
+                loss, top1, batch_stats, grads = loss_and_grads(
+                    state.params, batch_stats, micro, micro_rng
+                )
+                sums = jax.tree.map(jnp.add, sums, (loss, top1, grads))
+                return (index + 1, batch_stats, sums), None
+
+            zeros = (jnp.float32(0), jnp.float32(0), jax.tree.map(jnp.zeros_like, state.params))
+            carry = (jnp.int32(0), state.batch_stats, zeros)
+            (_, batch_stats, sums), _ = jax.lax.scan(
+                accumulate, carry, split_microbatches(batch, microbatches)
+            )
+            loss, top1, grads = jax.tree.map(lambda x: x / microbatches, sums)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         new_state = state.replace(
             step=state.step + 1,
@@ -94,7 +134,7 @@ def make_train_step(
         )
         metrics = {
             "train/loss": loss,
-            "train/top1": topk_correct(logits, labels, 1).mean(),
+            "train/top1": top1,
             "train/grad_norm": optax.global_norm(grads),
         }
         if learning_rate is not None:
@@ -118,7 +158,7 @@ def make_eval_step(
         images = normalize(batch["image"], mean, std)
         labels = batch["label"]
         mask = batch["mask"].astype(jnp.float32)
-        logits, _ = _apply(model, state, state.params, images, train=False)
+        logits, _ = _apply(model, state.params, state.batch_stats, images, train=False)
         return {
             "count": mask.sum(),
             "loss": (cross_entropy(logits, labels) * mask).sum(),

@@ -124,3 +124,26 @@ def test_jitted_step_with_shardings_donates_state_and_compiles_once():
         state, _ = step(state, _batch(seed=seed))
     assert old_params.is_deleted()  # donated
     assert step._cache_size() == 1
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    model, _, state = _setup()
+    tx = optim.make_optimizer("sgd", optax.constant_schedule(0.1), momentum=0.9)
+    state = init_train_state(model, tx, jax.random.PRNGKey(0), (8, 8, 1))
+    big = jax.jit(steps.make_train_step(model, tx, mean=MEAN, std=STD))
+    accumulated = jax.jit(steps.make_train_step(model, tx, mean=MEAN, std=STD, microbatches=4))
+    batch = _batch(32)
+    s1, m1 = big(state, batch)
+    s4, m4 = accumulated(state, batch)
+    np.testing.assert_allclose(m4["train/loss"], m1["train/loss"], rtol=1e-5)
+    np.testing.assert_allclose(m4["train/grad_norm"], m1["train/grad_norm"], rtol=1e-4)
+    for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s4.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_microbatches_are_strided_slices():
+    batch = {"x": np.arange(12)}
+    split = steps.split_microbatches(batch, 3)["x"]
+    np.testing.assert_array_equal(split, [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]])
+    with pytest.raises(ValueError, match="does not split into 5"):
+        steps.split_microbatches(batch, 5)
