@@ -88,14 +88,13 @@ class DropPath(nn.Module):
 
 
 class MlpBlock(nn.Module):
-    """fc1 → exact GELU (torch's) → dropout → fc2. x: [..., D] → [..., D (or out_dim)]."""
+    """fc1 → exact GELU (torch's) → dropout → fc2. x: [..., D] → [..., D]."""
 
     mlp_dim: int
     dtype: Any = jnp.float32
     dropout_rate: float = 0.0
-    out_dim: int | None = None
     kernel_init: Any = nn.initializers.xavier_uniform()
-    axes: tuple[tuple[str, ...], tuple[str, ...]] = (EMBED_MLP, MLP_EMBED)
+    axes: tuple[tuple[str | None, ...], tuple[str | None, ...]] = (EMBED_MLP, MLP_EMBED)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -105,15 +104,11 @@ class MlpBlock(nn.Module):
             param_dtype=jnp.float32,
             bias_init=nn.initializers.normal(1e-6),  # big_vision: tiny, not zero
         )
-        out_dim = self.out_dim or x.shape[-1]
-        x = dense(
-            self.mlp_dim, kernel_init=partitioned(self.kernel_init, self.axes[0]), name="fc1"
-        )(x)
-        x = nn.gelu(x, approximate=False)
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return dense(out_dim, kernel_init=partitioned(self.kernel_init, self.axes[1]), name="fc2")(
-            x
-        )
+        fc1_init, fc2_init = (partitioned(self.kernel_init, axes) for axes in self.axes)
+        y = dense(self.mlp_dim, kernel_init=fc1_init, name="fc1")(x)
+        y = nn.gelu(y, approximate=False)
+        y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+        return dense(x.shape[-1], kernel_init=fc2_init, name="fc2")(y)
 
 
 class Attention(nn.Module):
