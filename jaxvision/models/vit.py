@@ -28,11 +28,10 @@ from jaxvision.errors import UserError
 POOLS = ("token", "gap")
 POSEMBS = ("learn", "sincos2d")
 
-# Logical axis names of every kernel, for a later sharding issue (Flax logical partitioning:
-# `nn.with_logical_partitioning(init, axes)` plus rules that map "embed"/"mlp"/"heads" to mesh
-# axes). Not applied yet: boxing would put `LogicallyPartitioned` leaves into `params`, which the
-# train state, the optimizer masks and weight import do not unbox. Turning it on is one line in
-# `partitioned`.
+# Logical axis names of the kernels, for tensor parallelism: `jaxvision.sharding.LOGICAL_RULES`
+# maps "mlp" and "heads" to the mesh's model axis and keeps "embed"/"kv" whole (Megatron-style).
+# Without rules the annotations change nothing; `model.init` returns `nn.LogicallyPartitioned`
+# boxes, which `model.apply` reads as they are and `nn.meta.unbox` strips (the train state does).
 EMBED_MLP = ("embed", "mlp")
 MLP_EMBED = ("mlp", "embed")
 EMBED_HEADS_KV = ("embed", "heads", "kv")
@@ -40,9 +39,8 @@ HEADS_KV_EMBED = ("heads", "kv", "embed")
 
 
 def partitioned(init, axes: tuple[str | None, ...]):
-    """`init` annotated with logical `axes` (one name per kernel dimension); today `init` itself."""
-    del axes  # see EMBED_MLP above: return nn.with_logical_partitioning(init, axes) when enabled
-    return init
+    """`init` with logical `axes` (one name, or None, per dimension of the parameter)."""
+    return nn.with_logical_partitioning(init, axes)
 
 
 def layer_norm(name: str, dtype: Any) -> nn.LayerNorm:
@@ -102,13 +100,14 @@ class MlpBlock(nn.Module):
             nn.Dense,
             dtype=self.dtype,
             param_dtype=jnp.float32,
-            bias_init=nn.initializers.normal(1e-6),  # big_vision: tiny, not zero
         )
         fc1_init, fc2_init = (partitioned(self.kernel_init, axes) for axes in self.axes)
-        y = dense(self.mlp_dim, kernel_init=fc1_init, name="fc1")(x)
+        bias_init = nn.initializers.normal(1e-6)  # big_vision: tiny, not zero
+        fc1_bias_init = partitioned(bias_init, self.axes[0][-1:])
+        y = dense(self.mlp_dim, kernel_init=fc1_init, bias_init=fc1_bias_init, name="fc1")(x)
         y = nn.gelu(y, approximate=False)
         y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
-        return dense(x.shape[-1], kernel_init=fc2_init, name="fc2")(y)
+        return dense(x.shape[-1], kernel_init=fc2_init, bias_init=bias_init, name="fc2")(y)
 
 
 class Attention(nn.Module):
@@ -132,6 +131,7 @@ class Attention(nn.Module):
             dtype=self.dtype,
             param_dtype=jnp.float32,
             kernel_init=partitioned(nn.initializers.xavier_uniform(), EMBED_HEADS_KV),
+            bias_init=partitioned(nn.initializers.zeros, EMBED_HEADS_KV[1:]),
         )
         q, k, v = (qkv(name=name)(x) for name in ("query", "key", "value"))  # [B, N, H, Dh]
         # implementation=None: cuDNN's fused kernel where it applies (GPU, bf16/fp16), else XLA.

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from jaxvision.errors import UserError
 from jaxvision.models import mixer, vit
@@ -36,9 +37,13 @@ TINY_MIXER = dict(
 )
 
 
-def abstract_variables(model, shape):
-    """Variables as ShapeDtypeStructs: traces init without compiling or allocating."""
-    return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(shape, jnp.float32))
+def abstract_variables(model, shape, unbox=True):
+    """Variables as ShapeDtypeStructs: traces init without compiling or allocating.
+
+    unbox: strip the logical-partitioning boxes (as the train state does).
+    """
+    variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(shape, jnp.float32))
+    return nn.meta.unbox(variables) if unbox else variables
 
 
 def random_variables(model, shape, seed=0):
@@ -79,6 +84,23 @@ def test_vit_b16_layout():
     assert attn["out"]["kernel"].shape == (12, 64, 768)
     assert params["blocks_0"]["mlp"]["fc1"]["kernel"].shape == (768, 3072)
     assert "blocks_12" not in params
+
+
+def test_kernels_carry_logical_axes_for_tensor_parallelism():
+    boxed = abstract_variables(vit.ViT(**TINY), (1, 32, 32, 3), unbox=False)
+    specs = nn.get_partition_spec(boxed)["params"]
+    attn, mlp = specs["blocks_0"]["attn"], specs["blocks_0"]["mlp"]
+    assert attn["query"]["kernel"] == P("embed", "heads", "kv")
+    assert attn["query"]["bias"] == P("heads", "kv")
+    assert attn["out"]["kernel"] == P("heads", "kv", "embed")
+    assert (mlp["fc1"]["kernel"], mlp["fc1"]["bias"]) == (P("embed", "mlp"), P("mlp"))
+    assert mlp["fc2"]["kernel"] == P("mlp", "embed")
+    assert specs["head"]["kernel"] == P()  # the classifier stays whole
+    model = vit.ViT(**TINY)
+    x = images()
+    # apply reads boxed variables as they are: the same logits as unboxed ones.
+    boxed = jax.tree.map(np.asarray, model.init(jax.random.key(0), x))
+    np.testing.assert_array_equal(model.apply(boxed, x), model.apply(nn.meta.unbox(boxed), x))
 
 
 def test_hybrid_shapes_on_224():

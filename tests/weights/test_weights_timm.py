@@ -6,6 +6,7 @@ Fixtures come from `fixtures/make_timm_fixtures.py` (timm 1.0.31, eval mode).
 
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,7 +61,7 @@ def fixture(name):
 
 def zeros_like_init(model, shape):
     """A fresh model's variable structure, without compiling init."""
-    abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(shape))
+    abstract = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(shape)))
     return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract)
 
 
