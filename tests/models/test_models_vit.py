@@ -46,11 +46,11 @@ def abstract_variables(model, shape, unbox=True):
     return nn.meta.unbox(variables) if unbox else variables
 
 
-def random_variables(model, shape, seed=0):
+def random_variables(model, shape, seed=0, unbox=True):
     """init's structure filled by numpy (a zero-initialised head would hide the logits)."""
     rng = np.random.default_rng(seed)
     fill = lambda s: (rng.normal(size=s.shape) * 0.2).astype(s.dtype)  # noqa: E731
-    return jax.tree.map(fill, abstract_variables(model, shape))
+    return jax.tree.map(fill, abstract_variables(model, shape, unbox))
 
 
 def count(tree) -> int:
@@ -99,7 +99,7 @@ def test_kernels_carry_logical_axes_for_tensor_parallelism():
     model = vit.ViT(**TINY)
     x = images()
     # apply reads boxed variables as they are: the same logits as unboxed ones.
-    boxed = jax.tree.map(np.asarray, model.init(jax.random.key(0), x))
+    boxed = jax.tree.map(np.asarray, random_variables(model, x.shape, unbox=False))
     np.testing.assert_array_equal(model.apply(boxed, x), model.apply(nn.meta.unbox(boxed), x))
 
 
