@@ -18,9 +18,16 @@ import ml_collections
 from jaxvision import data, models
 from jaxvision.checkpoint import Checkpointer, abstract_like
 from jaxvision.errors import UserError
-from jaxvision.sharding import batch_sharding, check_global_batch, make_mesh, replicated
+from jaxvision.sharding import (
+    batch_sharding,
+    batch_split,
+    check_global_batch,
+    make_mesh,
+    param_specs,
+    state_shardings,
+)
 from jaxvision.train import guards, optim, reporting, steps
-from jaxvision.train.state import count_params, init_train_state
+from jaxvision.train.state import count_params, init_train_state, logical_param_specs
 
 
 def _dtype(name: str):
@@ -79,6 +86,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # Mesh: every device on the data axis unless the config says otherwise.
     mesh = make_mesh([tuple(axis) for axis in config.mesh])
     check_global_batch(config.batch_size, mesh)
+    if config.microbatches < 1 or config.batch_size % (config.microbatches * batch_split(mesh)):
+        raise UserError(
+            f"batch_size={config.batch_size} does not split into microbatches="
+            f"{config.microbatches} of a multiple of {batch_split(mesh)} devices: choose "
+            "batch_size as a multiple of microbatches x devices"
+        )
     data_sharding = batch_sharding(mesh)
 
     # Input.
@@ -121,15 +134,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         momentum=config.momentum,
         nesterov=config.nesterov,
         grad_clip_norm=config.grad_clip_norm,
+        moment_dtype=_dtype(config.moment_dtype) if config.moment_dtype else None,
     )
 
-    # State and its shardings (replicated parameters: pure data parallelism).
-    init = functools.partial(
-        init_train_state, model, tx, image_shape=(config.image_size, config.image_size, channels)
-    )
+    # State and its shardings: parameters replicated, FSDP-sharded and/or tensor-parallel by
+    # config.sharding; optimizer state follows its parameters.
+    image_shape = (config.image_size, config.image_size, channels)
+    init = functools.partial(init_train_state, model, tx, image_shape=image_shape)
     rng = jax.random.PRNGKey(config.seed)
     abstract_state = jax.eval_shape(init, rng)
-    state_sharding = jax.tree.map(lambda _: replicated(mesh), abstract_state)
+    logical = logical_param_specs(model, image_shape) if "tensor" in config.sharding else None
+    specs = param_specs(abstract_state.params, mesh, config.sharding, logical_specs=logical)
+    state_sharding = state_shardings(abstract_state, mesh, specs)
 
     # Checkpoint: resume from the latest one in the workdir, or start fresh.
     checkpointer = Checkpointer(
@@ -167,6 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             std=dataset.std,
             label_smoothing=config.label_smoothing,
             learning_rate=schedule,
+            microbatches=config.microbatches,
         ),
         mesh,
         state_sharding,

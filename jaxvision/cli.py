@@ -9,6 +9,7 @@ import runpy
 import sys
 from collections.abc import Callable
 
+import jax
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -67,6 +68,25 @@ def _explain_parse_error(argv: list[str], default_config: str | None, error: Exc
     return " ".join(str(error).split())
 
 
+def initialize_distributed(
+    *, distributed: bool, coordinator_address: str | None, num_processes: int, process_id: int
+) -> None:
+    """Joins a multi-process run before anything touches the devices.
+
+    Explicit (`--num_processes=2 --process_id=i --coordinator_address=host:port`, e.g. several
+    processes on one machine) or found by JAX from the cluster's environment (`--distributed`).
+    """
+    if num_processes > 1:
+        if not coordinator_address:
+            fail("--num_processes > 1 needs --coordinator_address=host:port (of process 0)")
+        # CPU devices of different processes talk through gloo; GPUs and TPUs use their own
+        # collectives and ignore this.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    elif distributed:
+        jax.distributed.initialize()
+
+
 def run(
     train_and_evaluate: Callable[[ml_collections.ConfigDict, str], object],
     *,
@@ -83,6 +103,17 @@ def run(
     except Exception as e:  # an unknown or malformed --config.key=value
         fail(_explain_parse_error(sys.argv[1:], default_config, e))
     flags.DEFINE_string("workdir", None, "Directory for config.json, metrics and checkpoints.")
+    flags.DEFINE_bool(
+        "distributed",
+        False,
+        "Multi-process run set up by the cluster (SLURM, TPU pod slice, Kubernetes): "
+        "jax.distributed.initialize() finds its peers itself.",
+    )
+    flags.DEFINE_string(
+        "coordinator_address", None, "host:port of process 0, for an explicit multi-process run."
+    )
+    flags.DEFINE_integer("num_processes", 1, "Processes in an explicit multi-process run.")
+    flags.DEFINE_integer("process_id", 0, "This process's index in an explicit multi-process run.")
 
     def parse(argv: list[str]) -> list[str]:
         try:
@@ -112,6 +143,12 @@ def run(
             if not os.path.isfile(path):
                 fail(f"config file '{path}' not found: pass --config=<a .py with get_config()>")
             fail(f"cannot load config file '{path}': {' '.join(str(e).split())}")
+        initialize_distributed(
+            distributed=flags.FLAGS.distributed,
+            coordinator_address=flags.FLAGS.coordinator_address,
+            num_processes=flags.FLAGS.num_processes,
+            process_id=flags.FLAGS.process_id,
+        )
         try:
             train_and_evaluate(config, flags.FLAGS.workdir)
         except UserError as e:

@@ -36,8 +36,12 @@ def base_config() -> ml_collections.ConfigDict:
     config.weight_decay = 1e-4
     config.grad_clip_norm = 0.0  # 0: no clipping
     config.label_smoothing = 0.0
-    # Devices: (axis name, size) pairs; -1 takes the remaining devices.
+    config.microbatches = 1  # gradient accumulation: micro-batches per step
+    config.moment_dtype = ""  # "bfloat16" halves momentum memory; "" keeps float32
+    # Devices: (axis name, size) pairs over "data", "fsdp", "model"; -1 takes the remaining
+    # devices. sharding: "replicated", "fsdp", "tensor" or "fsdp+tensor" (see README).
     config.mesh = (("data", -1),)
+    config.sharding = "replicated"
     # Bookkeeping.
     config.seed = 0
     config.log_every_steps = 100

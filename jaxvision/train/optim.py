@@ -47,20 +47,38 @@ def make_optimizer(
     b2: float = 0.999,
     eps: float = 1e-8,
     grad_clip_norm: float | None = None,
+    moment_dtype=None,
 ) -> optax.GradientTransformation:
     """SGD (+ Nesterov momentum, L2 weight decay added to the gradient as in the ResNet papers)
-    or AdamW (decoupled weight decay). Decay skips norms and biases in both."""
+    or AdamW (decoupled weight decay). Decay skips norms and biases in both.
+
+    moment_dtype: dtype of the momentum / first moment (e.g. jnp.bfloat16 to halve its memory);
+    None keeps the parameters' float32. Adam's second moment always stays float32.
+    """
     parts = []
     if grad_clip_norm:
         parts.append(optax.clip_by_global_norm(grad_clip_norm))
     if name == "sgd":
         if weight_decay:
             parts.append(optax.add_decayed_weights(weight_decay, mask=decay_mask))
-        parts.append(optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov))
+        parts.append(
+            optax.sgd(
+                learning_rate,
+                momentum=momentum or None,
+                nesterov=nesterov,
+                accumulator_dtype=moment_dtype,
+            )
+        )
     elif name == "adamw":
         parts.append(
             optax.adamw(
-                learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=decay_mask
+                learning_rate,
+                b1=b1,
+                b2=b2,
+                eps=eps,
+                mu_dtype=moment_dtype,
+                weight_decay=weight_decay,
+                mask=decay_mask,
             )
         )
     else:

@@ -37,6 +37,9 @@ def init_train_state(
     init_rng, state_rng = jax.random.split(rng)
     dummy = jnp.zeros((1, *image_shape), jnp.float32)
     variables = model.init({"params": init_rng, "dropout": init_rng}, dummy, train=False)
+    # Logical-axis annotations (nn.LogicallyPartitioned boxes) have done their job once
+    # `logical_param_specs` has read them: the state holds plain arrays.
+    variables = nn.meta.unbox(variables)
     params = variables["params"]
     return TrainState(
         step=jnp.zeros((), jnp.int32),
@@ -45,6 +48,17 @@ def init_train_state(
         opt_state=tx.init(params),
         rng=state_rng,
     )
+
+
+def logical_param_specs(model: nn.Module, image_shape):
+    """The logical PartitionSpec each parameter is annotated with (`P()` where none), from an
+    abstract init: nothing is allocated."""
+    dummy = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+    rng = jax.random.PRNGKey(0)
+    abstract = jax.eval_shape(
+        lambda x: model.init({"params": rng, "dropout": rng}, x, train=False), dummy
+    )
+    return nn.get_partition_spec(abstract)["params"]
 
 
 def count_params(params) -> int:
