@@ -161,7 +161,7 @@ def param_specs(
     def spec_for(path, leaf):
         spec = [None] * len(leaf.shape)
         logical = flat_logical.get(path)
-        if logical is not None:
+        if logical is not None and len(logical) == len(leaf.shape):
             mapped = nn.logical_to_mesh_axes(logical, rules)
             spec = [a if a in mesh.axis_names else None for a in mapped]
             for dim, axis in enumerate(spec):
