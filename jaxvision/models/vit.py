@@ -338,6 +338,7 @@ class ViT(nn.Module):
     backbone_stages: Sequence[int] = ()
     dropout_rate: float = 0.0
     drop_path_rate: float = 0.0
+    remat: bool = False  # recompute each block in the backward pass (activation memory)
     dtype: Any = jnp.float32  # compute dtype; parameters stay float32
 
     def __post_init__(self):
@@ -405,10 +406,13 @@ class ViT(nn.Module):
             x = x if cls is None else jnp.concatenate([cls, x], axis=1)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
 
+        # remat: keep only each block's input for the backward pass and recompute the rest,
+        # trading ~1/3 more compute for activation memory that no longer grows with depth.
+        block_cls = nn.remat(EncoderBlock, static_argnums=(2,)) if self.remat else EncoderBlock
         for i in range(self.depth):
             # Stochastic depth grows linearly from 0 at the first block, as timm.
             rate = self.drop_path_rate * i / (self.depth - 1) if self.depth > 1 else 0.0
-            x = EncoderBlock(
+            x = block_cls(
                 self.num_heads,
                 self.mlp_dim,
                 self.dtype,

@@ -147,3 +147,34 @@ def test_microbatches_are_strided_slices():
     np.testing.assert_array_equal(split, [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]])
     with pytest.raises(ValueError, match="does not split into 5"):
         steps.split_microbatches(batch, 5)
+
+
+def test_vit_remat_gives_the_same_gradients():
+    from flax import linen as nn
+
+    from jaxvision.models.vit import ViT
+
+    grads = []
+    for remat in (False, True):
+        model = ViT(
+            num_classes=5,
+            patch_size=4,
+            width=32,
+            depth=2,
+            mlp_dim=64,
+            num_heads=2,
+            image_size=8,
+            drop_path_rate=0.1,
+            remat=remat,
+        )
+        params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros((2, 8, 8, 1))))["params"]
+        x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 1))
+
+        def loss(p, model=model, x=x):
+            logits = model.apply({"params": p}, x, train=True, rngs={"dropout": jax.random.key(2)})
+            return steps.cross_entropy(logits, jnp.array([1, 3])).sum()
+
+        grads.append(jax.grad(loss)(params))
+    for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads[0])) > 0

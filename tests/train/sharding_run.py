@@ -1,0 +1,81 @@
+"""Trains a small ViT and a small ResNet a few steps under each sharding strategy on 8 devices
+and on 1 device; prints losses, compile counts and the resulting PartitionSpecs as JSON.
+
+Run by test_sharding_strategies.py in its own process with
+XLA_FLAGS=--xla_force_host_platform_device_count=8 (set before JAX starts).
+"""
+
+import functools
+import json
+
+import jax
+import numpy as np
+import optax
+from flax import traverse_util
+
+from jaxvision import models
+from jaxvision.models.vit import ViT
+from jaxvision.sharding import batch_sharding, make_mesh, param_specs, state_shardings
+from jaxvision.train import optim, steps
+from jaxvision.train.state import init_train_state, logical_param_specs
+
+MODELS = {
+    "vit": lambda: ViT(
+        num_classes=10, patch_size=4, width=32, depth=2, mlp_dim=64, num_heads=4, image_size=8
+    ),
+    "resnet": lambda: models.build("resnet18", num_classes=10, stem="small", width=8),
+}
+LAYOUTS = {
+    "single": ("replicated", [("data", 1)]),
+    "replicated": ("replicated", [("data", -1)]),
+    "fsdp": ("fsdp", [("data", 2), ("fsdp", -1)]),
+    "fsdp+tensor": ("fsdp+tensor", [("data", 2), ("fsdp", 2), ("model", 2)]),
+}
+
+
+def _spec_strings(shardings):
+    flat = traverse_util.flatten_dict(shardings, sep="/")
+    return {k: str(tuple(v.spec)) for k, v in flat.items()}
+
+
+def run(model_name, layout, num_steps=3):
+    strategy, axes = LAYOUTS[layout]
+    devices = jax.devices()[:1] if layout == "single" else jax.devices()
+    mesh = make_mesh(axes, devices=devices)
+    model = MODELS[model_name]()
+    tx = optim.make_optimizer("adamw", optax.constant_schedule(1e-3), weight_decay=1e-4)
+    init = functools.partial(init_train_state, model, tx, image_shape=(8, 8, 1))
+    abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
+    logical = logical_param_specs(model, (8, 8, 1))
+    specs = param_specs(abstract.params, mesh, strategy, logical_specs=logical, fsdp_min_size=256)
+    shardings = state_shardings(abstract, mesh, specs)
+    state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(0))
+    step = steps.jit_train_step(
+        steps.make_train_step(model, tx, mean=(127.5,), std=(64.0,)),
+        mesh,
+        shardings,
+        batch_sharding(mesh),
+    )
+    rng = np.random.default_rng(0)
+    losses = []
+    for _ in range(num_steps):
+        batch = {
+            "image": rng.integers(0, 256, (16, 8, 8, 1), dtype=np.uint8),
+            "label": rng.integers(0, 10, (16,), dtype=np.int32),
+        }
+        state, metrics = step(state, batch)
+        losses.append(float(metrics["train/loss"]))
+    adam_state = state.opt_state[0][0]  # chain(adamw) -> (scale_by_adam, ...) -> mu/nu
+    return {
+        "losses": losses,
+        "compiles": step._cache_size(),
+        "params": _spec_strings(jax.tree.map(lambda x: x.sharding, state.params)),
+        "mu": _spec_strings(jax.tree.map(lambda x: x.sharding, adam_state.mu)),
+        "param_bytes_per_device": sum(
+            x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(state.params)
+        ),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps({m: {lay: run(m, lay) for lay in LAYOUTS} for m in MODELS}))
