@@ -7,6 +7,7 @@ weight file cannot run code when loaded. Pickled PyTorch files (.pt, .pth, .bin)
 import os
 
 import numpy as np
+from flax import linen as nn
 from flax import traverse_util
 
 from jaxvision.errors import UserError
@@ -57,7 +58,10 @@ def dense_to_torch(kernel: np.ndarray) -> np.ndarray:
 
 
 def flatten(variables: dict) -> dict[tuple[str, ...], np.ndarray]:
-    """{"params": {"conv1": {"kernel": x}}} -> {("params", "conv1", "kernel"): x} (numpy)."""
+    """{"params": {"conv1": {"kernel": x}}} -> {("params", "conv1", "kernel"): x} (numpy).
+
+    Logical-axis boxes (a fresh `model.init` of an annotated model) are unboxed first."""
+    variables = nn.meta.unbox(variables)
     return {k: np.asarray(v) for k, v in traverse_util.flatten_dict(variables).items()}
 
 
