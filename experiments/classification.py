@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxvision import data, models
+from jaxvision import data, models, weights
 from jaxvision.checkpoint import Checkpointer, abstract_like
 from jaxvision.errors import UserError
 from jaxvision.sharding import (
@@ -35,6 +35,20 @@ def _dtype(name: str):
         return jnp.dtype(name)
     except TypeError:
         raise UserError(f"unknown dtype '{name}': use float32 or bfloat16") from None
+
+
+def _init_from(path: str, config, state, state_sharding):
+    """Replaces the fresh parameters (and BatchNorm statistics) with those of a weight file:
+    torchvision/timm .safetensors or a big_vision .npz. The classifier stays fresh when the
+    number of classes differs, or always with `init_new_head` (fine-tuning with a new head)."""
+    fresh = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+    if not fresh["batch_stats"]:
+        del fresh["batch_stats"]
+    loaded, kept = weights.load_weights(path, config.model, fresh, new_head=config.init_new_head)
+    state = state.replace(params=loaded["params"], batch_stats=loaded.get("batch_stats", {}))
+    kept_note = f" (classifier kept fresh: {', '.join(kept)})" if kept else ""
+    reporting.note(f"initialised {config.model} from {path}{kept_note}")
+    return jax.device_put(state, state_sharding)
 
 
 def _every(step: int, interval: int) -> bool:
@@ -168,6 +182,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         log.truncate_after(int(state.step))
     else:
         state = jax.jit(init, out_shardings=state_sharding)(rng)
+        if config.init_from:
+            state = _init_from(config.init_from, config, state, state_sharding)
     first_step = int(state.step)
     reporting.note(
         f"{config.model}: {count_params(state.params):,} parameters; {jax.device_count()} "

@@ -22,6 +22,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.model = "resnet50"
     config.model_kwargs = ml_collections.ConfigDict()
     config.dtype = "float32"  # compute dtype; parameters stay float32
+    # Start from pretrained weights (.safetensors with torchvision/timm names, or a big_vision
+    # ViT .npz) instead of a random init; the classifier stays fresh if the classes differ.
+    config.init_from = ""
+    config.init_new_head = False  # a fresh classifier even when the shapes match
     # Optimisation. learning_rate is for a batch of lr_batch_base; it scales linearly.
     config.batch_size = 256  # global, over all devices and hosts
     config.total_steps = 0  # 0: num_epochs over the train split

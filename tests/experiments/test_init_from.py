@@ -1,0 +1,60 @@
+"""Initialising an experiment from a weight file (init_from), with the same or a new head."""
+
+import os
+import runpy
+
+import jax
+import numpy as np
+import optax
+
+from experiments.classification import train_and_evaluate
+from jaxvision import data, models, weights
+from jaxvision.train import optim, steps
+from jaxvision.train.state import init_train_state
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _digits_config(**overrides):
+    path = os.path.join(ROOT, "experiments", "configs", "resnet_digits.py")
+    config = runpy.run_path(path)["get_config"]()
+    config.update(overrides)
+    return config
+
+
+def _pretrained_file(tmp_path):
+    """A resnet18 (small stem, width 16) trained briefly on digits, exported with torch names."""
+    dataset = data.open_dataset("digits")
+    model = models.build("resnet18", num_classes=10, stem="small", width=16)
+    tx = optim.make_optimizer("sgd", optax.constant_schedule(0.05), weight_decay=5e-4)
+    state = init_train_state(model, tx, jax.random.PRNGKey(0), (8, 8, 1))
+    step = jax.jit(steps.make_train_step(model, tx, mean=dataset.mean, std=dataset.std))
+    batches = data.train_batches(
+        dataset.train, global_batch_size=128, image_size=8, crop="none", flip=False, seed=0
+    )
+    for _ in range(60):
+        state, _ = step(state, next(batches))
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    path = str(tmp_path / "digits_resnet18.safetensors")
+    weights.save_safetensors(path, weights.export_weights("resnet18", variables))
+    return path
+
+
+def test_init_from_weights_then_new_head(tmp_path, capsys):
+    path = _pretrained_file(tmp_path)
+    # Same classes: one step at a tiny learning rate keeps the pretrained accuracy.
+    config = _digits_config(init_from=path, total_steps=1, learning_rate=1e-6, warmup_epochs=0.0)
+    final = train_and_evaluate(config, str(tmp_path / "same"))
+    assert final["eval/top1"] > 0.8
+    scratch = train_and_evaluate(
+        _digits_config(total_steps=1, learning_rate=1e-6, warmup_epochs=0.0),
+        str(tmp_path / "scratch"),
+    )
+    assert scratch["eval/top1"] < 0.5
+
+    # A new head: the backbone is imported, the classifier starts fresh.
+    config = _digits_config(init_from=path, init_new_head=True, total_steps=1, learning_rate=1e-6)
+    train_and_evaluate(config, str(tmp_path / "new_head"))
+    err = capsys.readouterr().err
+    assert f"initialised resnet18 from {path} (classifier kept fresh: params/fc/bias" in err
+    assert np.isfinite(final["eval/loss"])
