@@ -125,7 +125,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # Model and optimizer. The learning rate scales linearly with the global batch.
     # Options another model lacks (after --config.model=...) are dropped, and said so.
     model_kwargs = config.model_kwargs.to_dict()
-    ignored = sorted(set(model_kwargs) - set(models.options(config.model)))
+    options = models.options(config.model)
+    if "image_size" in options:  # ViTs size their position embeddings for the input
+        model_kwargs.setdefault("image_size", config.image_size)
+    if config.remat:
+        if "remat" not in options:
+            raise UserError(f"model '{config.model}' has no remat option: set remat=False")
+        model_kwargs["remat"] = True
+    ignored = sorted(set(model_kwargs) - set(options))
     if ignored:
         reporting.note(f"{config.model} has no option {', '.join(ignored)}: ignored")
     model = models.build(

@@ -41,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.grad_clip_norm = 0.0  # 0: no clipping
     config.label_smoothing = 0.0
     config.microbatches = 1  # gradient accumulation: micro-batches per step
+    config.remat = False  # recompute blocks in the backward pass (models with a remat option)
     config.moment_dtype = ""  # "bfloat16" halves momentum memory; "" keeps float32
     # Devices: (axis name, size) pairs over "data", "fsdp", "model"; -1 takes the remaining
     # devices. sharding: "replicated", "fsdp", "tensor" or "fsdp+tensor" (see README).
