@@ -1,0 +1,235 @@
+"""Training and inference throughput of the library's own models and train step, on synthetic
+data already on the device.
+
+  python -m experiments.throughput --model=resnet50 --batch_size=256 --mode=train \\
+      --dtype=bfloat16 [--steps=50] [--sweep=64,128,256,512 --plot=r50_sweep.png]
+  python -m experiments.throughput --model=vit_b16,vit_l16,vit_h14,vit_g14 --batch_size=32 \\
+      --mesh="(('fsdp',-1),)" --sharding=fsdp --remat --dtype=bfloat16     # largest that trains
+
+Prints one JSON line per measurement: img/s, step time, TFLOP/s and MFU (FLOPs from XLA's cost
+analysis of the compiled step), peak device memory and the XLA flags in force. Runs on CPU too
+(tiny sizes, as a test). Imports no TensorFlow: the step is the one experiments run
+(jaxvision.train.steps), fed by `jax.random` batches instead of the input pipeline.
+"""
+
+import ast
+import functools
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+from absl import app, flags
+
+from jaxvision import models
+from jaxvision.errors import UserError
+from jaxvision.sharding import (
+    batch_sharding,
+    check_global_batch,
+    make_mesh,
+    param_specs,
+    state_shardings,
+)
+from jaxvision.train import optim, steps
+from jaxvision.train.state import count_params, init_train_state, logical_param_specs
+
+_MODEL = flags.DEFINE_string("model", "resnet50", "Model name(s), comma-separated.")
+_BATCH = flags.DEFINE_integer("batch_size", 256, "Global batch size.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "infer"], "Full train step or forward.")
+_DTYPE = flags.DEFINE_string("dtype", "bfloat16", "Compute dtype (parameters stay float32).")
+_STEPS = flags.DEFINE_integer("steps", 50, "Timed steps.")
+_WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed steps after compilation.")
+_IMAGE = flags.DEFINE_integer("image_size", 0, "Input size; 0: the model's (224, 299).")
+_CLASSES = flags.DEFINE_integer("num_classes", 1000, "Classifier size.")
+_OPTIMIZER = flags.DEFINE_string("optimizer", "", "sgd or adamw; default sgd for CNNs, adamw else.")
+_MESH = flags.DEFINE_string("mesh", "(('data',-1),)", "Mesh axes, as in config.mesh.")
+_SHARDING = flags.DEFINE_string("sharding", "replicated", "Parameter sharding strategy.")
+_REMAT = flags.DEFINE_bool("remat", False, "Recompute blocks in the backward pass (ViTs).")
+_SWEEP = flags.DEFINE_list("sweep", [], "Batch sizes to measure instead of --batch_size.")
+_PLOT = flags.DEFINE_string("plot", "", "With --sweep: write img/s vs batch size to this PNG.")
+
+# Dense bf16 peak FLOP/s per device, for MFU (vendor figures, no sparsity).
+PEAK_FLOPS = {
+    "H100": 989e12,
+    "H200": 989e12,
+    "A100": 312e12,
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5": 459e12,
+    "TPU v6 lite": 918e12,
+}
+
+
+def peak_flops(device) -> float | None:
+    kind = device.device_kind
+    for name, flops in PEAK_FLOPS.items():
+        if name in kind:
+            return flops
+    return None
+
+
+def _build(name: str, image_size: int):
+    kwargs = {}
+    options = models.options(name)
+    if "image_size" in options:
+        kwargs["image_size"] = image_size
+    if _REMAT.value:
+        if "remat" not in options:
+            raise UserError(f"model '{name}' has no remat option: drop --remat")
+        kwargs["remat"] = True
+    return models.build(name, num_classes=_CLASSES.value, dtype=jnp.dtype(_DTYPE.value), **kwargs)
+
+
+def measure(name: str, batch_size: int) -> dict:
+    """Compiles and times one model at one batch size; returns the JSON row."""
+    image_size = _IMAGE.value or (299 if name == "inception_v3" else 224)
+    mesh = make_mesh(ast.literal_eval(_MESH.value))
+    check_global_batch(batch_size, mesh)
+    model = _build(name, image_size)
+    optimizer = _OPTIMIZER.value or ("sgd" if name.startswith(("resnet", "vgg")) else "adamw")
+    tx = optim.make_optimizer(optimizer, optax.constant_schedule(0.1), weight_decay=1e-4)
+    shape = (image_size, image_size, 3)
+    init = functools.partial(init_train_state, model, tx, image_shape=shape)
+    abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
+    logical = logical_param_specs(model, shape) if "tensor" in _SHARDING.value else None
+    specs = param_specs(abstract.params, mesh, _SHARDING.value, logical_specs=logical)
+    shardings = state_shardings(abstract, mesh, specs)
+    state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(0))
+    data_sharding = batch_sharding(mesh)
+    make_batch = jax.jit(
+        lambda key: {
+            "image": jax.random.randint(key, (batch_size, *shape), 0, 256, jnp.int32).astype(
+                jnp.uint8
+            ),
+            "label": jax.random.randint(key, (batch_size,), 0, _CLASSES.value, jnp.int32),
+            "mask": jnp.ones((batch_size,), bool),
+        },
+        out_shardings=data_sharding,
+    )
+    batch = make_batch(jax.random.PRNGKey(1))
+    imagenet = {"mean": (123.7, 116.3, 103.5), "std": (58.4, 57.1, 57.4)}
+    if _MODE.value == "train":
+        step = steps.jit_train_step(
+            steps.make_train_step(model, tx, **imagenet), mesh, shardings, data_sharding
+        )
+    else:
+        step = steps.jit_eval_step(
+            steps.make_eval_step(model, **imagenet), mesh, shardings, data_sharding
+        )
+
+    started = time.perf_counter()
+    compiled = step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - started
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    flops_per_step = float(cost.get("flops", 0.0)) * jax.device_count() if cost else 0.0
+
+    def run(state, n):
+        out = None
+        for _ in range(n):
+            if _MODE.value == "train":
+                state, out = step(state, batch)
+            else:
+                out = step(state, batch)
+        jax.block_until_ready(out)
+        return state
+
+    state = run(state, _WARMUP.value)
+    started = time.perf_counter()
+    run(state, _STEPS.value)
+    seconds = (time.perf_counter() - started) / _STEPS.value
+
+    device = jax.devices()[0]
+    stats = device.memory_stats() or {}
+    achieved = flops_per_step / seconds
+    peak = peak_flops(device)
+    return {
+        "model": name,
+        "mode": _MODE.value,
+        "batch_size": batch_size,
+        "image_size": image_size,
+        "dtype": _DTYPE.value,
+        "params": count_params(state.params),
+        "img_per_s": round(batch_size / seconds, 1),
+        "step_ms": round(1000 * seconds, 2),
+        "tflop_per_s": round(achieved / 1e12, 2),
+        "mfu": round(achieved / (peak * jax.device_count()), 4) if peak else None,
+        "flops_per_step": flops_per_step,
+        "compile_s": round(compile_s, 1),
+        "peak_memory_gb": round(stats["peak_bytes_in_use"] / 2**30, 2)
+        if "peak_bytes_in_use" in stats
+        else None,
+        "devices": f"{jax.device_count()} x {device.device_kind}",
+        "mesh": dict(mesh.shape),
+        "sharding": _SHARDING.value,
+        "remat": _REMAT.value,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "jax": jax.__version__,
+        "tensorflow_loaded": "tensorflow" in sys.modules,
+    }
+
+
+def _is_out_of_memory(error: Exception) -> bool:
+    return "RESOURCE_EXHAUSTED" in str(error) or "out of memory" in str(error).lower()
+
+
+def plot_sweep(rows: list[dict], path: str) -> None:
+    """img/s against batch size, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == name and "img_per_s" in r]
+        ax.plot([r["batch_size"] for r in mine], [r["img_per_s"] for r in mine], "o-", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("global batch size")
+    ax.set_ylabel("images / s")
+    ax.set_title(f"{_MODE.value} throughput, {rows[0]['dtype']}, {rows[0]['devices']}")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv):
+    del argv
+    batch_sizes = [int(b) for b in _SWEEP.value] or [_BATCH.value]
+    rows, largest = [], None
+    for name in _MODEL.value.split(","):
+        for batch_size in batch_sizes:
+            try:
+                row = measure(name, batch_size)
+                largest = row
+            except UserError as e:
+                print(f"error: {e}", file=sys.stderr)
+                sys.exit(2)
+            except Exception as e:
+                if not _is_out_of_memory(e):
+                    raise
+                row = {"model": name, "batch_size": batch_size, "error": "out of memory"}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    if largest is not None and len(_MODEL.value.split(",")) > 1:
+        print(
+            json.dumps(
+                {
+                    "largest_that_fits": largest["model"],
+                    "params": largest["params"],
+                    "mfu": largest["mfu"],
+                }
+            ),
+            flush=True,
+        )
+    if _PLOT.value:
+        plot_sweep(rows, _PLOT.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,76 @@
+"""The benchmark commands run on CPU at tiny sizes and print their JSON figures."""
+
+import json
+import os
+import subprocess
+import sys
+
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _rows(module, *args):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def test_train_throughput_row():
+    (row,) = _rows(
+        "experiments.throughput",
+        "--model=resnet18",
+        "--batch_size=4",
+        "--image_size=32",
+        "--steps=2",
+        "--warmup=1",
+    )
+    assert row["model"] == "resnet18" and row["mode"] == "train" and row["batch_size"] == 4
+    assert row["params"] == 11_689_512
+    assert row["img_per_s"] > 0 and row["step_ms"] > 0
+    # XLA's count for a training step: ~3x the forward FLOPs of 4 images at 32 px.
+    assert 3e8 < row["flops_per_step"] < 3e9
+    assert row["mfu"] is None  # no peak figure for a CPU
+    assert row["tensorflow_loaded"] is False
+    assert {"peak_memory_gb", "xla_flags", "compile_s", "devices"} <= set(row)
+
+
+def test_inference_sweep_and_plot(tmp_path):
+    plot = tmp_path / "sweep.png"
+    rows = _rows(
+        "experiments.throughput",
+        "--model=vit_ti16",
+        "--mode=infer",
+        "--image_size=32",
+        "--sweep=2,4",
+        "--steps=2",
+        "--warmup=1",
+        f"--plot={plot}",
+    )
+    assert [(r["batch_size"], r["mode"]) for r in rows] == [(2, "infer"), (4, "infer")]
+    # Forward FLOPs grow with the batch.
+    assert rows[1]["flops_per_step"] > 1.9 * rows[0]["flops_per_step"]
+    with Image.open(plot) as image:
+        assert image.size[0] > 300 and image.size[1] > 200
+
+
+def test_input_pipeline_throughput():
+    (row,) = _rows(
+        "experiments.input_throughput",
+        "--num_images=16",
+        "--batch_size=8",
+        "--steps=1",
+        "--feed_img_per_s=1000",
+    )
+    assert row["images"] == 16 and row["image_size"] == 224
+    assert row["img_per_s_per_core"] > 0 and row["pipeline_img_per_s"] > 0
+    assert abs(row["cores_to_feed"] - 1000 / row["img_per_s_per_core"]) < 0.1
+    assert 10 < row["mean_jpeg_kb"] < 200  # photo-like JPEGs, not flat colour
