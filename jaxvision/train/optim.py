@@ -1,19 +1,42 @@
-"""Optimizers and learning-rate schedules, built from plain arguments."""
+"""Optimizers and learning-rate schedules, built from plain arguments.
+
+Besides the optimizer itself `make_optimizer` takes the fine-tuning knobs: per-parameter learning
+rate multipliers (`layer_decay_multipliers` for ViTs) and frozen parameters (`frozen_except` for a
+linear probe).
+"""
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from jaxvision.errors import UserError
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "constant")
+OPTIMIZERS = ("sgd", "adamw", "lamb", "lars")
+SCHEDULES = ("cosine", "constant", "linear", "step")
+WEIGHT_DECAY_MODES = ("decoupled", "l2")
 
 
 def make_schedule(
-    name: str, *, base_lr: float, total_steps: int, warmup_steps: int = 0
+    name: str,
+    *,
+    base_lr: float,
+    total_steps: int,
+    warmup_steps: int = 0,
+    boundaries: Sequence[float] = (0.3, 0.6, 0.9),
+    decay_factor: float = 0.1,
 ) -> optax.Schedule:
-    """Linear warmup from 0 to `base_lr` over `warmup_steps`, then `name` until `total_steps`."""
+    """Linear warmup from 0 to `base_lr` over `warmup_steps`, then `name` until `total_steps`.
+
+    cosine: half a cosine down to 0 at `total_steps`. constant: `base_lr`. linear: a straight line
+    down to 0 at `total_steps`. step: `base_lr` times `decay_factor` for each of `boundaries`
+    (fractions of `total_steps`) already passed, e.g. 0.1x from 30%, 0.01x from 60%.
+    """
     warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
+    warmup = optax.linear_schedule(0.0, base_lr, max(warmup_steps, 1))
     if name == "cosine":
         return optax.warmup_cosine_decay_schedule(
             init_value=0.0,
@@ -23,17 +46,112 @@ def make_schedule(
             end_value=0.0,
         )
     if name == "constant":
-        warmup = optax.linear_schedule(0.0, base_lr, max(warmup_steps, 1))
         return optax.join_schedules([warmup, optax.constant_schedule(base_lr)], [warmup_steps])
+    if name == "linear":
+        decay = optax.linear_schedule(base_lr, 0.0, max(total_steps - warmup_steps, 1))
+        return optax.join_schedules([warmup, decay], [warmup_steps])
+    if name == "step":
+        if any(not 0.0 < b < 1.0 for b in boundaries):
+            raise UserError(f"step schedule boundaries {tuple(boundaries)} must lie in (0, 1)")
+        steps = jnp.asarray([round(b * total_steps) for b in boundaries], jnp.int32)
+
+        def step_schedule(step):
+            passed = jnp.sum(step >= steps)
+            rate = base_lr * jnp.asarray(decay_factor, jnp.float32) ** passed
+            return jnp.where(step < warmup_steps, warmup(step), rate)
+
+        return step_schedule
     raise UserError(f"unknown schedule '{name}': choose one of {', '.join(SCHEDULES)}")
+
+
+def param_path(path: tuple) -> str:
+    """A key path from `jax.tree_util.tree_map_with_path` -> "blocks_0/attn/query/kernel"."""
+    names = []
+    for key in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                names.append(str(getattr(key, attr)))
+                break
+        else:
+            names.append(str(key))
+    return "/".join(names)
 
 
 def decay_mask(params):
     """True for the weights that get weight decay: kernels and embeddings, not norms or biases.
 
-    Norm scales and biases are the 1-D leaves; every matrix or conv kernel has ndim >= 2.
+    Norm scales and biases are the 1-D leaves or are named `scale` / `bias` (a ViT's query bias
+    is [heads, head_dim]); every matrix or conv kernel has ndim >= 2.
     """
-    return jax.tree.map(lambda x: x.ndim > 1, params)
+
+    def decays(path, x):
+        return x.ndim > 1 and param_path(path).rsplit("/", 1)[-1] not in ("bias", "scale")
+
+    return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def layer_decay_multipliers(params, decay: float, num_layers: int):
+    """Learning-rate multipliers for layer-wise decay in ViT fine-tuning (BEiT, MAE, timm's
+    `layer_decay`): a leaf of layer `i` gets `decay ** (num_layers + 1 - i)`.
+
+    Layer 0 is the embedding (`patch_embed/...`, `cls_token`, `pos_embed`), layer i + 1 is
+    `blocks_{i}`, and everything else (the final `norm`, `head`) is layer num_layers + 1, which
+    keeps the full rate. params: a ViT's parameter tree; returns the same tree of Python floats.
+    """
+
+    def layer_id(name: str) -> int:
+        top = name.split("/", 1)[0]
+        if top in ("patch_embed", "cls_token", "pos_embed"):
+            return 0
+        match = re.fullmatch(r"blocks_(\d+)", top)
+        if match:
+            block = int(match.group(1))
+            if block >= num_layers:
+                raise UserError(f"parameter {name} is past num_layers={num_layers}")
+            return block + 1
+        return num_layers + 1
+
+    names = [param_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    if not any(re.match(r"blocks_\d+/", n) for n in names):
+        raise UserError("layer decay needs a ViT parameter tree (no blocks_{i}/... parameters)")
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: float(decay ** (num_layers + 1 - layer_id(param_path(path)))), params
+    )
+
+
+def scale_by_multipliers(multipliers) -> optax.GradientTransformation:
+    """Multiplies each update by its leaf of `multipliers` (a tree of floats like the params, or a
+    function params -> such a tree). Placed last in a chain it scales that leaf's learning rate,
+    decoupled weight decay included, as a per-group `lr` in torch."""
+
+    def update_fn(updates, state, params=None):
+        scales = (
+            multipliers(params if params is not None else updates)
+            if callable(multipliers)
+            else multipliers
+        )
+        return jax.tree.map(lambda u, m: u * jnp.asarray(m, u.dtype), updates, scales), state
+
+    return optax.GradientTransformation(optax.init_empty_state, update_fn)
+
+
+def frozen_except(*trainable: str) -> Callable[[str], bool]:
+    """A `frozen` predicate for `make_optimizer` that freezes every parameter whose top-level
+    module is not one of `trainable`: `frozen_except("head", "fc")` is a linear probe."""
+    return lambda path: path.split("/", 1)[0] not in trainable
+
+
+def _frozen_labels(frozen) -> Callable[[Any], Any]:
+    def labels(params):
+        if callable(frozen):
+            is_frozen = jax.tree_util.tree_map_with_path(
+                lambda path, _: bool(frozen(param_path(path))), params
+            )
+        else:
+            is_frozen = frozen
+        return jax.tree.map(lambda f: "frozen" if f else "trainable", is_frozen)
+
+    return labels
 
 
 def make_optimizer(
@@ -41,20 +159,40 @@ def make_optimizer(
     learning_rate: optax.Schedule,
     *,
     weight_decay: float = 0.0,
+    weight_decay_mode: str = "decoupled",
     momentum: float = 0.9,
     nesterov: bool = True,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
+    trust_coefficient: float = 0.001,
     grad_clip_norm: float | None = None,
     moment_dtype=None,
+    lr_multipliers=None,
+    frozen=None,
 ) -> optax.GradientTransformation:
-    """SGD (+ Nesterov momentum, L2 weight decay added to the gradient as in the ResNet papers)
-    or AdamW (decoupled weight decay). Decay skips norms and biases in both.
+    """SGD (+ Nesterov momentum, L2 weight decay added to the gradient as in the ResNet papers),
+    AdamW, LAMB (Adam with a per-leaf trust ratio ‖w‖ / ‖update‖) or LARS (momentum SGD with a
+    per-leaf trust ratio `trust_coefficient` ‖w‖ / ‖g + wd w‖). Weight decay and the trust
+    ratios skip norms and biases (`decay_mask`).
 
+    weight_decay_mode (adamw, lamb): "decoupled" decays the weights beside the adaptive step
+    (Loshchilov & Hutter); "l2" adds wd * w to the gradient before it. SGD and LARS always add it
+    to the gradient, as their papers.
     moment_dtype: dtype of the momentum / first moment (e.g. jnp.bfloat16 to halve its memory);
     None keeps the parameters' float32. Adam's second moment always stays float32.
+    lr_multipliers: a tree of floats like the params (or params -> tree), e.g.
+    `layer_decay_multipliers`; each leaf's whole update is scaled by its multiplier.
+    frozen: a predicate on parameter paths ("blocks_0/mlp/fc1/kernel" -> bool) or a tree of
+    bools; frozen leaves get zero updates and no optimizer state (`frozen_except("head")`).
+    Gradient clipping then uses the trainable leaves' norm only.
     """
+    if weight_decay_mode not in WEIGHT_DECAY_MODES:
+        raise UserError(
+            f"unknown weight_decay_mode '{weight_decay_mode}': "
+            f"choose one of {', '.join(WEIGHT_DECAY_MODES)}"
+        )
+    l2 = weight_decay_mode == "l2"
     parts = []
     if grad_clip_norm:
         parts.append(optax.clip_by_global_norm(grad_clip_norm))
@@ -69,7 +207,7 @@ def make_optimizer(
                 accumulator_dtype=moment_dtype,
             )
         )
-    elif name == "adamw":
+    elif name == "adamw" and not l2:
         parts.append(
             optax.adamw(
                 learning_rate,
@@ -81,6 +219,39 @@ def make_optimizer(
                 mask=decay_mask,
             )
         )
+    elif name == "adamw":
+        parts.append(optax.add_decayed_weights(weight_decay, mask=decay_mask))
+        parts.append(optax.adam(learning_rate, b1=b1, b2=b2, eps=eps, mu_dtype=moment_dtype))
+    elif name == "lamb":
+        # optax.lamb's chain, with the trust ratio masked like the decay (BERT's LAMB leaves
+        # LayerNorm and biases out of the layer adaptation) and the choice of where decay goes.
+        decay = optax.add_decayed_weights(weight_decay, mask=decay_mask)
+        parts += [
+            *([decay] if l2 else []),
+            optax.scale_by_adam(b1=b1, b2=b2, eps=eps, mu_dtype=moment_dtype),
+            *([] if l2 else [decay]),
+            optax.masked(optax.scale_by_trust_ratio(), decay_mask),
+            optax.scale_by_learning_rate(learning_rate),
+        ]
+    elif name == "lars":
+        # optax.lars's chain, plus the momentum's dtype.
+        parts += [
+            optax.add_decayed_weights(weight_decay, mask=decay_mask),
+            optax.masked(
+                optax.scale_by_trust_ratio(trust_coefficient=trust_coefficient), decay_mask
+            ),
+            optax.scale_by_learning_rate(learning_rate),
+            optax.trace(decay=momentum, nesterov=nesterov, accumulator_dtype=moment_dtype),
+        ]
     else:
         raise UserError(f"unknown optimizer '{name}': choose one of {', '.join(OPTIMIZERS)}")
-    return optax.chain(*parts)
+    tx = optax.chain(*parts)
+    if frozen is not None:
+        # Partitioning (rather than zeroing a full update) keeps no moments for frozen leaves.
+        tx = optax.multi_transform(
+            {"trainable": tx, "frozen": optax.set_to_zero()}, _frozen_labels(frozen)
+        )
+    if lr_multipliers is not None:
+        # Outside the partition: the multipliers are a tree of the full params.
+        tx = optax.chain(tx, scale_by_multipliers(lr_multipliers))
+    return tx
