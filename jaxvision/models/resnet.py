@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvision.errors import UserError
+from jaxvision.models.layers import DropPath
 
 ModuleDef = Any
 
@@ -50,15 +51,17 @@ class BasicBlock(nn.Module):
     conv: ModuleDef
     norm: ModuleDef
     zero_init_residual: bool = False
+    drop_path_rate: float = 0.0
     expansion: ClassVar[int] = 1
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         s = (self.strides, self.strides)
         y = self.conv(self.features, (3, 3), s, padding=PAD1, name="conv1")(x)
         y = nn.relu(self.norm(name="bn1")(y))
         y = self.conv(self.features, (3, 3), padding=PAD1, name="conv2")(y)
         y = self.norm(scale_init=_last_scale_init(self.zero_init_residual), name="bn2")(y)
+        y = DropPath(self.drop_path_rate)(y, train)
         return nn.relu(y + _shortcut(self, x, self.features))
 
 
@@ -73,10 +76,11 @@ class Bottleneck(nn.Module):
     conv: ModuleDef
     norm: ModuleDef
     zero_init_residual: bool = False
+    drop_path_rate: float = 0.0
     expansion: ClassVar[int] = 4
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         s = (self.strides, self.strides)
         out = self.features * self.expansion
         y = self.conv(self.features, (1, 1), padding="VALID", name="conv1")(x)
@@ -85,6 +89,7 @@ class Bottleneck(nn.Module):
         y = nn.relu(self.norm(name="bn2")(y))
         y = self.conv(out, (1, 1), padding="VALID", name="conv3")(y)
         y = self.norm(scale_init=_last_scale_init(self.zero_init_residual), name="bn3")(y)
+        y = DropPath(self.drop_path_rate)(y, train)
         return nn.relu(y + _shortcut(self, x, out))
 
 
@@ -116,6 +121,8 @@ class ResNet(nn.Module):
     width: int = 64
     stem: str = "imagenet"
     zero_init_residual: bool = False
+    dropout_rate: float = 0.0  # before the classifier
+    drop_path_rate: float = 0.0  # stochastic depth, growing linearly to this at the last block
     dtype: Any = jnp.float32  # compute dtype; parameters and BN statistics stay float32
 
     def __post_init__(self):
@@ -161,21 +168,26 @@ class ResNet(nn.Module):
 
         # Stage i's output is the C{i+2} feature map a detection backbone would return.
         stages = {}
+        num_blocks_total, block_index = sum(self.stage_sizes), 0
         for i, num_blocks in enumerate(self.stage_sizes):
             for j in range(num_blocks):
+                rate = self.drop_path_rate * block_index / max(num_blocks_total - 1, 1)
+                block_index += 1
                 x = self.block_cls(
                     features=self.width * 2**i,
                     strides=2 if i > 0 and j == 0 else 1,
                     conv=conv,
                     norm=norm,
                     zero_init_residual=self.zero_init_residual,
+                    drop_path_rate=rate,
                     name=f"layer{i + 1}_{j}",
-                )(x)
+                )(x, train)
             stages[f"C{i + 2}"] = x
 
         x = jnp.mean(x, axis=(1, 2))  # [B, C] pre-logits
         if features:
             return {"pre_logits": x.astype(jnp.float32), **stages}
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         x = nn.Dense(
             self.num_classes,
             dtype=self.dtype,

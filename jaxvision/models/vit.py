@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvision.errors import UserError
+from jaxvision.models.layers import DropPath
 
 POOLS = ("token", "gap")
 POSEMBS = ("learn", "sincos2d")
@@ -64,25 +65,6 @@ def posemb_sincos_2d(h: int, w: int, width: int, temperature: float = 10_000.0) 
     x = jnp.einsum("m,d->md", x.flatten(), omega)
     pe = jnp.concatenate([jnp.sin(x), jnp.cos(x), jnp.sin(y), jnp.cos(y)], axis=1)
     return pe[None].astype(jnp.float32)
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: drops a residual branch per sample. x: [B, ...] → [B, ...].
-
-    Kept samples are scaled by 1/(1 - rate), as timm, so the expected value is unchanged.
-    """
-
-    rate: float
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        if not train or self.rate == 0.0:
-            return x
-        keep = 1.0 - self.rate
-        mask = jax.random.bernoulli(
-            self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1)
-        )
-        return jnp.where(mask, x / keep, 0).astype(x.dtype)
 
 
 class MlpBlock(nn.Module):
