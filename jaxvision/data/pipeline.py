@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from jaxvision.data import transforms
+from jaxvision.data import augment, transforms
 from jaxvision.data.sources import ArraySource
 from jaxvision.errors import UserError
 
@@ -78,6 +78,8 @@ class _TrainTransform:
     crop: str
     flip: bool
     pad: int
+    randaugment: tuple[int, int] | None = None  # (num_ops, magnitude)
+    erasing: float = 0.0  # probability of random erasing
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
         image = example["image"]
@@ -89,6 +91,11 @@ class _TrainTransform:
                 image = transforms.pad_crop(image, rng, self.pad)
         if self.flip:
             image = transforms.flip(image, rng)
+        if self.randaugment:
+            num_ops, magnitude = self.randaugment
+            image = augment.rand_augment(image, rng, num_ops=num_ops, magnitude=magnitude)
+        if self.erasing:
+            image = augment.random_erasing(image, rng, probability=self.erasing)
         return {"image": image, "label": example["label"]}
 
 
@@ -169,6 +176,8 @@ def train_batches(
     process_count: int = 1,
     pad: int = 4,
     worker_count: int = 0,
+    randaugment: tuple[int, int] | None = None,
+    erasing: float = 0.0,
 ) -> Iterator[dict]:
     """Yields this process's share of the augmented training batches from `start_step` on.
 
@@ -185,6 +194,8 @@ def train_batches(
         num_steps: stop after this many batches; None repeats forever.
         process_index, process_count: this host's place in the job.
         worker_count: processes that build batches (0: threads in this process only).
+        randaugment: (num_ops, magnitude) for RandAugment after crop and flip; None: off.
+        erasing: probability of random erasing (timm's per-pixel noise box), last.
 
     Yields:
         `{"image": uint8 [b, image_size, image_size, C], "label": int32 [b]}` with
@@ -201,7 +212,10 @@ def train_batches(
     # random_map seeds element i's generator with (seed, i): the augmentation of an example
     # depends on its place in the stream, not on which process or worker reads it.
     stream = _ShuffledEpochs(source, seed).random_map(
-        _TrainTransform(image_size, crop, flip, pad), seed=seed
+        _TrainTransform(
+            image_size, crop, flip, pad, tuple(randaugment) if randaugment else None, erasing
+        ),
+        seed=seed,
     )
     # Local batch k holds stream elements [k * local, (k + 1) * local): global step s, process p
     # is local batch s * process_count + p.

@@ -13,6 +13,7 @@ from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding
 
 from jaxvision.sharding import replicated
+from jaxvision.train.mixing import mixup_cutmix
 from jaxvision.train.state import TrainState
 
 
@@ -80,6 +81,8 @@ def make_train_step(
     label_smoothing: float = 0.0,
     learning_rate: optax.Schedule | None = None,
     microbatches: int = 1,
+    mixing: dict | None = None,
+    class_weights: Sequence[float] | None = None,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """Returns `train_step(state, batch) -> (state, metrics)`.
 
@@ -87,16 +90,33 @@ def make_train_step(
     global, so BatchNorm statistics and the mean loss are over the whole global batch.
     microbatches: k > 1 accumulates the gradients of k micro-batches of B / k inside the step
     (one optimizer update, activation memory of B / k); BatchNorm then sees B / k at a time.
+    mixing: keyword arguments of `mixup_cutmix` (mixup_alpha, cutmix_alpha, switch_prob, prob);
+    None: off. Label smoothing applies before mixing; train/top1 counts the unmixed labels.
+    class_weights: [K] loss weight per class (imbalanced data); None: all 1.
     metrics: scalars `train/loss`, `train/top1`, `train/grad_norm` and (given `learning_rate`)
     `train/lr`.
     """
 
+    weights = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
+
     def loss_and_grads(params, batch_stats, batch, rng):
         images = normalize(batch["image"], mean, std)
+        targets = jax.nn.one_hot(batch["label"], model.num_classes)
+        if label_smoothing:
+            targets = optax.smooth_labels(targets, label_smoothing)
+        if mixing:
+            mix_rng, rng = jax.random.split(rng)
+            images, targets, _ = mixup_cutmix(mix_rng, images, targets, **mixing)
+        # Per-example weights from the (mixed) targets: sum(w_i l_i) / sum(w_i), as torch's
+        # CrossEntropyLoss(weight=...) with mean reduction.
+        example_weights = 1.0 if weights is None else targets @ weights
 
         def loss_fn(params):
             logits, new_stats = _apply(model, params, batch_stats, images, train=True, rng=rng)
-            loss = cross_entropy(logits, batch["label"], label_smoothing).mean()
+            losses = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+            loss = jnp.sum(losses * example_weights) / jnp.sum(
+                jnp.broadcast_to(example_weights, losses.shape)
+            )
             return loss, (topk_correct(logits, batch["label"], 1).mean(), new_stats)
 
         (loss, (top1, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)

@@ -178,3 +178,38 @@ def test_vit_remat_gives_the_same_gradients():
     for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads[0])) > 0
+
+
+def test_class_weights_weight_the_loss():
+    model, tx, state = _setup()
+    batch = _batch(16)
+    plain = jax.jit(steps.make_train_step(model, tx, mean=MEAN, std=STD))
+    weights = np.ones(10, np.float32)
+    weights[3] = 5.0
+    weighted = jax.jit(steps.make_train_step(model, tx, mean=MEAN, std=STD, class_weights=weights))
+    _, m_plain = plain(state, batch)
+    _, m_weighted = weighted(state, batch)
+    # By hand: per-example losses at the initial params, weighted mean.
+    images = steps.normalize(batch["image"], MEAN, STD)
+    logits = model.apply({"params": state.params}, images)
+    losses = np.asarray(steps.cross_entropy(logits, batch["label"]))
+    w = weights[batch["label"]]
+    np.testing.assert_allclose(m_weighted["train/loss"], (w * losses).sum() / w.sum(), rtol=1e-5)
+    np.testing.assert_allclose(m_plain["train/loss"], losses.mean(), rtol=1e-5)
+
+
+def test_mixing_in_the_step_changes_the_loss_and_still_learns():
+    model, tx, state = _setup(lr=3e-3)
+    # Mixup only: its lambda ~ Beta(0.8, 0.8) is < 1 (a CutMix box can come out empty).
+    mixing = {"mixup_alpha": 0.8, "cutmix_alpha": 0.0, "switch_prob": 0.0, "prob": 1.0}
+    step = jax.jit(steps.make_train_step(model, tx, mean=MEAN, std=STD, mixing=mixing))
+    plain = jax.jit(steps.make_train_step(model, tx, mean=MEAN, std=STD))
+    batch = _batch()
+    _, m_mixed = step(state, batch)
+    _, m_plain = plain(state, batch)
+    assert float(m_mixed["train/loss"]) != float(m_plain["train/loss"])
+    losses = []
+    for _ in range(30):
+        state, metrics = step(state, batch)
+        losses.append(float(metrics["train/loss"]))
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
