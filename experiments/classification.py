@@ -14,8 +14,9 @@ import time
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
-from jaxvision import data, models, weights
+from jaxvision import data, evaluation, models, weights
 from jaxvision.checkpoint import Checkpointer, abstract_like
 from jaxvision.errors import UserError
 from jaxvision.sharding import (
@@ -27,7 +28,12 @@ from jaxvision.sharding import (
     state_shardings,
 )
 from jaxvision.train import guards, optim, reporting, steps
-from jaxvision.train.state import count_params, init_train_state, logical_param_specs
+from jaxvision.train.state import (
+    abstract_params,
+    count_params,
+    init_train_state,
+    logical_param_specs,
+)
 
 
 def _dtype(name: str):
@@ -68,22 +74,53 @@ def _check_same_data(saved: dict, current: dict, directory: str) -> None:
         )
 
 
-def evaluate(eval_step, state, dataset, config, sharding) -> dict:
-    """One pass over the test split; returns {"eval/loss", "eval/top1", "eval/top5"}."""
-    sums = None
-    batches = data.eval_batches(
-        dataset.test,
-        global_batch_size=config.batch_size,
-        image_size=config.image_size,
-        crop_ratio=config.eval_crop_ratio,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        worker_count=config.worker_count,
-    )
-    for local_batch in batches:
-        out = eval_step(state, data.make_global_batch(local_batch, sharding))
-        sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-    return steps.summarize_eval(jax.device_get(sums))
+def evaluate(eval_step, state, dataset, config, sharding, workdir: str) -> dict:
+    """Evaluates the weights (and their EMA, if kept) on the test split; writes the per-class
+    reports and plots; returns the metrics: eval/* (and eval_ema/*), with macro P/R/F1."""
+    step = int(state.step)
+    candidates = [("eval", state)]
+    if state.ema_params is not None:
+        candidates.append(("eval_ema", state.replace(params=state.ema_params)))
+    metrics = {}
+    for prefix, weights_state in candidates:
+        scores, confusion = evaluation.evaluate_split(
+            eval_step,
+            weights_state,
+            dataset.test,
+            sharding=sharding,
+            batch_size=config.batch_size,
+            image_size=config.image_size,
+            crop_ratio=config.eval_crop_ratio,
+            worker_count=config.worker_count,
+            prefix=prefix,
+        )
+        metrics |= scores
+        metrics |= evaluation.write_reports(workdir, step, prefix, confusion, dataset.class_names)
+    return metrics
+
+
+def _mixing(config) -> dict | None:
+    if not (config.mixup_alpha or config.cutmix_alpha):
+        return None
+    return {
+        "mixup_alpha": config.mixup_alpha,
+        "cutmix_alpha": config.cutmix_alpha,
+        "switch_prob": config.mix_switch_prob,
+        "prob": config.mix_prob,
+    }
+
+
+def _class_weights(config, dataset) -> np.ndarray | None:
+    """ "balanced": weight K / (K * n_k) per class, as scikit-learn's compute_class_weight."""
+    if not config.class_weights:
+        return None
+    if config.class_weights != "balanced":
+        raise UserError(f"unknown class_weights '{config.class_weights}': use 'balanced' or ''")
+    labels = getattr(dataset.train, "labels", None)
+    if labels is None:
+        labels = [dataset.train[i]["label"] for i in range(len(dataset.train))]
+    counts = np.bincount(np.asarray(labels), minlength=dataset.num_classes)
+    return len(labels) / (dataset.num_classes * np.maximum(counts, 1))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -147,21 +184,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         base_lr=base_lr,
         total_steps=total_steps,
         warmup_steps=round(config.warmup_epochs * steps_per_epoch),
+        boundaries=tuple(config.step_boundaries),
     )
+    image_shape = (config.image_size, config.image_size, channels)
+    lr_multipliers = None
+    if config.layer_decay:  # ViT fine-tuning: earlier blocks learn more slowly
+        lr_multipliers = optim.layer_decay_multipliers(
+            abstract_params(model, image_shape), config.layer_decay, model.depth
+        )
     tx = optim.make_optimizer(
         config.optimizer,
         schedule,
         weight_decay=config.weight_decay,
+        weight_decay_mode=config.weight_decay_mode,
         momentum=config.momentum,
         nesterov=config.nesterov,
         grad_clip_norm=config.grad_clip_norm,
         moment_dtype=_dtype(config.moment_dtype) if config.moment_dtype else None,
+        lr_multipliers=lr_multipliers,
+        # Linear probe: only the classifier learns.
+        frozen=optim.frozen_except("head", "fc") if config.freeze_backbone else None,
     )
 
     # State and its shardings: parameters replicated, FSDP-sharded and/or tensor-parallel by
     # config.sharding; optimizer state follows its parameters.
-    image_shape = (config.image_size, config.image_size, channels)
-    init = functools.partial(init_train_state, model, tx, image_shape=image_shape)
+    init = functools.partial(
+        init_train_state, model, tx, image_shape=image_shape, ema=config.ema_decay > 0
+    )
     rng = jax.random.PRNGKey(config.seed)
     abstract_state = jax.eval_shape(init, rng)
     logical = logical_param_specs(model, image_shape) if "tensor" in config.sharding else None
@@ -207,13 +256,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             label_smoothing=config.label_smoothing,
             learning_rate=schedule,
             microbatches=config.microbatches,
+            mixing=_mixing(config),
+            class_weights=_class_weights(config, dataset),
+            ema_decay=config.ema_decay,
+            ema_warmup=config.ema_warmup,
         ),
         mesh,
         state_sharding,
         data_sharding,
     )
     eval_step = steps.jit_eval_step(
-        steps.make_eval_step(model, mean=dataset.mean, std=dataset.std),
+        steps.make_eval_step(model, mean=dataset.mean, std=dataset.std, confusion=True),
         mesh,
         state_sharding,
         data_sharding,
@@ -233,6 +286,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         process_index=jax.process_index(),
         process_count=jax.process_count(),
         worker_count=config.worker_count,
+        randaugment=(config.randaugment_ops, config.randaugment_magnitude)
+        if config.randaugment_ops
+        else None,
+        erasing=config.random_erasing,
     )
     log.start_timer(first_step)
     # Train metrics are summed on the device between log lines; the partial sums travel in the
@@ -269,7 +326,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 log.progress(step, means["train/loss"], img_per_s, seconds_per_step)
                 metric_sums, metric_steps = None, 0
             if _every(step, config.eval_every_steps) and step < total_steps:
-                log.write(step, evaluate(eval_step, state, dataset, config, data_sharding))
+                log.write(step, evaluate(eval_step, state, dataset, config, data_sharding, workdir))
+                evaluation.plot_training_curves(workdir)
             stopping = preemption.should_stop(step) and step < total_steps
             if stopping or step % checkpointer.save_every_steps == 0:
                 nonfinite.check()  # never checkpoint a state that has gone non-finite
@@ -291,8 +349,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # Final evaluation and checkpoint.
     final_step = int(state.step)
     checkpointer.save(final_step, state, checkpoint_meta(final_step), force=True)
-    eval_metrics = evaluate(eval_step, state, dataset, config, data_sharding)
+    eval_metrics = evaluate(eval_step, state, dataset, config, data_sharding, workdir)
     log.write(final_step, eval_metrics)
+    evaluation.plot_training_curves(workdir)
+    log.close()
     checkpointer.close()
     final = {"step": final_step, "elapsed_s": round(time.time() - start_time, 1), **eval_metrics}
     reporting.print_final(final)

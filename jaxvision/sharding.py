@@ -179,8 +179,9 @@ def _dict_keys(path) -> tuple[str, ...]:
 
 
 def state_shardings(abstract_state, mesh: Mesh, specs):
-    """NamedShardings for a whole train state: parameters by `specs`, every optimizer-state leaf
-    like the parameter it belongs to (same path and shape), everything else replicated."""
+    """NamedShardings for a whole train state: parameters (and their EMA) by `specs`, every
+    optimizer-state leaf like the parameter it belongs to (same path and shape), everything else
+    replicated."""
     by_path = {}
     for path, spec in jax.tree_util.tree_flatten_with_path(
         specs, is_leaf=lambda x: isinstance(x, P)
@@ -193,15 +194,21 @@ def state_shardings(abstract_state, mesh: Mesh, specs):
 
     def opt_leaf(path, leaf):
         keys = _dict_keys(path)
-        if keys in by_path and tuple(leaf.shape) == shapes[keys]:
-            return NamedSharding(mesh, by_path[keys])
+        # The parameter's path is a suffix of its state's: optax wrappers add their own keys
+        # in front (multi_transform's "trainable", ...).
+        for start in range(len(keys)):
+            suffix = keys[start:]
+            if suffix in by_path and tuple(leaf.shape) == shapes[suffix]:
+                return NamedSharding(mesh, by_path[suffix])
         return NamedSharding(mesh, P())
 
+    param_shardings = jax.tree.map(
+        lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, P)
+    )
     return abstract_state.replace(
         step=NamedSharding(mesh, P()),
-        params=jax.tree.map(
-            lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, P)
-        ),
+        params=param_shardings,
+        ema_params=None if abstract_state.ema_params is None else param_shardings,
         batch_stats=jax.tree.map(lambda _: NamedSharding(mesh, P()), abstract_state.batch_stats),
         opt_state=jax.tree_util.tree_map_with_path(opt_leaf, abstract_state.opt_state),
         rng=NamedSharding(mesh, P()),

@@ -17,6 +17,14 @@ def base_config() -> ml_collections.ConfigDict:
     config.pad = 4  # pixels, for crop="pad"
     config.flip = True
     config.eval_crop_ratio = 0.875
+    config.randaugment_ops = 0  # RandAugment: ops per image (0: off) ...
+    config.randaugment_magnitude = 10  # ... and their magnitude (0..10)
+    config.random_erasing = 0.0  # probability per image
+    config.mixup_alpha = 0.0  # batch mixing on the device (0 and 0: off)
+    config.cutmix_alpha = 0.0
+    config.mix_switch_prob = 0.5  # CutMix instead of mixup, when both are on
+    config.mix_prob = 1.0  # share of batches mixed
+    config.class_weights = ""  # "balanced": loss weights inverse to class frequency
     config.worker_count = 0  # input worker processes (0: in the training process)
     # Model.
     config.model = "resnet50"
@@ -33,12 +41,18 @@ def base_config() -> ml_collections.ConfigDict:
     config.optimizer = "sgd"
     config.learning_rate = 0.1
     config.lr_batch_base = 256
-    config.schedule = "cosine"
+    config.schedule = "cosine"  # cosine, linear, step or constant, after warmup
+    config.step_boundaries = (0.3, 0.6, 0.9)  # fractions of the run, for schedule="step"
     config.warmup_epochs = 5.0
     config.momentum = 0.9
     config.nesterov = True
     config.weight_decay = 1e-4
+    config.weight_decay_mode = "decoupled"  # or "l2" (adamw, lamb); sgd/lars always add to grads
     config.grad_clip_norm = 0.0  # 0: no clipping
+    config.layer_decay = 0.0  # ViT fine-tuning: lr x decay^(depth + 1 - layer); 0: off
+    config.freeze_backbone = False  # linear probe: train only the classifier
+    config.ema_decay = 0.0  # EMA of the weights, evaluated beside them as eval_ema/*; 0: off
+    config.ema_warmup = True
     config.label_smoothing = 0.0
     config.microbatches = 1  # gradient accumulation: micro-batches per step
     config.remat = False  # recompute blocks in the backward pass (models with a remat option)

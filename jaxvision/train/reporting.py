@@ -22,8 +22,14 @@ def _jsonable(value):
 class MetricsLog:
     """Appends one JSON object per event to `<workdir>/metrics.jsonl`: {"step": int, "a/b": ...}."""
 
-    def __init__(self, workdir: str, *, total_steps: int):
+    def __init__(self, workdir: str, *, total_steps: int, tensorboard: bool = True):
         self.path = os.path.join(workdir, "metrics.jsonl")
+        # The same scalars as TensorBoard events in <workdir>/tb (tensorboardX: no TensorFlow).
+        self._tensorboard = None
+        if tensorboard and jax.process_index() == 0:
+            from jaxvision.train.tensorboard import TensorBoardWriter
+
+            self._tensorboard = TensorBoardWriter(os.path.join(workdir, "tb"))
         self.total_steps = total_steps
         self.enabled = jax.process_index() == 0
         self._last_time = None
@@ -46,6 +52,12 @@ class MetricsLog:
         record = {"step": int(step), **{k: _jsonable(v) for k, v in metrics.items()}}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self._tensorboard is not None:
+            self._tensorboard.write(int(step), metrics)
+
+    def close(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
 
     def start_timer(self, step: int) -> None:
         self._last_time, self._last_step = time.perf_counter(), step

@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import optax
 from flax import linen as nn
 
+from jaxvision.train.ema import ema_init
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -17,6 +19,7 @@ class TrainState:
     params / batch_stats: the model's variable collections (batch_stats is {} without BatchNorm).
     opt_state: the optax state for `params`.
     rng: uint32 [2] raw PRNG key; each step folds in `step`, so steps never share randomness.
+    ema_params: exponential moving average of `params` (None when the run keeps none).
     """
 
     step: jax.Array
@@ -24,12 +27,19 @@ class TrainState:
     batch_stats: Any
     opt_state: Any
     rng: jax.Array
+    ema_params: Any = None
 
 
 def init_train_state(
-    model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array, image_shape
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    rng: jax.Array,
+    image_shape,
+    *,
+    ema: bool = False,
 ) -> TrainState:
-    """Initialises a state for `model` on images of `image_shape` ([H, W, C]).
+    """Initialises a state for `model` on images of `image_shape` ([H, W, C]); with `ema` it
+    also starts an exponential moving average of the parameters.
 
     Pure, so it can be jitted with output shardings (every device builds only its shard) or
     traced with `jax.eval_shape` to get the state's structure without allocating it.
@@ -47,7 +57,18 @@ def init_train_state(
         batch_stats=variables.get("batch_stats", {}),
         opt_state=tx.init(params),
         rng=state_rng,
+        ema_params=ema_init(params) if ema else None,
     )
+
+
+def abstract_params(model: nn.Module, image_shape):
+    """The parameters' shapes and dtypes (`jax.ShapeDtypeStruct`s), without allocating them."""
+    dummy = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+    rng = jax.random.PRNGKey(0)
+    abstract = jax.eval_shape(
+        lambda x: model.init({"params": rng, "dropout": rng}, x, train=False), dummy
+    )
+    return nn.meta.unbox(abstract)["params"]
 
 
 def logical_param_specs(model: nn.Module, image_shape):

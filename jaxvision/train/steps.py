@@ -13,6 +13,8 @@ from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding
 
 from jaxvision.sharding import replicated
+from jaxvision.train.ema import ema_update
+from jaxvision.train.metrics import confusion_counts
 from jaxvision.train.mixing import mixup_cutmix
 from jaxvision.train.state import TrainState
 
@@ -83,6 +85,8 @@ def make_train_step(
     microbatches: int = 1,
     mixing: dict | None = None,
     class_weights: Sequence[float] | None = None,
+    ema_decay: float = 0.0,
+    ema_warmup: bool = True,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """Returns `train_step(state, batch) -> (state, metrics)`.
 
@@ -93,6 +97,8 @@ def make_train_step(
     mixing: keyword arguments of `mixup_cutmix` (mixup_alpha, cutmix_alpha, switch_prob, prob);
     None: off. Label smoothing applies before mixing; train/top1 counts the unmixed labels.
     class_weights: [K] loss weight per class (imbalanced data); None: all 1.
+    ema_decay: with a state that has `ema_params`, their decay per step (warmup: timm's
+    min(decay, (1 + step) / (10 + step))).
     metrics: scalars `train/loss`, `train/top1`, `train/grad_norm` and (given `learning_rate`)
     `train/lr`.
     """
@@ -146,11 +152,16 @@ def make_train_step(
             )
             loss, top1, grads = jax.tree.map(lambda x: x / microbatches, sums)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ema_params = state.ema_params
+        if ema_params is not None:
+            ema_params = ema_update(ema_params, params, state.step, ema_decay, ema_warmup)
         new_state = state.replace(
             step=state.step + 1,
-            params=optax.apply_updates(state.params, updates),
+            params=params,
             batch_stats=batch_stats,
             opt_state=opt_state,
+            ema_params=ema_params,
         )
         metrics = {
             "train/loss": loss,
@@ -165,13 +176,14 @@ def make_train_step(
 
 
 def make_eval_step(
-    model: nn.Module, *, mean: Sequence[float], std: Sequence[float]
+    model: nn.Module, *, mean: Sequence[float], std: Sequence[float], confusion: bool = False
 ) -> Callable[[TrainState, dict], dict]:
     """Returns `eval_step(state, batch) -> sums`.
 
     batch: {"image": [B, H, W, C] uint8, "label": [B] int32, "mask": [B] bool}; padded examples
     (mask False) count nowhere. Sums, not means, so batches of a pass add up exactly:
     {"count", "loss", "top1", "top5"}; `summarize_eval` turns them into `eval/*` metrics.
+    With `confusion`, also "confusion": int32 [K, K] counts (rows true, columns predicted).
     """
 
     def eval_step(state: TrainState, batch: dict) -> dict:
@@ -179,20 +191,23 @@ def make_eval_step(
         labels = batch["label"]
         mask = batch["mask"].astype(jnp.float32)
         logits, _ = _apply(model, state.params, state.batch_stats, images, train=False)
-        return {
+        sums = {
             "count": mask.sum(),
             "loss": (cross_entropy(logits, labels) * mask).sum(),
             "top1": (topk_correct(logits, labels, 1) * mask).sum(),
             "top5": (topk_correct(logits, labels, 5) * mask).sum(),
         }
+        if confusion:
+            sums["confusion"] = confusion_counts(logits, labels, batch["mask"], model.num_classes)
+        return sums
 
     return eval_step
 
 
-def summarize_eval(sums: dict) -> dict:
+def summarize_eval(sums: dict, prefix: str = "eval") -> dict:
     """Accumulated eval sums -> {"eval/loss", "eval/top1", "eval/top5"} as Python floats."""
     count = max(float(sums["count"]), 1.0)
-    return {f"eval/{k}": float(sums[k]) / count for k in ("loss", "top1", "top5")}
+    return {f"{prefix}/{k}": float(sums[k]) / count for k in ("loss", "top1", "top5")}
 
 
 def jit_train_step(

@@ -61,7 +61,7 @@ def test_digits_end_to_end_then_exact_resume(tmp_path):
     result = _run("experiments.resnet_digits", f"--workdir={workdir}", *DIGITS_ARGS)
     final = _final(result.stdout)
     assert final["step"] == 40
-    assert set(final) == {"step", "elapsed_s", "eval/loss", "eval/top1", "eval/top5"}
+    assert {"step", "elapsed_s", "eval/loss", "eval/top1", "eval/top5"} <= set(final)
     assert final["eval/top1"] > 0.6  # 40 steps already learn most digits
     assert final["eval/top5"] >= final["eval/top1"]
     # Progress lines on stderr: step/total, loss, img/s, ETA.
