@@ -6,15 +6,20 @@ state and shardings, checkpoint resume, jitted steps, loop, final evaluation. Fo
 idea; the library never imports from `experiments/`.
 """
 
+import dataclasses
 import functools
 import math
 import os
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
+from flax import linen as nn
+from jax.sharding import Mesh, NamedSharding
 
 from jaxvision import data, evaluation, models, weights
 from jaxvision.checkpoint import Checkpointer, abstract_like
@@ -29,6 +34,7 @@ from jaxvision.sharding import (
 )
 from jaxvision.train import guards, optim, reporting, steps
 from jaxvision.train.state import (
+    TrainState,
     abstract_params,
     count_params,
     init_train_state,
@@ -123,17 +129,25 @@ def _class_weights(config, dataset) -> np.ndarray | None:
     return len(labels) / (dataset.num_classes * np.maximum(counts, 1))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains `config.model` on `config.dataset` in `workdir`, resuming from its latest
-    checkpoint; returns (and prints as `final: {json}`) the final evaluation."""
-    start_time = time.time()
+@dataclasses.dataclass
+class Run:
+    """What a run is made of before any state exists; training and evaluation share it."""
 
-    # Workdir: the resolved config goes next to the checkpoints and metrics.
-    os.makedirs(workdir, exist_ok=True)
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+    mesh: Mesh
+    data_sharding: NamedSharding
+    dataset: data.Dataset
+    total_steps: int
+    model: nn.Module
+    schedule: optax.Schedule
+    tx: optax.GradientTransformation
+    init: Callable  # rng -> TrainState
+    rng: jax.Array
+    abstract_state: TrainState
+    state_sharding: TrainState
 
+
+def setup(config: ml_collections.ConfigDict) -> Run:
+    """Mesh, input, model, optimizer and the state's structure and shardings, from `config`."""
     # Mesh: every device on the data axis unless the config says otherwise.
     mesh = make_mesh([tuple(axis) for axis in config.mesh])
     check_global_batch(config.batch_size, mesh)
@@ -216,6 +230,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logical = logical_param_specs(model, image_shape) if "tensor" in config.sharding else None
     specs = param_specs(abstract_state.params, mesh, config.sharding, logical_specs=logical)
     state_sharding = state_shardings(abstract_state, mesh, specs)
+    return Run(
+        mesh=mesh,
+        data_sharding=data_sharding,
+        dataset=dataset,
+        total_steps=total_steps,
+        model=model,
+        schedule=schedule,
+        tx=tx,
+        init=init,
+        rng=rng,
+        abstract_state=abstract_state,
+        state_sharding=state_sharding,
+    )
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains `config.model` on `config.dataset` in `workdir`, resuming from its latest
+    checkpoint; returns (and prints as `final: {json}`) the final evaluation."""
+    start_time = time.time()
+
+    # Workdir: the resolved config goes next to the checkpoints and metrics.
+    os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+
+    # Mesh, input, model, optimizer and the state's layout (shared with experiments.evaluate).
+    run = setup(config)
+    dataset, model, mesh = run.dataset, run.model, run.mesh
 
     # Checkpoint: resume from the latest one in the workdir, or start fresh.
     checkpointer = Checkpointer(
@@ -223,7 +266,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         save_every_steps=config.checkpoint_every_steps,
         keep=config.keep_checkpoints,
     )
-    log = reporting.MetricsLog(workdir, total_steps=total_steps)
+    log = reporting.MetricsLog(workdir, total_steps=run.total_steps)
     # Where the input stands: batch s is a pure function of these and s (see data.train_batches).
     data_position = {
         "dataset": config.dataset,
@@ -232,29 +275,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     }
     meta = {}
     if checkpointer.latest_step() is not None:
-        state, meta = checkpointer.restore(abstract_like(abstract_state, state_sharding))
+        state, meta = checkpointer.restore(abstract_like(run.abstract_state, run.state_sharding))
         _check_same_data(meta.get("data", {}), data_position, checkpointer.directory)
         reporting.note(f"resumed from {checkpointer.directory} at step {int(state.step)}")
         log.truncate_after(int(state.step))
     else:
-        state = jax.jit(init, out_shardings=state_sharding)(rng)
+        state = jax.jit(run.init, out_shardings=run.state_sharding)(run.rng)
         if config.init_from:
-            state = _init_from(config.init_from, config, state, state_sharding)
+            state = _init_from(config.init_from, config, state, run.state_sharding)
     first_step = int(state.step)
     reporting.note(
         f"{config.model}: {count_params(state.params):,} parameters; {jax.device_count()} "
-        f"devices, mesh {dict(mesh.shape)}; {total_steps} steps of {config.batch_size} images"
+        f"devices, mesh {dict(mesh.shape)}; {run.total_steps} steps of {config.batch_size} images"
     )
 
     # Steps, jitted over the mesh.
     train_step = steps.jit_train_step(
         steps.make_train_step(
             model,
-            tx,
+            run.tx,
             mean=dataset.mean,
             std=dataset.std,
             label_smoothing=config.label_smoothing,
-            learning_rate=schedule,
+            learning_rate=run.schedule,
             microbatches=config.microbatches,
             mixing=_mixing(config),
             class_weights=_class_weights(config, dataset),
@@ -262,14 +305,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             ema_warmup=config.ema_warmup,
         ),
         mesh,
-        state_sharding,
-        data_sharding,
+        run.state_sharding,
+        run.data_sharding,
     )
     eval_step = steps.jit_eval_step(
         steps.make_eval_step(model, mean=dataset.mean, std=dataset.std, confusion=True),
         mesh,
-        state_sharding,
-        data_sharding,
+        run.state_sharding,
+        run.data_sharding,
     )
 
     # Loop. The batch for step s depends only on (seed, s), so a resumed run sees the same data.
@@ -282,7 +325,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         pad=config.pad,
         seed=config.seed,
         start_step=first_step,
-        num_steps=total_steps - first_step,
+        num_steps=run.total_steps - first_step,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
         worker_count=config.worker_count,
@@ -308,34 +351,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     preemption = guards.PreemptionWatch()
     nonfinite = guards.NonFiniteWatch()
     try:
-        for step in range(first_step + 1, total_steps + 1):
-            batch = data.make_global_batch(next(batches), data_sharding)
+        for step in range(first_step + 1, run.total_steps + 1):
+            batch = data.make_global_batch(next(batches), run.data_sharding)
             state, metrics = train_step(state, batch)
             nonfinite.add(step, metrics)
             metric_sums = (
                 metrics if metric_sums is None else jax.tree.map(jnp.add, metric_sums, metrics)
             )
             metric_steps += 1
-            if _every(step, config.log_every_steps) or step == total_steps:
+            if _every(step, config.log_every_steps) or step == run.total_steps:
                 nonfinite.check()
                 sums = jax.device_get(metric_sums)
                 means = {k: float(v) / metric_steps for k, v in sums.items()}
-                means["train/lr"] = float(schedule(step - 1))
+                means["train/lr"] = float(run.schedule(step - 1))
                 img_per_s, seconds_per_step = log.throughput(step, config.batch_size)
                 log.write(step, {**means, "train/img_per_s": img_per_s})
                 log.progress(step, means["train/loss"], img_per_s, seconds_per_step)
                 metric_sums, metric_steps = None, 0
-            if _every(step, config.eval_every_steps) and step < total_steps:
-                log.write(step, evaluate(eval_step, state, dataset, config, data_sharding, workdir))
+            if _every(step, config.eval_every_steps) and step < run.total_steps:
+                log.write(
+                    step, evaluate(eval_step, state, dataset, config, run.data_sharding, workdir)
+                )
                 evaluation.plot_training_curves(workdir)
-            stopping = preemption.should_stop(step) and step < total_steps
+            stopping = preemption.should_stop(step) and step < run.total_steps
             if stopping or step % checkpointer.save_every_steps == 0:
                 nonfinite.check()  # never checkpoint a state that has gone non-finite
                 checkpointer.save(step, state, checkpoint_meta(step), force=stopping)
             if stopping:
                 checkpointer.close()
                 reporting.note(
-                    f"stopped at step {step}/{total_steps} on {preemption.signal_name}: "
+                    f"stopped at step {step}/{run.total_steps} on {preemption.signal_name}: "
                     f"checkpoint saved in {checkpointer.directory}; rerun the same command "
                     "to continue"
                 )
@@ -349,7 +394,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # Final evaluation and checkpoint.
     final_step = int(state.step)
     checkpointer.save(final_step, state, checkpoint_meta(final_step), force=True)
-    eval_metrics = evaluate(eval_step, state, dataset, config, data_sharding, workdir)
+    eval_metrics = evaluate(eval_step, state, dataset, config, run.data_sharding, workdir)
     log.write(final_step, eval_metrics)
     evaluation.plot_training_curves(workdir)
     log.close()
