@@ -38,6 +38,7 @@ _MODELS: dict[str, tuple[str, str]] = {
     "densenet169": ("densenet", "DenseNet169"),
     "vit_ti16": ("vit", "ViT_Ti16"),
     "vit_s16": ("vit", "ViT_S16"),
+    "vit_s4": ("vit", "ViT_S4"),
     "vit_b16": ("vit", "ViT_B16"),
     "vit_b32": ("vit", "ViT_B32"),
     "vit_l16": ("vit", "ViT_L16"),

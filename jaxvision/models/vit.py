@@ -424,6 +424,8 @@ class ViT(nn.Module):
 
 ViT_Ti16 = functools.partial(ViT, patch_size=16, width=192, depth=12, mlp_dim=768, num_heads=3)
 ViT_S16 = functools.partial(ViT, patch_size=16, width=384, depth=12, mlp_dim=1536, num_heads=6)
+# ViT-S with 4x4 patches: 64 tokens on 32x32 images (CIFAR), as ViT-S/16 has on 128x128.
+ViT_S4 = functools.partial(ViT, patch_size=4, width=384, depth=12, mlp_dim=1536, num_heads=6)
 ViT_B16 = functools.partial(ViT, patch_size=16, width=768, depth=12, mlp_dim=3072, num_heads=12)
 ViT_B32 = functools.partial(ViT, patch_size=32, width=768, depth=12, mlp_dim=3072, num_heads=12)
 ViT_L16 = functools.partial(ViT, patch_size=16, width=1024, depth=24, mlp_dim=4096, num_heads=16)
