@@ -1,6 +1,18 @@
-"""Fixtures shared across the test folders."""
+"""Fixtures shared across the test folders, and a compilation cache for the whole suite."""
+
+import os
+import tempfile
 
 import pytest
+
+# Many tests start the same experiments in fresh processes; JAX's persistent compilation cache
+# (inherited by those processes through the environment) compiles each program once. Set before
+# any test module imports JAX.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "jaxvision-test-jax-cache")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 import tensorflow_datasets as tfds
 
 
