@@ -22,7 +22,7 @@ from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding
 
 from jaxvision import data, evaluation, models, weights
-from jaxvision.checkpoint import Checkpointer, abstract_like
+from jaxvision.checkpoint import Checkpointer, abstract_like, load_variables
 from jaxvision.errors import UserError
 from jaxvision.sharding import (
     batch_sharding,
@@ -50,13 +50,24 @@ def _dtype(name: str):
 
 
 def _init_from(path: str, config, state, state_sharding):
-    """Replaces the fresh parameters (and BatchNorm statistics) with those of a weight file:
-    torchvision/timm .safetensors or a big_vision .npz. The classifier stays fresh when the
-    number of classes differs, or always with `init_new_head` (fine-tuning with a new head)."""
+    """Replaces the fresh parameters (and BatchNorm statistics) with those of a weight file
+    (torchvision/timm .safetensors, big_vision .npz) or of another run's checkpoint (its
+    workdir). The classifier stays fresh when the number of classes differs, or always with
+    `init_new_head` (fine-tuning with a new head)."""
     fresh = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
     if not fresh["batch_stats"]:
         del fresh["batch_stats"]
-    loaded, kept = weights.load_weights(path, config.model, fresh, new_head=config.init_new_head)
+    if os.path.isdir(path):
+        variables, step = load_variables(path)
+        path = f"{path} (step {step})"
+        head = weights.head_prefix(config.model) or ("params", "fc")
+        loaded, kept = weights.merge_variables(
+            variables, fresh, head=head, new_head=config.init_new_head
+        )
+    else:
+        loaded, kept = weights.load_weights(
+            path, config.model, fresh, new_head=config.init_new_head
+        )
     state = state.replace(params=loaded["params"], batch_stats=loaded.get("batch_stats", {}))
     kept_note = f" (classifier kept fresh: {', '.join(kept)})" if kept else ""
     reporting.note(f"initialised {config.model} from {path}{kept_note}")
@@ -333,6 +344,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if config.randaugment_ops
         else None,
         erasing=config.random_erasing,
+        repeats=config.repeated_augmentation,
     )
     log.start_timer(first_step)
     # Train metrics are summed on the device between log lines; the partial sums travel in the

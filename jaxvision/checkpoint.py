@@ -11,6 +11,8 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from jaxvision.errors import UserError
+
 
 class Checkpointer:
     """A thin, typed face over `ocp.CheckpointManager` for one run's checkpoints."""
@@ -76,3 +78,28 @@ def abstract_like(state, shardings):
     return jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings
     )
+
+
+def load_variables(path: str, step: int | None = None) -> tuple[dict, int]:
+    """The model variables ({"params", "batch_stats"} as numpy) of another run's checkpoint, for
+    fine-tuning: `path` is its workdir or its checkpoints/ directory. Returns (variables, step).
+    """
+    directory = (
+        os.path.join(path, "checkpoints")
+        if os.path.isdir(os.path.join(path, "checkpoints"))
+        else path
+    )
+    manager = ocp.CheckpointManager(
+        os.path.abspath(directory), options=ocp.CheckpointManagerOptions(read_only=True)
+    )
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise UserError(f"no checkpoint in {directory}: init_from needs a trained workdir")
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    manager.close()
+    state = restored.state
+    get = state.get if isinstance(state, dict) else lambda k, d=None: getattr(state, k, d)
+    variables = {"params": jax.device_get(get("params"))}
+    if get("batch_stats"):
+        variables["batch_stats"] = jax.device_get(get("batch_stats"))
+    return variables, int(step)

@@ -20,6 +20,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.randaugment_ops = 0  # RandAugment: ops per image (0: off) ...
     config.randaugment_magnitude = 10  # ... and their magnitude (0..10)
     config.random_erasing = 0.0  # probability per image
+    config.repeated_augmentation = 1  # r > 1: each batch holds B / r images r times (DeiT)
     config.mixup_alpha = 0.0  # batch mixing on the device (0 and 0: off)
     config.cutmix_alpha = 0.0
     config.mix_switch_prob = 0.5  # CutMix instead of mixup, when both are on
@@ -30,8 +31,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.model = "resnet50"
     config.model_kwargs = ml_collections.ConfigDict()
     config.dtype = "float32"  # compute dtype; parameters stay float32
-    # Start from pretrained weights (.safetensors with torchvision/timm names, or a big_vision
-    # ViT .npz) instead of a random init; the classifier stays fresh if the classes differ.
+    # Start from pretrained weights (.safetensors with torchvision/timm names, a big_vision
+    # ViT .npz, or another run's workdir) instead of a random init; the classifier stays fresh
+    # if the classes differ.
     config.init_from = ""
     config.init_new_head = False  # a fresh classifier even when the shapes match
     # Optimisation. learning_rate is for a batch of lr_batch_base; it scales linearly.

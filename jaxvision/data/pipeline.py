@@ -51,10 +51,15 @@ class _ShuffledEpochs(grain.MapDataset):
     seed 0's orders one epoch later. A cached numpy permutation costs ~1 us per element.
     """
 
-    def __init__(self, source: Sequence, seed: int):
+    def __init__(self, source: Sequence, seed: int, repeats: int = 1, batch_size: int = 1):
         super().__init__()
         self._source = source
         self._seed = seed
+        # Repeated augmentation (Hoffer et al. 2020, DeiT): each global batch of B holds B / r
+        # images r times, copy j in rows [j B / r, (j + 1) B / r) so that the copies land on
+        # different devices; every copy is augmented on its own (its own stream position).
+        self._repeats = repeats
+        self._batch_size = batch_size
 
     def __len__(self) -> int:
         return sys.maxsize
@@ -65,6 +70,10 @@ class _ShuffledEpochs(grain.MapDataset):
     def __getitem__(self, index):
         if isinstance(index, slice):
             return self.slice(index)
+        if self._repeats > 1:
+            step, row = divmod(index, self._batch_size)
+            distinct = self._batch_size // self._repeats
+            index = step * distinct + row % distinct
         epoch, position = divmod(index, len(self._source))
         order = _epoch_permutation(self._seed, epoch, len(self._source))
         return self._source[int(order[position])]
@@ -178,6 +187,7 @@ def train_batches(
     worker_count: int = 0,
     randaugment: tuple[int, int] | None = None,
     erasing: float = 0.0,
+    repeats: int = 1,
 ) -> Iterator[dict]:
     """Yields this process's share of the augmented training batches from `start_step` on.
 
@@ -196,6 +206,8 @@ def train_batches(
         worker_count: processes that build batches (0: threads in this process only).
         randaugment: (num_ops, magnitude) for RandAugment after crop and flip; None: off.
         erasing: probability of random erasing (timm's per-pixel noise box), last.
+        repeats: repeated augmentation: each batch holds B / repeats images, each `repeats`
+            times with its own augmentation (an epoch then takes `repeats` times the steps).
 
     Yields:
         `{"image": uint8 [b, image_size, image_size, C], "label": int32 [b]}` with
@@ -211,7 +223,12 @@ def train_batches(
 
     # random_map seeds element i's generator with (seed, i): the augmentation of an example
     # depends on its place in the stream, not on which process or worker reads it.
-    stream = _ShuffledEpochs(source, seed).random_map(
+    if repeats < 1 or global_batch_size % repeats:
+        raise UserError(
+            f"repeated augmentation needs a batch divisible by repeats={repeats}, got "
+            f"{global_batch_size}: choose batch_size as a multiple of repeats"
+        )
+    stream = _ShuffledEpochs(source, seed, repeats, global_batch_size).random_map(
         _TrainTransform(
             image_size, crop, flip, pad, tuple(randaugment) if randaugment else None, erasing
         ),

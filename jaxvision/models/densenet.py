@@ -12,6 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxvision.models.layers import torch_batch_norm
 from jaxvision.models.resnet import torch_linear_kernel_init
 
 ModuleDef = Any
@@ -111,15 +112,7 @@ class DenseNet(nn.Module):
             param_dtype=jnp.float32,
             kernel_init=conv_kernel_init,
         )
-        norm = functools.partial(
-            nn.BatchNorm,
-            use_running_average=not train,
-            momentum=0.9,
-            epsilon=1e-5,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            use_fast_variance=False,  # two-pass variance, as torch
-        )
+        norm = torch_batch_norm(train, self.dtype)
         x = conv(self.num_init_features, (7, 7), (2, 2), padding=((3, 3), (3, 3)), name="conv0")(x)
         x = nn.relu(norm(name="norm0")(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))

@@ -13,6 +13,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxvision.models.layers import torch_batch_norm
 from jaxvision.models.pooling import adaptive_avg_pool, max_pool
 from jaxvision.models.resnet import torch_linear_bias_init
 
@@ -131,15 +132,7 @@ class GoogLeNet(nn.Module):
             param_dtype=jnp.float32,
             kernel_init=kernel_init,
         )
-        norm = functools.partial(
-            nn.BatchNorm,
-            use_running_average=not train,
-            momentum=0.9,
-            epsilon=1e-3,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            use_fast_variance=False,  # two-pass variance, as torch
-        )
+        norm = torch_batch_norm(train, self.dtype, epsilon=1e-3)
         dense = functools.partial(
             nn.Dense, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=kernel_init
         )

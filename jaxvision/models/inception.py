@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxvision.models.googlenet import BasicConv2d, transform_input
+from jaxvision.models.layers import torch_batch_norm
 from jaxvision.models.pooling import avg_pool
 from jaxvision.models.resnet import torch_linear_bias_init
 
@@ -177,15 +178,7 @@ class InceptionV3(nn.Module):
             param_dtype=jnp.float32,
             kernel_init=_normal(0.1),
         )
-        norm = functools.partial(
-            nn.BatchNorm,
-            use_running_average=not train,
-            momentum=0.9,
-            epsilon=1e-3,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            use_fast_variance=False,  # two-pass variance, as torch
-        )
+        norm = torch_batch_norm(train, self.dtype, epsilon=1e-3)
         dense = functools.partial(
             nn.Dense, dtype=self.dtype, param_dtype=jnp.float32, kernel_init=_normal(0.1)
         )

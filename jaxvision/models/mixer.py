@@ -12,7 +12,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxvision.errors import UserError
-from jaxvision.models.vit import DropPath, MlpBlock, layer_norm
+from jaxvision.models.layers import DropPath
+from jaxvision.models.vit import MlpBlock, layer_norm
 
 
 class MixerBlock(nn.Module):

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvision.errors import UserError
-from jaxvision.models.layers import DropPath
+from jaxvision.models.layers import DropPath, torch_batch_norm
 
 ModuleDef = Any
 
@@ -147,16 +147,7 @@ class ResNet(nn.Module):
             param_dtype=jnp.float32,
             kernel_init=conv_kernel_init,
         )
-        norm = functools.partial(
-            nn.BatchNorm,
-            use_running_average=not train,
-            momentum=0.9,
-            epsilon=1e-5,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            # Two-pass variance, as torch: E[x²]-E[x]² cancels badly after ReLU (mean >> std).
-            use_fast_variance=False,
-        )
+        norm = torch_batch_norm(train, self.dtype)
 
         if self.stem == "imagenet":
             x = conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)), name="conv1")(x)

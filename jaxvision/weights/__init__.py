@@ -77,6 +77,36 @@ def import_weights(
     return unflatten({k: v.astype(dtypes[k]) for k, v in converted.items()}), sorted(kept)
 
 
+def merge_variables(
+    loaded: dict, fresh: dict, *, head: tuple[str, ...] | None, new_head: bool = False
+) -> tuple[dict, list[str]]:
+    """Variables of the same architecture (e.g. another jaxvision run's checkpoint) onto `fresh`.
+
+    Leaves under `head` (a path prefix such as ("params", "fc")) stay fresh when their shapes
+    differ or with `new_head`; any other difference is an error. Returns (variables, kept paths).
+    """
+    flat_loaded, expected = flatten(loaded), flatten(fresh)
+    kept = []
+    for key, value in expected.items():
+        under_head = head is not None and key[: len(head)] == head
+        if under_head and (
+            new_head or key not in flat_loaded or flat_loaded[key].shape != value.shape
+        ):
+            flat_loaded[key] = value
+            kept.append("/".join(key))
+    flat_loaded = {k: v for k, v in flat_loaded.items() if k in expected or k[0] != "batch_stats"}
+    check_complete(flat_loaded, expected, "the checkpoint")
+    dtypes = {k: v.dtype for k, v in expected.items()}
+    return unflatten({k: np.asarray(v).astype(dtypes[k]) for k, v in flat_loaded.items()}), kept
+
+
+def head_prefix(model_name: str) -> tuple[str, ...] | None:
+    """The classifier's path prefix for models with a converter, else None."""
+    if model_name not in _CONVERTERS:
+        return None
+    return tuple(_converter(model_name).head(model_name))
+
+
 def export_weights(model_name: str, variables: dict) -> dict[str, np.ndarray]:
     """The model's variables under the reference implementation's (torch) names and layouts."""
     return _converter(model_name).to_torch(model_name, flatten(variables))
@@ -97,6 +127,8 @@ __all__ = [
     "import_weights",
     "importable_models",
     "load_safetensors",
+    "head_prefix",
     "load_weights",
+    "merge_variables",
     "save_safetensors",
 ]

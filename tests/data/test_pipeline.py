@@ -212,3 +212,21 @@ def test_make_global_batch_on_one_device():
 def test_no_tensorflow_imported():
     open_dataset("digits")
     assert "tensorflow" not in sys.modules
+
+
+def test_repeated_augmentation_puts_copies_in_separate_blocks():
+    images = np.arange(20, dtype=np.uint8).reshape(20, 1, 1, 1).repeat(4, 1).repeat(4, 2)
+    source = ArraySource(images, np.arange(20))
+    kwargs = dict(global_batch_size=8, image_size=4, crop="pad", flip=True, seed=3, pad=1)
+    batches = train_batches(source, repeats=2, num_steps=5, **kwargs)
+    seen = []
+    for batch in batches:
+        first, second = batch["label"][:4], batch["label"][4:]
+        np.testing.assert_array_equal(first, second)  # the same 4 images, twice
+        # ...augmented independently: some copy differs from its twin.
+        assert not np.array_equal(batch["image"][:4], batch["image"][4:])
+        seen.extend(first.tolist())
+    # 5 steps x 4 distinct images = one epoch of 20: every image exactly once.
+    assert sorted(seen) == list(range(20))
+    with pytest.raises(UserError, match="divisible by repeats=3"):
+        train_batches(source, repeats=3, **kwargs)

@@ -58,3 +58,22 @@ def test_init_from_weights_then_new_head(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"initialised resnet18 from {path} (classifier kept fresh: params/fc/bias" in err
     assert np.isfinite(final["eval/loss"])
+
+
+def test_init_from_another_runs_workdir(tmp_path, capsys):
+    source = train_and_evaluate(
+        _digits_config(total_steps=60, log_every_steps=30), str(tmp_path / "source")
+    )
+    config = _digits_config(
+        init_from=str(tmp_path / "source"), total_steps=1, learning_rate=1e-6, warmup_epochs=0.0
+    )
+    final = train_and_evaluate(config, str(tmp_path / "finetune"))
+    # One step at a negligible rate: the source run's accuracy carries over.
+    assert abs(final["eval/top1"] - source["eval/top1"]) < 0.05
+    err = capsys.readouterr().err
+    assert f"initialised resnet18 from {tmp_path / 'source'} (step 60)" in err
+
+    # A new head on the same architecture: everything but the classifier comes from the run.
+    config.init_new_head = True
+    train_and_evaluate(config, str(tmp_path / "new_head"))
+    assert "classifier kept fresh: params/fc/bias, params/fc/kernel" in capsys.readouterr().err
