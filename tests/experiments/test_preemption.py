@@ -70,8 +70,10 @@ def uninterrupted(tmp_path_factory):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill9"])
 def test_interrupted_run_resumes_to_identical_metrics(tmp_path, uninterrupted, sig):
     rng = random.Random()
-    step = rng.choice(range(10, 55, 5))  # progress lines come every 5 steps
-    delay = rng.uniform(0.0, 0.3)  # lands anywhere in the next steps, saves included
+    step = rng.choice(range(10, 45, 5))  # progress lines come every 5 steps
+    # Lands anywhere in the next few steps, saves included, and well before the last step
+    # (60): a signal after the final step has nothing left to interrupt.
+    delay = rng.uniform(0.0, 0.2)
     workdir = str(tmp_path)
     returncode, stderr = _interrupt_at(workdir, step, sig, delay)
     where = f"(interrupted after the step-{step} line + {delay:.2f}s)"
