@@ -71,6 +71,10 @@ def run(model_name, layout, num_steps=3):
         "compiles": step._cache_size(),
         "params": _spec_strings(jax.tree.map(lambda x: x.sharding, state.params)),
         "mu": _spec_strings(jax.tree.map(lambda x: x.sharding, adam_state.mu)),
+        # BatchNorm running statistics (global-batch statistics under every layout).
+        "batch_stats": [
+            np.asarray(x).ravel()[:8].tolist() for x in jax.tree.leaves(state.batch_stats)
+        ],
         "param_bytes_per_device": sum(
             x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(state.params)
         ),

@@ -1,5 +1,6 @@
-"""Data parallel, FSDP and FSDP x tensor parallel on 8 simulated devices: the same losses as one
-device, the expected PartitionSpecs for parameters and their optimizer state, one compile."""
+"""Data parallel, FSDP and FSDP x tensor parallel on 8 simulated devices: the same losses and
+BatchNorm statistics (over the global batch) as one device, the expected PartitionSpecs for
+parameters and their optimizer state, one compile."""
 
 import json
 import os
@@ -32,7 +33,10 @@ def results():
 @pytest.mark.parametrize("layout", ["replicated", "fsdp", "fsdp+tensor"])
 def test_losses_match_one_device_and_compile_once(results, model, layout):
     single, sharded = results[model]["single"], results[model][layout]
+    assert single["losses"][-1] != single["losses"][0]  # it trains
     np.testing.assert_allclose(sharded["losses"], single["losses"], rtol=1e-5)
+    for mine, reference in zip(sharded["batch_stats"], single["batch_stats"], strict=True):
+        np.testing.assert_allclose(mine, reference, rtol=1e-4, atol=1e-6)
     assert sharded["compiles"] == 1  # no retracing across steps
 
 
