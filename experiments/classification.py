@@ -95,11 +95,8 @@ def evaluate(eval_step, state, dataset, config, sharding, workdir: str) -> dict:
     """Evaluates the weights (and their EMA, if kept) on the test split; writes the per-class
     reports and plots; returns the metrics: eval/* (and eval_ema/*), with macro P/R/F1."""
     step = int(state.step)
-    candidates = [("eval", state)]
-    if state.ema_params is not None:
-        candidates.append(("eval_ema", state.replace(params=state.ema_params)))
     metrics = {}
-    for prefix, weights_state in candidates:
+    for prefix, weights_state in evaluation.weight_sets(state):
         scores, confusion = evaluation.evaluate_split(
             eval_step,
             weights_state,

@@ -131,10 +131,7 @@ def main(argv):
             run.data_sharding,
         )
         source = run.dataset.test if _SPLIT.value == "test" else run.dataset.train
-        candidates = [("eval", state)]
-        if state.ema_params is not None:
-            candidates.append(("eval_ema", state.replace(params=state.ema_params)))
-        for prefix, weights_state in candidates:
+        for prefix, weights_state in evaluation.weight_sets(state):
             metrics, confusion = evaluation.evaluate_split(
                 eval_step,
                 weights_state,

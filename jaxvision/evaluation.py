@@ -16,6 +16,15 @@ from jaxvision.train import plots, steps
 from jaxvision.train.metrics import per_class_report
 
 
+def weight_sets(state) -> list[tuple[str, object]]:
+    """What to evaluate: ("eval", state), plus ("eval_ema", the state with the EMA weights) when
+    the run keeps an exponential moving average."""
+    sets = [("eval", state)]
+    if state.ema_params is not None:
+        sets.append(("eval_ema", state.replace(params=state.ema_params)))
+    return sets
+
+
 def evaluate_split(
     eval_step,
     state,

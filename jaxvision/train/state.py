@@ -61,25 +61,24 @@ def init_train_state(
     )
 
 
-def abstract_params(model: nn.Module, image_shape):
-    """The parameters' shapes and dtypes (`jax.ShapeDtypeStruct`s), without allocating them."""
+def _abstract_variables(model: nn.Module, image_shape):
+    """The model's variables as `jax.ShapeDtypeStruct`s (still boxed): nothing is allocated."""
     dummy = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
     rng = jax.random.PRNGKey(0)
-    abstract = jax.eval_shape(
+    return jax.eval_shape(
         lambda x: model.init({"params": rng, "dropout": rng}, x, train=False), dummy
     )
-    return nn.meta.unbox(abstract)["params"]
+
+
+def abstract_params(model: nn.Module, image_shape):
+    """The parameters' shapes and dtypes (`jax.ShapeDtypeStruct`s), without allocating them."""
+    return nn.meta.unbox(_abstract_variables(model, image_shape))["params"]
 
 
 def logical_param_specs(model: nn.Module, image_shape):
     """The logical PartitionSpec each parameter is annotated with (`P()` where none), from an
     abstract init: nothing is allocated."""
-    dummy = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
-    rng = jax.random.PRNGKey(0)
-    abstract = jax.eval_shape(
-        lambda x: model.init({"params": rng, "dropout": rng}, x, train=False), dummy
-    )
-    return nn.get_partition_spec(abstract)["params"]
+    return nn.get_partition_spec(_abstract_variables(model, image_shape))["params"]
 
 
 def count_params(params) -> int:
