@@ -48,6 +48,9 @@ _OPTIMIZER = flags.DEFINE_string("optimizer", "", "sgd or adamw; default sgd for
 _MESH = flags.DEFINE_string("mesh", "(('data',-1),)", "Mesh axes, as in config.mesh.")
 _SHARDING = flags.DEFINE_string("sharding", "replicated", "Parameter sharding strategy.")
 _REMAT = flags.DEFINE_bool("remat", False, "Recompute blocks in the backward pass (ViTs).")
+_ATTENTION = flags.DEFINE_enum(
+    "attention", None, ["auto", "xla", "cudnn"], "ViT attention kernel; default: the model's."
+)
 _SWEEP = flags.DEFINE_list("sweep", [], "Batch sizes to measure instead of --batch_size.")
 _PLOT = flags.DEFINE_string("plot", "", "With --sweep: write img/s vs batch size to this PNG.")
 
@@ -80,6 +83,10 @@ def _build(name: str, image_size: int):
         if "remat" not in options:
             raise UserError(f"model '{name}' has no remat option: drop --remat")
         kwargs["remat"] = True
+    if _ATTENTION.value:
+        if "attention" not in options:
+            raise UserError(f"model '{name}' has no attention option: drop --attention")
+        kwargs["attention"] = _ATTENTION.value
     return models.build(name, num_classes=_CLASSES.value, dtype=jnp.dtype(_DTYPE.value), **kwargs)
 
 
@@ -166,6 +173,7 @@ def measure(name: str, batch_size: int) -> dict:
         "mesh": dict(mesh.shape),
         "sharding": _SHARDING.value,
         "remat": _REMAT.value,
+        "attention": getattr(model, "attention", None),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "jax": jax.__version__,
         "tensorflow_loaded": "tensorflow" in sys.modules,

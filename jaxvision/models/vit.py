@@ -6,9 +6,9 @@ are named after timm's (`patch_embed/proj`, `blocks_3/attn/query`, `blocks_3/mlp
 `query`/`key`/`value` kernels of shape [D, heads, D/heads], as in big_vision.
 
 Differences from timm, none of which changes imported weights:
-- Attention probabilities get no dropout: `jax.nn.dot_product_attention` (a fused cuDNN kernel
-  on GPU) has none. `dropout_rate` applies after the position embedding, inside the MLP and on
-  each residual branch, as big_vision.
+- Attention probabilities get no dropout: `jax.nn.dot_product_attention` (cuDNN's fused kernel
+  on GPU, see `attention`) has none. `dropout_rate` applies after the position embedding, inside
+  the MLP and on each residual branch, as big_vision.
 - `pool="gap"` averages the patch tokens after the final LayerNorm `norm`, as big_vision (timm's
   `global_pool="avg", fc_norm=False`), so token and gap models share one parameter layout.
 - Fresh parameters are initialised as big_vision: xavier-uniform kernels, zero head.
@@ -28,6 +28,7 @@ from jaxvision.models.layers import DropPath
 
 POOLS = ("token", "gap")
 POSEMBS = ("learn", "sincos2d")
+ATTENTIONS = ("auto", "xla", "cudnn")
 
 # Logical axis names of the kernels, for tensor parallelism: `jaxvision.sharding.LOGICAL_RULES`
 # maps "mlp" and "heads" to the mesh's model axis and keeps "embed"/"kv" whole (Megatron-style).
@@ -92,14 +93,37 @@ class MlpBlock(nn.Module):
         return dense(x.shape[-1], kernel_init=fc2_init, bias_init=bias_init, name="fc2")(y)
 
 
+def attention_implementation(choice: str, dtype: Any, head_dim: int) -> str:
+    """The `jax.nn.dot_product_attention` implementation for `choice` ("auto", "xla", "cudnn").
+
+    "auto" takes cuDNN's fused (flash) kernel where it applies: a GPU backend, bf16/fp16 compute
+    and a head dimension that is a multiple of 8 and at most 128 (every preset: 64, 80 or 88).
+    Everywhere else, XLA's composition of softmax and two matmuls. jax's own default
+    (`implementation=None`) is XLA on every backend, so GPUs would lose the fused kernel.
+    """
+    on_gpu = jax.default_backend() == "gpu"
+    if choice == "cudnn" and not on_gpu:
+        raise UserError(
+            f"attention='cudnn' needs a CUDA GPU, but JAX runs on {jax.default_backend()}: "
+            "use attention='auto' or 'xla'"
+        )
+    if choice == "auto":
+        half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+        fits = head_dim % 8 == 0 and head_dim <= 128
+        return "cudnn" if on_gpu and half and fits else "xla"
+    return choice
+
+
 class Attention(nn.Module):
     """Multi-head self-attention through `jax.nn.dot_product_attention`. x: [B, N, D] → [B, N, D].
 
     Kernels: query/key/value [D, heads, D/heads], out [heads, D/heads, D] (big_vision's layout).
+    `implementation`: see `attention_implementation`.
     """
 
     num_heads: int
     dtype: Any = jnp.float32
+    implementation: str = "auto"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -116,8 +140,8 @@ class Attention(nn.Module):
             bias_init=partitioned(nn.initializers.zeros, EMBED_HEADS_KV[1:]),
         )
         q, k, v = (qkv(name=name)(x) for name in ("query", "key", "value"))  # [B, N, H, Dh]
-        # implementation=None: cuDNN's fused kernel where it applies (GPU, bf16/fp16), else XLA.
-        y = jax.nn.dot_product_attention(q, k, v, implementation=None)
+        impl = attention_implementation(self.implementation, self.dtype, head_dim)
+        y = jax.nn.dot_product_attention(q, k, v, implementation=impl)
         return nn.DenseGeneral(
             features=width,
             axis=(-2, -1),
@@ -136,11 +160,12 @@ class EncoderBlock(nn.Module):
     dtype: Any = jnp.float32
     dropout_rate: float = 0.0
     drop_path_rate: float = 0.0
+    attention: str = "auto"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         y = layer_norm("norm1", self.dtype)(x)
-        y = Attention(self.num_heads, self.dtype, name="attn")(y)
+        y = Attention(self.num_heads, self.dtype, self.attention, name="attn")(y)
         y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
         x = x + DropPath(self.drop_path_rate)(y, train)
         y = layer_norm("norm2", self.dtype)(x)
@@ -304,7 +329,8 @@ class ViT(nn.Module):
     size (`jaxvision.weights.timm` resamples imported embeddings to it). `pool="token"` reads the
     class token, `"gap"` averages the patch tokens; `posemb="sincos2d"` is big_vision's fixed
     embedding (no parameter). `backbone_stages` puts timm's ResNetV2 stages before the patch
-    embedding (R50+ViT: (3, 4, 9) with patch_size 1).
+    embedding (R50+ViT: (3, 4, 9) with patch_size 1). `attention` picks the attention kernel:
+    "auto" (cuDNN's fused kernel on GPU in bf16/fp16, XLA elsewhere), "xla" or "cudnn".
     """
 
     num_classes: int
@@ -321,10 +347,15 @@ class ViT(nn.Module):
     dropout_rate: float = 0.0
     drop_path_rate: float = 0.0
     remat: bool = False  # recompute each block in the backward pass (activation memory)
+    attention: str = "auto"
     dtype: Any = jnp.float32  # compute dtype; parameters stay float32
 
     def __post_init__(self):
         # Checked at construction so a bad config fails before any tracing.
+        if self.attention not in ATTENTIONS:
+            raise UserError(
+                f"unknown ViT attention {self.attention!r}: choose one of {', '.join(ATTENTIONS)}"
+            )
         if self.pool not in POOLS:
             raise UserError(f"unknown ViT pool {self.pool!r}: choose one of {', '.join(POOLS)}")
         if self.posemb not in POSEMBS:
@@ -400,6 +431,7 @@ class ViT(nn.Module):
                 self.dtype,
                 self.dropout_rate,
                 rate,
+                self.attention,
                 name=f"blocks_{i}",
             )(x, train)
         tokens = layer_norm("norm", self.dtype)(x)

@@ -248,6 +248,41 @@ def test_attention_equals_naive_softmax_reference():
     np.testing.assert_allclose(got, y, rtol=1e-5, atol=1e-5)
 
 
+def test_attention_kernel_choice(monkeypatch):
+    choose = vit.attention_implementation
+    assert choose("auto", jnp.bfloat16, 64) == "xla"  # this CPU
+    with pytest.raises(UserError, match="attention='cudnn' needs a CUDA GPU"):
+        choose("cudnn", jnp.bfloat16, 64)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert choose("auto", jnp.bfloat16, 64) == "cudnn"
+    assert choose("auto", jnp.float16, 88) == "cudnn"
+    assert choose("auto", jnp.float32, 64) == "xla"  # cuDNN's fused kernel is bf16/fp16 only
+    assert choose("auto", jnp.bfloat16, 12) == "xla"  # head dim not a multiple of 8
+    assert choose("auto", jnp.bfloat16, 256) == "xla"  # head dim over 128
+    assert choose("xla", jnp.bfloat16, 64) == "xla"
+    assert choose("cudnn", jnp.float32, 64) == "cudnn"  # asked for: jax reports what fails
+
+
+@pytest.mark.parametrize("preset", ["ViT_B16", "ViT_g14"])
+def test_bf16_presets_ask_for_cudnn_attention_on_gpu(monkeypatch, preset):
+    """Every block passes the model's choice down; on a GPU in bf16 that is cuDNN's kernel."""
+    asked = []
+    real = jax.nn.dot_product_attention
+
+    def spy(*args, implementation=None, **kwargs):
+        asked.append(implementation)
+        return real(*args, implementation="xla", **kwargs)  # this CPU has no cuDNN
+
+    monkeypatch.setattr(jax.nn, "dot_product_attention", spy)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    model = getattr(vit, preset)(num_classes=10, dtype=jnp.bfloat16)
+    abstract_variables(model, (1, 224, 224, 3))
+    assert asked == ["cudnn"] * model.depth
+    asked.clear()
+    abstract_variables(getattr(vit, preset)(num_classes=10, attention="xla"), (1, 224, 224, 3))
+    assert asked == ["xla"] * model.depth
+
+
 def test_bad_configs_are_user_errors():
     with pytest.raises(UserError, match="class_token"):
         vit.ViT(**TINY, class_token=False)
@@ -255,6 +290,8 @@ def test_bad_configs_are_user_errors():
         vit.ViT(**TINY, pool="max")
     with pytest.raises(UserError, match="posemb"):
         vit.ViT(**TINY, posemb="rope")
+    with pytest.raises(UserError, match="attention"):
+        vit.ViT(**TINY, attention="flash")
     model = vit.ViT(**TINY)
     with pytest.raises(UserError, match="image_size=48"):
         abstract_variables(model, (1, 48, 48, 3))
