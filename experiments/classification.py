@@ -149,6 +149,7 @@ class Run:
     schedule: optax.Schedule
     tx: optax.GradientTransformation
     init: Callable  # rng -> TrainState
+    frozen: Callable | None  # parameter path -> bool; None: everything trains
     rng: jax.Array
     abstract_state: TrainState
     state_sharding: TrainState
@@ -214,6 +215,8 @@ def setup(config: ml_collections.ConfigDict) -> Run:
         lr_multipliers = optim.layer_decay_multipliers(
             abstract_params(model, image_shape), config.layer_decay, model.depth
         )
+    # Linear probe: only the classifier learns.
+    frozen = optim.frozen_except("head", "fc") if config.freeze_backbone else None
     tx = optim.make_optimizer(
         config.optimizer,
         schedule,
@@ -224,8 +227,7 @@ def setup(config: ml_collections.ConfigDict) -> Run:
         grad_clip_norm=config.grad_clip_norm,
         moment_dtype=_dtype(config.moment_dtype) if config.moment_dtype else None,
         lr_multipliers=lr_multipliers,
-        # Linear probe: only the classifier learns.
-        frozen=optim.frozen_except("head", "fc") if config.freeze_backbone else None,
+        frozen=frozen,
     )
 
     # State and its shardings: parameters replicated, FSDP-sharded and/or tensor-parallel by
@@ -247,6 +249,7 @@ def setup(config: ml_collections.ConfigDict) -> Run:
         schedule=schedule,
         tx=tx,
         init=init,
+        frozen=frozen,
         rng=rng,
         abstract_state=abstract_state,
         state_sharding=state_sharding,
@@ -311,6 +314,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             class_weights=_class_weights(config, dataset),
             ema_decay=config.ema_decay,
             ema_warmup=config.ema_warmup,
+            frozen=run.frozen,
         ),
         mesh,
         run.state_sharding,

@@ -141,15 +141,17 @@ def frozen_except(*trainable: str) -> Callable[[str], bool]:
     return lambda path: path.split("/", 1)[0] not in trainable
 
 
+def frozen_mask(frozen, params) -> Any:
+    """`params`' structure with True at the frozen leaves. frozen: a predicate on parameter
+    paths (as `frozen_except` returns) or already a tree of bools."""
+    if not callable(frozen):
+        return frozen
+    return jax.tree_util.tree_map_with_path(lambda path, _: bool(frozen(param_path(path))), params)
+
+
 def _frozen_labels(frozen) -> Callable[[Any], Any]:
     def labels(params):
-        if callable(frozen):
-            is_frozen = jax.tree_util.tree_map_with_path(
-                lambda path, _: bool(frozen(param_path(path))), params
-            )
-        else:
-            is_frozen = frozen
-        return jax.tree.map(lambda f: "frozen" if f else "trainable", is_frozen)
+        return jax.tree.map(lambda f: "frozen" if f else "trainable", frozen_mask(frozen, params))
 
     return labels
 

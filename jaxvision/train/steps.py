@@ -16,6 +16,7 @@ from jaxvision.sharding import replicated
 from jaxvision.train.ema import ema_update
 from jaxvision.train.metrics import confusion_counts
 from jaxvision.train.mixing import mixup_cutmix
+from jaxvision.train.optim import frozen_mask
 from jaxvision.train.state import TrainState
 
 
@@ -87,6 +88,7 @@ def make_train_step(
     class_weights: Sequence[float] | None = None,
     ema_decay: float = 0.0,
     ema_warmup: bool = True,
+    frozen=None,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """Returns `train_step(state, batch) -> (state, metrics)`.
 
@@ -99,6 +101,9 @@ def make_train_step(
     class_weights: [K] loss weight per class (imbalanced data); None: all 1.
     ema_decay: with a state that has `ema_params`, their decay per step (warmup: timm's
     min(decay, (1 + step) / (10 + step))).
+    frozen: the optimizer's `frozen` (a path predicate or a tree of bools). Frozen parameters
+    enter the loss through `stop_gradient`, so the backward pass skips everything only they
+    need (a linear probe differentiates the head alone); their gradients are zero.
     metrics: scalars `train/loss`, `train/top1`, `train/grad_norm` and (given `learning_rate`)
     `train/lr`.
     """
@@ -118,6 +123,12 @@ def make_train_step(
         example_weights = 1.0 if weights is None else targets @ weights
 
         def loss_fn(params):
+            if frozen is not None:
+                params = jax.tree.map(
+                    lambda p, f: jax.lax.stop_gradient(p) if f else p,
+                    params,
+                    frozen_mask(frozen, params),
+                )
             logits, new_stats = _apply(model, params, batch_stats, images, train=True, rng=rng)
             losses = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
             loss = jnp.sum(losses * example_weights) / jnp.sum(
@@ -166,7 +177,7 @@ def make_train_step(
         metrics = {
             "train/loss": loss,
             "train/top1": top1,
-            "train/grad_norm": optax.global_norm(grads),
+            "train/grad_norm": optax.tree.norm(grads),
         }
         if learning_rate is not None:
             metrics["train/lr"] = learning_rate(state.step)

@@ -9,6 +9,7 @@ import optax
 
 from experiments.classification import train_and_evaluate
 from jaxvision import data, models, weights
+from jaxvision.checkpoint import load_variables
 from jaxvision.train import optim, steps
 from jaxvision.train.state import init_train_state
 
@@ -77,3 +78,25 @@ def test_init_from_another_runs_workdir(tmp_path, capsys):
     config.init_new_head = True
     train_and_evaluate(config, str(tmp_path / "new_head"))
     assert "classifier kept fresh: params/fc/bias, params/fc/kernel" in capsys.readouterr().err
+
+
+def test_linear_probe_trains_the_head_alone(tmp_path):
+    """freeze_backbone on imported weights with a fresh head: only `fc` moves, and it learns."""
+    path = _pretrained_file(tmp_path)
+    config = _digits_config(
+        init_from=path, init_new_head=True, freeze_backbone=True, total_steps=60, warmup_epochs=0.0
+    )
+    final = train_and_evaluate(config, str(tmp_path / "probe"))
+    assert final["eval/top1"] > 0.8  # a fresh linear head on pretrained features
+
+    trained, _ = load_variables(str(tmp_path / "probe"))
+    model = models.build("resnet18", num_classes=10, stem="small", width=16)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), np.zeros((1, 8, 8, 1), np.float32))
+    imported, _ = weights.load_weights(
+        path, "resnet18", jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    )
+    for name in ("conv1", "layer1_0", "layer4_1"):
+        jax.tree.map(
+            np.testing.assert_array_equal, trained["params"][name], imported["params"][name]
+        )
+    assert not np.allclose(trained["params"]["fc"]["kernel"], imported["params"]["fc"]["kernel"])

@@ -213,3 +213,28 @@ def test_mixing_in_the_step_changes_the_loss_and_still_learns():
         state, metrics = step(state, batch)
         losses.append(float(metrics["train/loss"]))
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
+
+
+def test_frozen_backbone_skips_its_backward_pass():
+    """A linear probe: the head's update equals the full-gradient one, the backbone stays put,
+    and XLA's FLOP count of the step drops to about the forward pass."""
+    model = models.build("resnet18", num_classes=10, stem="small", width=8)
+    frozen = optim.frozen_except("fc")
+    tx = optim.make_optimizer("sgd", optax.constant_schedule(0.1), frozen=frozen)
+    state = init_train_state(model, tx, jax.random.PRNGKey(0), (8, 8, 1))
+    batch = _batch()
+    full = jax.jit(steps.make_train_step(model, tx, mean=MEAN, std=STD))
+    probe = jax.jit(steps.make_train_step(model, tx, mean=MEAN, std=STD, frozen=frozen))
+
+    (full_state, full_metrics), (probe_state, metrics) = full(state, batch), probe(state, batch)
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)  # noqa: E731
+    jax.tree.map(close, probe_state.params["fc"], full_state.params["fc"])
+    for name in ("conv1", "layer1_0", "layer4_1"):
+        jax.tree.map(np.testing.assert_array_equal, probe_state.params[name], state.params[name])
+    # The reported norm is the head's gradient alone.
+    assert 0.0 < float(metrics["train/grad_norm"]) < float(full_metrics["train/grad_norm"])
+
+    def flops(step):
+        return step.lower(state, batch).compile().cost_analysis()["flops"]
+
+    assert flops(probe) < 0.6 * flops(full)
