@@ -259,6 +259,17 @@ def setup(config: ml_collections.ConfigDict) -> Run:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains `config.model` on `config.dataset` in `workdir`, resuming from its latest
     checkpoint; returns (and prints as `final: {json}`) the final evaluation."""
+    # Watched from the start: a SIGTERM during setup or compilation stops after the first step.
+    preemption = guards.PreemptionWatch()
+    try:
+        return _train_and_evaluate(config, workdir, preemption)
+    finally:
+        preemption.restore_handlers()
+
+
+def _train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, preemption: guards.PreemptionWatch
+) -> dict:
     start_time = time.time()
 
     # Workdir: the resolved config goes next to the checkpoints and metrics.
@@ -289,12 +300,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state, meta = checkpointer.restore(abstract_like(run.abstract_state, run.state_sharding))
         _check_same_data(meta.get("data", {}), data_position, checkpointer.directory)
         reporting.note(f"resumed from {checkpointer.directory} at step {int(state.step)}")
-        log.truncate_after(int(state.step))
     else:
         state = jax.jit(run.init, out_shardings=run.state_sharding)(run.rng)
         if config.init_from:
             state = _init_from(config.init_from, config, state, run.state_sharding)
     first_step = int(state.step)
+    # Entries past the resume point come from a run that stopped before its next checkpoint
+    # (all of them, when it stopped before the first): the log reads as one uninterrupted run.
+    log.truncate_after(first_step)
     reporting.note(
         f"{config.model}: {count_params(state.params):,} parameters; {jax.device_count()} "
         f"devices, mesh {dict(mesh.shape)}; {run.total_steps} steps of {config.batch_size} images"
@@ -361,7 +374,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             "metric_steps": metric_steps,
         }
 
-    preemption = guards.PreemptionWatch()
     nonfinite = guards.NonFiniteWatch()
     try:
         for step in range(first_step + 1, run.total_steps + 1):
@@ -401,8 +413,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     except guards.NonFiniteLoss:
         checkpointer.close()  # let the last good checkpoint finish writing
         raise
-    finally:
-        preemption.restore_handlers()
 
     # Final evaluation and checkpoint.
     final_step = int(state.step)

@@ -36,8 +36,9 @@ class MetricsLog:
         self._last_step = None
 
     def truncate_after(self, step: int) -> None:
-        """Drops entries later than `step` (left by a run that stopped after its last checkpoint),
-        so that a resumed run's log reads as if it had never been interrupted."""
+        """Drops entries later than `step` (left by a run that stopped after its last checkpoint,
+        or before its first when `step` is 0), so that a resumed run's log reads as if it had
+        never been interrupted."""
         if not self.enabled or not os.path.exists(self.path):
             return
         with open(self.path) as f:

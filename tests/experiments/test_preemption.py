@@ -36,15 +36,17 @@ def _run_to_end(workdir):
     return result
 
 
-def _interrupt_at(workdir, step, sig, extra_delay):
-    """Starts the run, waits for the progress line of `step`, then sends `sig`."""
+def _interrupt_at(workdir, step, sig, extra_delay, line_start=None):
+    """Starts the run, waits for the progress line of `step` (or the first stderr line that
+    starts with `line_start`), then sends `sig`."""
+    line_start = line_start or f"step {step}/"
     process = subprocess.Popen(
         _command(workdir), cwd=ROOT, env=_env(), stderr=subprocess.PIPE, text=True
     )
     seen = []
     for line in process.stderr:
         seen.append(line)
-        if line.startswith(f"step {step}/"):
+        if line.startswith(line_start):
             time.sleep(extra_delay)
             process.send_signal(sig)
             break
@@ -90,6 +92,27 @@ def test_interrupted_run_resumes_to_identical_metrics(tmp_path, uninterrupted, s
             resumed.stderr
         )
     assert _comparable(workdir, resumed.stdout) == uninterrupted, where
+
+
+@pytest.mark.parametrize(
+    "sig,line_start,stopped",
+    [(signal.SIGKILL, "step 5/", None), (signal.SIGTERM, "resnet18: ", 1)],
+    ids=["kill9_before_first_checkpoint", "sigterm_during_compilation"],
+)
+def test_interrupted_before_the_first_checkpoint(tmp_path, uninterrupted, sig, line_start, stopped):
+    """kill -9 before anything is saved: the rerun starts over and the killed run's log lines
+    go. SIGTERM while the step compiles (the 'resnet18: N parameters' line comes just before):
+    the run still stops after its first step, with a checkpoint, and exits 0."""
+    workdir = str(tmp_path)
+    returncode, stderr = _interrupt_at(workdir, None, sig, 0.0, line_start=line_start)
+    if stopped is None:
+        assert returncode == -signal.SIGKILL
+        assert not os.listdir(os.path.join(workdir, "checkpoints"))
+    else:
+        assert returncode == 0, stderr[-2000:]
+        assert f"stopped at step {stopped}/60 on SIGTERM" in stderr, stderr[-2000:]
+    resumed = _run_to_end(workdir)
+    assert _comparable(workdir, resumed.stdout) == uninterrupted
 
 
 def test_non_finite_loss_stops_without_overwriting_the_last_checkpoint(tmp_path):
