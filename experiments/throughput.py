@@ -6,8 +6,11 @@ data already on the device.
   python -m experiments.throughput --model=vit_b16,vit_l16,vit_h14,vit_g14 --batch_size=32 \\
       --mesh="(('fsdp',-1),)" --sharding=fsdp --remat --dtype=bfloat16     # largest that trains
 
-Prints one JSON line per measurement: img/s, step time, TFLOP/s and MFU (FLOPs from XLA's cost
-analysis of the compiled step), peak device memory and the XLA flags in force. Runs on CPU too
+Prints one JSON line per measurement: img/s, step time, TFLOP/s, MFU and HFU, peak device memory
+and the XLA flags in force. FLOPs come from XLA's cost analysis. MFU counts the model's FLOPs: the
+step as traced, before partitioning, without rematerialisation. HFU counts what the devices run:
+the compiled per-device program times the device count, so it adds remat's recomputed forward
+passes and work each device repeats (e.g. a replicated optimizer update). Runs on CPU too
 (tiny sizes, as a test). Imports no TensorFlow: the step is the one experiments run
 (jaxvision.train.steps), fed by `jax.random` batches instead of the input pipeline.
 """
@@ -74,12 +77,12 @@ def peak_flops(device) -> float | None:
     return None
 
 
-def _build(name: str, image_size: int):
+def _build(name: str, image_size: int, remat: bool):
     kwargs = {}
     options = models.options(name)
     if "image_size" in options:
         kwargs["image_size"] = image_size
-    if _REMAT.value:
+    if remat:
         if "remat" not in options:
             raise UserError(f"model '{name}' has no remat option: drop --remat")
         kwargs["remat"] = True
@@ -95,7 +98,7 @@ def measure(name: str, batch_size: int) -> dict:
     image_size = _IMAGE.value or (299 if name == "inception_v3" else 224)
     mesh = make_mesh(ast.literal_eval(_MESH.value))
     check_global_batch(batch_size, mesh)
-    model = _build(name, image_size)
+    model = _build(name, image_size, _REMAT.value)
     optimizer = _OPTIMIZER.value or ("sgd" if name.startswith(("resnet", "vgg")) else "adamw")
     tx = optim.make_optimizer(optimizer, optax.constant_schedule(0.1), weight_decay=1e-4)
     shape = (image_size, image_size, 3)
@@ -118,21 +121,25 @@ def measure(name: str, batch_size: int) -> dict:
     )
     batch = make_batch(jax.random.PRNGKey(1))
     imagenet = {"mean": (123.7, 116.3, 103.5), "std": (58.4, 57.1, 57.4)}
-    if _MODE.value == "train":
-        step = steps.jit_train_step(
-            steps.make_train_step(model, tx, **imagenet), mesh, shardings, data_sharding
-        )
-    else:
-        step = steps.jit_eval_step(
+
+    def jitted(model):
+        if _MODE.value == "train":
+            return steps.jit_train_step(
+                steps.make_train_step(model, tx, **imagenet), mesh, shardings, data_sharding
+            )
+        return steps.jit_eval_step(
             steps.make_eval_step(model, **imagenet), mesh, shardings, data_sharding
         )
 
+    step = jitted(model)
     started = time.perf_counter()
-    compiled = step.lower(state, batch).compile()
+    lowered = step.lower(state, batch)
+    compiled = lowered.compile()
     compile_s = time.perf_counter() - started
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    flops_per_step = float(cost.get("flops", 0.0)) * jax.device_count() if cost else 0.0
+    hardware_flops = _flops(compiled) * jax.device_count()
+    if _REMAT.value:  # the same step without recomputation, traced only
+        lowered = jitted(_build(name, image_size, remat=False)).lower(state, batch)
+    model_flops = _flops(lowered)
 
     def run(state, n):
         out = None
@@ -151,8 +158,8 @@ def measure(name: str, batch_size: int) -> dict:
 
     device = jax.devices()[0]
     stats = device.memory_stats() or {}
-    achieved = flops_per_step / seconds
     peak = peak_flops(device)
+    total_peak = peak * jax.device_count() if peak else None
     return {
         "model": name,
         "mode": _MODE.value,
@@ -162,9 +169,11 @@ def measure(name: str, batch_size: int) -> dict:
         "params": count_params(state.params),
         "img_per_s": round(batch_size / seconds, 1),
         "step_ms": round(1000 * seconds, 2),
-        "tflop_per_s": round(achieved / 1e12, 2),
-        "mfu": round(achieved / (peak * jax.device_count()), 4) if peak else None,
-        "flops_per_step": flops_per_step,
+        "tflop_per_s": round(model_flops / seconds / 1e12, 2),
+        "mfu": round(model_flops / seconds / total_peak, 4) if peak else None,
+        "hfu": round(hardware_flops / seconds / total_peak, 4) if peak else None,
+        "flops_per_step": model_flops,
+        "hardware_flops_per_step": hardware_flops,
         "compile_s": round(compile_s, 1),
         "peak_memory_gb": round(stats["peak_bytes_in_use"] / 2**30, 2)
         if "peak_bytes_in_use" in stats
@@ -178,6 +187,13 @@ def measure(name: str, batch_size: int) -> dict:
         "jax": jax.__version__,
         "tensorflow_loaded": "tensorflow" in sys.modules,
     }
+
+
+def _flops(stage) -> float:
+    """FLOPs of a lowered (whole program) or compiled (one device's program) jit stage."""
+    cost = stage.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost.get("flops", 0.0)) if cost else 0.0
 
 
 def _is_out_of_memory(error: Exception) -> bool:
@@ -209,12 +225,11 @@ def plot_sweep(rows: list[dict], path: str) -> None:
 def main(argv):
     del argv
     batch_sizes = [int(b) for b in _SWEEP.value] or [_BATCH.value]
-    rows, largest = [], None
+    rows = []
     for name in _MODEL.value.split(","):
         for batch_size in batch_sizes:
             try:
                 row = measure(name, batch_size)
-                largest = row
             except UserError as e:
                 print(f"error: {e}", file=sys.stderr)
                 sys.exit(2)
@@ -224,17 +239,12 @@ def main(argv):
                 row = {"model": name, "batch_size": batch_size, "error": "out of memory"}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    if largest is not None and len(_MODEL.value.split(",")) > 1:
-        print(
-            json.dumps(
-                {
-                    "largest_that_fits": largest["model"],
-                    "params": largest["params"],
-                    "mfu": largest["mfu"],
-                }
-            ),
-            flush=True,
-        )
+    fitted = [r for r in rows if "error" not in r]
+    if fitted and len(_MODEL.value.split(",")) > 1:
+        largest = max(fitted, key=lambda r: r["params"])
+        keys = ("params", "batch_size", "img_per_s", "mfu", "hfu", "peak_memory_gb")
+        summary = {"largest_that_fits": largest["model"], **{k: largest[k] for k in keys}}
+        print(json.dumps(summary), flush=True)
     if _PLOT.value:
         plot_sweep(rows, _PLOT.value)
 

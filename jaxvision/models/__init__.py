@@ -44,6 +44,7 @@ _MODELS: dict[str, tuple[str, str]] = {
     "vit_l16": ("vit", "ViT_L16"),
     "vit_h14": ("vit", "ViT_H14"),
     "vit_g14": ("vit", "ViT_g14"),
+    "vit_bigg14": ("vit", "ViT_bigG14"),
     "vit_b16_r50": ("vit", "ViT_B16_R50"),
     "mixer_b16": ("mixer", "MixerB16"),
     "row_rnn": ("rnn", "RowRNN"),

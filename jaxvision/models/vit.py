@@ -464,6 +464,8 @@ ViT_L16 = functools.partial(ViT, patch_size=16, width=1024, depth=24, mlp_dim=40
 ViT_H14 = functools.partial(ViT, patch_size=14, width=1280, depth=32, mlp_dim=5120, num_heads=16)
 # ViT-g/14 of "Scaling Vision Transformers" (timm's vit_giant_patch14_224).
 ViT_g14 = functools.partial(ViT, patch_size=14, width=1408, depth=40, mlp_dim=6144, num_heads=16)
+# ViT-G/14 of the same paper (timm's vit_gigantic_patch14_224, OpenCLIP's ViT-bigG-14 geometry).
+ViT_bigG14 = functools.partial(ViT, patch_size=14, width=1664, depth=48, mlp_dim=8192, num_heads=16)
 # R50+ViT-B/16 (timm's vit_base_r50_s16_224): 3 ResNetV2 stages (stride 16), then 1x1 patches.
 ViT_B16_R50 = functools.partial(
     ViT,

@@ -31,7 +31,10 @@ _TORCHVISION = (
     "resnet18 resnet34 resnet50 resnet101 resnet152 vgg16 vgg19 vgg16_bn vgg19_bn "
     "googlenet inception_v3 densenet121 densenet169"
 )
-_TIMM = "vit_ti16 vit_s16 vit_s4 vit_b16 vit_b32 vit_l16 vit_h14 vit_g14 vit_b16_r50 mixer_b16"
+_TIMM = (
+    "vit_ti16 vit_s16 vit_s4 vit_b16 vit_b32 vit_l16 vit_h14 vit_g14 vit_bigg14 vit_b16_r50 "
+    "mixer_b16"
+)
 _CONVERTERS: dict[str, str] = {
     **dict.fromkeys(_TORCHVISION.split(), "torchvision"),
     **dict.fromkeys(_TIMM.split(), "timm"),

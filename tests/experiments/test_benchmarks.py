@@ -24,8 +24,12 @@ runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
 """
 
 
-def _rows(module, *args, without=()):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def _rows(module, *args, without=(), env=None):
+    env = dict(
+        os.environ,
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        **(env or {}),
+    )
     launch = ["-m", module]
     if without:
         launch = ["-c", RUN_WITHOUT.format(missing=set(without), module=module)]
@@ -56,7 +60,9 @@ def test_train_throughput_row():
     assert row["img_per_s"] > 0 and row["step_ms"] > 0
     # XLA's count for a training step: ~3x the forward FLOPs of 4 images at 32 px.
     assert 3e8 < row["flops_per_step"] < 3e9
-    assert row["mfu"] is None  # no peak figure for a CPU
+    # Without remat on one device, what the device runs is the model's step.
+    assert abs(row["hardware_flops_per_step"] / row["flops_per_step"] - 1) < 0.05
+    assert row["mfu"] is None and row["hfu"] is None  # no peak figure for a CPU
     assert row["tensorflow_loaded"] is False
     assert {"peak_memory_gb", "xla_flags", "compile_s", "devices"} <= set(row)
 
@@ -81,6 +87,32 @@ def test_inference_sweep_and_plot(tmp_path):
     assert rows[1]["flops_per_step"] > 1.9 * rows[0]["flops_per_step"]
     with Image.open(plot) as image:
         assert image.size[0] > 300 and image.size[1] > 200
+
+
+def test_largest_model_that_fits_with_fsdp_and_remat():
+    """The scale benchmark's form on 2 simulated devices: FSDP over both, remat, two ViTs."""
+    rows = _rows(
+        "experiments.throughput",
+        "--model=vit_s4,vit_ti16",
+        "--batch_size=4",
+        "--image_size=32",
+        "--mesh=(('fsdp',-1),)",
+        "--sharding=fsdp",
+        "--remat",
+        "--steps=1",
+        "--warmup=0",
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        without=GPU_MACHINE_LACKS,
+    )
+    *measured, summary = rows
+    assert [r["model"] for r in measured] == ["vit_s4", "vit_ti16"]
+    assert all(r["mesh"] == {"fsdp": 2} and r["remat"] for r in measured)
+    # Largest by parameters, not the last one measured.
+    assert summary["largest_that_fits"] == "vit_s4" and summary["params"] == measured[0]["params"]
+    # Remat recomputes each block's forward pass: the devices run more FLOPs than the model
+    # needs (a training step is ~3 forward passes; remat adds up to one more).
+    ratio = measured[0]["hardware_flops_per_step"] / measured[0]["flops_per_step"]
+    assert 1.1 < ratio < 1.6, ratio
 
 
 def test_input_pipeline_throughput():

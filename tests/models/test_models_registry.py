@@ -16,7 +16,7 @@ def test_names_sorted_naturally():
     names = models.names()
     assert names.index("resnet18") < names.index("resnet34") < names.index("resnet101")
     assert names.index("vgg16") < names.index("vgg16_bn") < names.index("vgg19")
-    assert len(names) == len(set(names)) == 25
+    assert len(names) == len(set(names)) == 26
 
 
 def _input_size(name):

@@ -19,6 +19,7 @@ TIMM_PARAM_COUNTS = {
     "ViT_L16": 304_326_632,  # vit_large_patch16_224
     "ViT_H14": 632_045_800,  # vit_huge_patch14_224
     "ViT_g14": 1_012_611_432,  # vit_giant_patch14_224
+    "ViT_bigG14": 1_844_440_680,  # vit_gigantic_patch14_224
     "ViT_B16_R50": 98_659_112,  # vit_base_r50_s16_224
 }
 # timm's default configs of these two have no classifier (num_classes=0).
