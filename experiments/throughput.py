@@ -18,6 +18,7 @@ passes and work each device repeats (e.g. a replicated optimizer update). Runs o
 import ast
 import functools
 import json
+import math
 import os
 import sys
 import time
@@ -56,6 +57,9 @@ _ATTENTION = flags.DEFINE_enum(
 )
 _SWEEP = flags.DEFINE_list("sweep", [], "Batch sizes to measure instead of --batch_size.")
 _PLOT = flags.DEFINE_string("plot", "", "With --sweep: write img/s vs batch size to this PNG.")
+_COMPILE_ONLY = flags.DEFINE_bool(
+    "compile_only", False, "Compile and report FLOPs and planned memory; allocate and time nothing."
+)
 
 # Dense bf16 peak FLOP/s per device, for MFU (vendor figures, no sparsity).
 PEAK_FLOPS = {
@@ -94,7 +98,11 @@ def _build(name: str, image_size: int, remat: bool):
 
 
 def measure(name: str, batch_size: int) -> dict:
-    """Compiles and times one model at one batch size; returns the JSON row."""
+    """Compiles and times one model at one batch size; returns the JSON row.
+
+    The step is compiled from abstract arrays, so `--compile_only` reports FLOPs and the memory
+    XLA plans per device without allocating the model.
+    """
     image_size = _IMAGE.value or (299 if name == "inception_v3" else 224)
     mesh = make_mesh(ast.literal_eval(_MESH.value))
     check_global_batch(batch_size, mesh)
@@ -107,19 +115,27 @@ def measure(name: str, batch_size: int) -> dict:
     logical = logical_param_specs(model, shape) if "tensor" in _SHARDING.value else None
     specs = param_specs(abstract.params, mesh, _SHARDING.value, logical_specs=logical)
     shardings = state_shardings(abstract, mesh, specs)
-    state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(0))
     data_sharding = batch_sharding(mesh)
-    make_batch = jax.jit(
-        lambda key: {
+
+    def make_batch(key):
+        return {
             "image": jax.random.randint(key, (batch_size, *shape), 0, 256, jnp.int32).astype(
                 jnp.uint8
             ),
             "label": jax.random.randint(key, (batch_size,), 0, _CLASSES.value, jnp.int32),
             "mask": jnp.ones((batch_size,), bool),
-        },
-        out_shardings=data_sharding,
+        }
+
+    def with_sharding(tree, sharding):
+        return jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, sharding
+        )
+
+    abstract_state = with_sharding(abstract, shardings)
+    abstract_batch = jax.eval_shape(make_batch, jax.random.PRNGKey(1))
+    abstract_batch = with_sharding(
+        abstract_batch, jax.tree.map(lambda _: data_sharding, abstract_batch)
     )
-    batch = make_batch(jax.random.PRNGKey(1))
     imagenet = {"mean": (123.7, 116.3, 103.5), "std": (58.4, 57.1, 57.4)}
 
     def jitted(model):
@@ -131,15 +147,49 @@ def measure(name: str, batch_size: int) -> dict:
             steps.make_eval_step(model, **imagenet), mesh, shardings, data_sharding
         )
 
-    step = jitted(model)
     started = time.perf_counter()
-    lowered = step.lower(state, batch)
-    compiled = lowered.compile()
+    lowered = jitted(model).lower(abstract_state, abstract_batch)
+    step = lowered.compile()
     compile_s = time.perf_counter() - started
-    hardware_flops = _flops(compiled) * jax.device_count()
+    hardware_flops = _flops(step) * jax.device_count()
     if _REMAT.value:  # the same step without recomputation, traced only
-        lowered = jitted(_build(name, image_size, remat=False)).lower(state, batch)
+        lowered = jitted(_build(name, image_size, remat=False)).lower(
+            abstract_state, abstract_batch
+        )
     model_flops = _flops(lowered)
+    device = jax.devices()[0]
+    row = {
+        "model": name,
+        "mode": _MODE.value,
+        "batch_size": batch_size,
+        "image_size": image_size,
+        "dtype": _DTYPE.value,
+        "params": count_params(abstract.params),
+        "img_per_s": None,
+        "step_ms": None,
+        "tflop_per_s": None,
+        "mfu": None,
+        "hfu": None,
+        "flops_per_step": model_flops,
+        "hardware_flops_per_step": hardware_flops,
+        "compile_s": round(compile_s, 1),
+        "state_memory_gb": _state_memory_gb(abstract_state),
+        "planned_memory_gb": _planned_memory_gb(step),
+        "peak_memory_gb": None,
+        "devices": f"{jax.device_count()} x {device.device_kind}",
+        "mesh": dict(mesh.shape),
+        "sharding": _SHARDING.value,
+        "remat": _REMAT.value,
+        "attention": getattr(model, "attention", None),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "jax": jax.__version__,
+        "tensorflow_loaded": "tensorflow" in sys.modules,
+    }
+    if _COMPILE_ONLY.value:
+        return row
+
+    state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(0))
+    batch = jax.jit(make_batch, out_shardings=data_sharding)(jax.random.PRNGKey(1))
 
     def run(state, n):
         out = None
@@ -156,37 +206,46 @@ def measure(name: str, batch_size: int) -> dict:
     run(state, _STEPS.value)
     seconds = (time.perf_counter() - started) / _STEPS.value
 
-    device = jax.devices()[0]
     stats = device.memory_stats() or {}
     peak = peak_flops(device)
     total_peak = peak * jax.device_count() if peak else None
-    return {
-        "model": name,
-        "mode": _MODE.value,
-        "batch_size": batch_size,
-        "image_size": image_size,
-        "dtype": _DTYPE.value,
-        "params": count_params(state.params),
-        "img_per_s": round(batch_size / seconds, 1),
-        "step_ms": round(1000 * seconds, 2),
-        "tflop_per_s": round(model_flops / seconds / 1e12, 2),
-        "mfu": round(model_flops / seconds / total_peak, 4) if peak else None,
-        "hfu": round(hardware_flops / seconds / total_peak, 4) if peak else None,
-        "flops_per_step": model_flops,
-        "hardware_flops_per_step": hardware_flops,
-        "compile_s": round(compile_s, 1),
-        "peak_memory_gb": round(stats["peak_bytes_in_use"] / 2**30, 2)
+    row.update(
+        img_per_s=round(batch_size / seconds, 1),
+        step_ms=round(1000 * seconds, 2),
+        tflop_per_s=round(model_flops / seconds / 1e12, 2),
+        mfu=round(model_flops / seconds / total_peak, 4) if peak else None,
+        hfu=round(hardware_flops / seconds / total_peak, 4) if peak else None,
+        peak_memory_gb=round(stats["peak_bytes_in_use"] / 2**30, 2)
         if "peak_bytes_in_use" in stats
         else None,
-        "devices": f"{jax.device_count()} x {device.device_kind}",
-        "mesh": dict(mesh.shape),
-        "sharding": _SHARDING.value,
-        "remat": _REMAT.value,
-        "attention": getattr(model, "attention", None),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "jax": jax.__version__,
-        "tensorflow_loaded": "tensorflow" in sys.modules,
-    }
+    )
+    return row
+
+
+def _state_memory_gb(abstract_state) -> float:
+    """Bytes of the train state (parameters, optimizer state) on one device, from its sharding:
+    the part of device memory that does not depend on the batch or the compiler."""
+    total = sum(
+        math.prod(leaf.sharding.shard_shape(leaf.shape)) * leaf.dtype.itemsize
+        for leaf in jax.tree.leaves(abstract_state)
+    )
+    return round(total / 2**30, 2)
+
+
+def _planned_memory_gb(compiled) -> float | None:
+    """Device memory XLA's buffer assignment plans for one step: arguments, outputs not aliased
+    to a donated argument, and temporaries (one device). Backend-specific: the CPU backend's
+    schedule, for one, keeps remat's savings out of its plan."""
+    stats = compiled.memory_analysis()
+    if stats is None:
+        return None
+    total = (
+        stats.argument_size_in_bytes
+        + stats.output_size_in_bytes
+        - stats.alias_size_in_bytes
+        + stats.temp_size_in_bytes
+    )
+    return round(total / 2**30, 2)
 
 
 def _flops(stage) -> float:
@@ -224,6 +283,9 @@ def plot_sweep(rows: list[dict], path: str) -> None:
 
 def main(argv):
     del argv
+    if _PLOT.value and _COMPILE_ONLY.value:
+        print("error: --plot draws measured img/s: drop --compile_only", file=sys.stderr)
+        sys.exit(2)
     batch_sizes = [int(b) for b in _SWEEP.value] or [_BATCH.value]
     rows = []
     for name in _MODEL.value.split(","):
