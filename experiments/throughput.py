@@ -302,7 +302,8 @@ def main(argv):
             rows.append(row)
             print(json.dumps(row), flush=True)
     fitted = [r for r in rows if "error" not in r]
-    if fitted and len(_MODEL.value.split(",")) > 1:
+    # Only a timed run shows that a model fits; a compiled one has not allocated anything.
+    if fitted and len(_MODEL.value.split(",")) > 1 and not _COMPILE_ONLY.value:
         largest = max(fitted, key=lambda r: r["params"])
         keys = ("params", "batch_size", "img_per_s", "mfu", "hfu", "peak_memory_gb")
         summary = {"largest_that_fits": largest["model"], **{k: largest[k] for k in keys}}
