@@ -120,14 +120,17 @@ def test_largest_model_that_fits_with_fsdp_and_remat():
 
 
 def test_compile_only_plans_memory_without_running():
-    (row,) = _rows(
+    rows = _rows(
         "experiments.throughput",
-        "--model=vit_ti16",
+        "--model=vit_ti16,simple_cnn",
         "--batch_size=8",
         "--image_size=32",
         "--compile_only",
         without=GPU_MACHINE_LACKS,
     )
+    # Nothing was allocated, so no line claims that a model fits.
+    assert [r.get("model") for r in rows] == ["vit_ti16", "simple_cnn"]
+    row = rows[0]
     assert row["img_per_s"] is None and row["peak_memory_gb"] is None
     # The state is float32 parameters and two AdamW moments; the step also holds gradients.
     assert abs(row["state_memory_gb"] - 12 * row["params"] / 2**30) < 0.01
