@@ -24,12 +24,13 @@ class MetricsLog:
 
     def __init__(self, workdir: str, *, total_steps: int, tensorboard: bool = True):
         self.path = os.path.join(workdir, "metrics.jsonl")
-        # The same scalars as TensorBoard events in <workdir>/tb (tensorboardX: no TensorFlow).
-        self._tensorboard = None
+        # The same scalars as TensorBoard events in <workdir>/tb (tensorboardX: no TensorFlow),
+        # opened at the first write, once `truncate_after` has said where the run resumes.
+        self._tensorboard_dir = None
         if tensorboard and jax.process_index() == 0:
-            from jaxvision.train.tensorboard import TensorBoardWriter
-
-            self._tensorboard = TensorBoardWriter(os.path.join(workdir, "tb"))
+            self._tensorboard_dir = os.path.join(workdir, "tb")
+        self._tensorboard = None
+        self._purge_step = None
         self.total_steps = total_steps
         self.enabled = jax.process_index() == 0
         self._last_time = None
@@ -38,7 +39,8 @@ class MetricsLog:
     def truncate_after(self, step: int) -> None:
         """Drops entries later than `step` (left by a run that stopped after its last checkpoint,
         or before its first when `step` is 0), so that a resumed run's log reads as if it had
-        never been interrupted."""
+        never been interrupted. TensorBoard is told to hide that run's events after `step` too."""
+        self._purge_step = step + 1
         if not self.enabled or not os.path.exists(self.path):
             return
         with open(self.path) as f:
@@ -53,6 +55,10 @@ class MetricsLog:
         record = {"step": int(step), **{k: _jsonable(v) for k, v in metrics.items()}}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self._tensorboard is None and self._tensorboard_dir is not None:
+            from jaxvision.train.tensorboard import TensorBoardWriter
+
+            self._tensorboard = TensorBoardWriter(self._tensorboard_dir, self._purge_step)
         if self._tensorboard is not None:
             self._tensorboard.write(int(step), metrics)
 

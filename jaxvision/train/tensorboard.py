@@ -1,6 +1,7 @@
 """TensorBoard scalars through tensorboardX, which writes event files without TensorFlow."""
 
 import numbers
+import uuid
 
 import jax
 import numpy as np
@@ -14,16 +15,20 @@ class TensorBoardWriter:
         writer.close()
 
     Keys become tag names as they are ("train/loss" groups under "train"); values that are not
-    scalars (arrays of more than one element, strings) are skipped.
+    scalars (arrays of more than one element, strings) are skipped. `purge_step`: a resumed run's
+    first step; TensorBoard then hides the events an interrupted run wrote from that step on.
     """
 
-    def __init__(self, logdir: str):
+    def __init__(self, logdir: str, purge_step: int | None = None):
         self.enabled = jax.process_index() == 0
         self._writer = None
         if self.enabled:
             from tensorboardX import SummaryWriter  # imported here: only process 0 needs it
 
-            self._writer = SummaryWriter(logdir)
+            # The file name has the time in seconds; the suffix keeps a quick restart's apart.
+            self._writer = SummaryWriter(
+                logdir, purge_step=purge_step, filename_suffix=f".{uuid.uuid4().hex[:8]}"
+            )
 
     def write(self, step: int, metrics: dict) -> None:
         if not self.enabled:

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import struct
 import sys
 
 import jax.numpy as jnp
@@ -11,6 +12,7 @@ import pytest
 from PIL import Image
 
 from jaxvision.train import plots
+from jaxvision.train.reporting import MetricsLog
 from jaxvision.train.tensorboard import TensorBoardWriter
 
 
@@ -70,3 +72,40 @@ def test_tensorboard_writes_events_without_tensorflow(tmp_path):
         data = f.read()
     assert b"train/loss" in data and b"train/lr" in data and b"skip" not in data
     assert "tensorflow" not in sys.modules
+
+
+def _events(path):
+    """The Event protos of a TFRecord event file (length, crc, payload, crc per record)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    events = []
+    with open(path, "rb") as f:
+        while header := f.read(12):
+            (length,) = struct.unpack("<Q", header[:8])
+            events.append(Event.FromString(f.read(length)))
+            f.read(4)
+    return events
+
+
+def test_resumed_log_hides_the_interrupted_runs_later_events(tmp_path):
+    first = MetricsLog(str(tmp_path), total_steps=10)
+    first.truncate_after(0)
+    for step in (2, 4, 6):  # interrupted after step 6; its last checkpoint was step 4
+        first.write(step, {"train/loss": 1.0 / step})
+    first.close()
+
+    resumed = MetricsLog(str(tmp_path), total_steps=10)
+    resumed.truncate_after(4)
+    resumed.write(6, {"train/loss": 0.2})
+    resumed.close()
+
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [2, 4, 6]
+    runs = []
+    for path in glob.glob(str(tmp_path / "tb" / "events.out.tfevents.*")):
+        events = _events(path)
+        starts = [e.step for e in events if e.HasField("session_log")]
+        runs.append((starts, [e.step for e in events if e.HasField("summary")]))
+    # Each run's file opens with TensorBoard's restart marker at its first step: reading the
+    # resumed run's file, TensorBoard purges the interrupted run's events from step 5 on.
+    assert sorted(runs) == [([1], [2, 4, 6]), ([5], [6])]
