@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import optax
 from absl import app, flags
 
-from jaxvision import models
+from jaxvision import models, xla_flags
 from jaxvision.errors import UserError
 from jaxvision.sharding import (
     batch_sharding,
@@ -283,6 +283,7 @@ def plot_sweep(rows: list[dict], path: str) -> None:
 
 def main(argv):
     del argv
+    xla_flags.apply()  # before anything initialises a JAX backend
     if _PLOT.value and _COMPILE_ONLY.value:
         print("error: --plot draws measured img/s: drop --compile_only", file=sys.stderr)
         sys.exit(2)

@@ -14,6 +14,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jaxvision import xla_flags
 from jaxvision.errors import UserError
 
 EXIT_BAD_INPUT = 2
@@ -93,6 +94,7 @@ def run(
     default_config: str | None = None,
 ) -> None:
     """Defines the flags, parses them and calls `train_and_evaluate(config, workdir)`."""
+    xla_flags.apply()  # before anything initialises a JAX backend
     try:  # with a default file, overrides on the command line are applied here already
         config_flags.DEFINE_config_file(
             "config",

@@ -66,6 +66,8 @@ def test_train_throughput_row():
     assert row["mfu"] is None and row["hfu"] is None  # no peak figure for a CPU
     assert row["tensorflow_loaded"] is False
     assert {"peak_memory_gb", "xla_flags", "compile_s", "devices"} <= set(row)
+    # The launcher's GPU flag default is in force, and reported.
+    assert "--xla_gpu_enable_latency_hiding_scheduler=true" in row["xla_flags"]
 
 
 def test_inference_sweep_and_plot(tmp_path):
@@ -108,6 +110,9 @@ def test_largest_model_that_fits_with_fsdp_and_remat():
     *measured, summary = rows
     assert [r["model"] for r in measured] == ["vit_s4", "vit_ti16"]
     assert all(r["mesh"] == {"fsdp": 2} and r["remat"] for r in measured)
+    assert measured[0]["xla_flags"] == (
+        "--xla_force_host_platform_device_count=2 --xla_gpu_enable_latency_hiding_scheduler=true"
+    )
     # FSDP: each device holds about half of the state (small arrays stay whole).
     full = 12 * measured[0]["params"] / 2**30
     assert 0.45 * full < measured[0]["state_memory_gb"] < 0.6 * full
