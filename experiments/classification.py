@@ -22,9 +22,10 @@ from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding
 
 from jaxvision import data, evaluation, models, weights
-from jaxvision.checkpoint import Checkpointer, abstract_like, load_variables
+from jaxvision.checkpoint import Checkpointer, load_variables
 from jaxvision.errors import UserError
 from jaxvision.sharding import (
+    abstract_like,
     batch_sharding,
     batch_split,
     check_global_batch,

@@ -23,10 +23,10 @@ from PIL import Image
 from experiments.classification import setup
 from experiments.configs.common import base_config
 from jaxvision import cli, evaluation
-from jaxvision.checkpoint import Checkpointer, abstract_like
+from jaxvision.checkpoint import Checkpointer
 from jaxvision.data import transforms
 from jaxvision.errors import UserError
-from jaxvision.sharding import batch_split
+from jaxvision.sharding import abstract_like, batch_split
 from jaxvision.train import steps
 from jaxvision.train.metrics import per_class_report
 

@@ -31,6 +31,7 @@ from absl import app, flags
 from jaxvision import models, xla_flags
 from jaxvision.errors import UserError
 from jaxvision.sharding import (
+    abstract_like,
     batch_sharding,
     check_global_batch,
     make_mesh,
@@ -126,15 +127,10 @@ def measure(name: str, batch_size: int) -> dict:
             "mask": jnp.ones((batch_size,), bool),
         }
 
-    def with_sharding(tree, sharding):
-        return jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, sharding
-        )
-
-    abstract_state = with_sharding(abstract, shardings)
-    abstract_batch = jax.eval_shape(make_batch, jax.random.PRNGKey(1))
-    abstract_batch = with_sharding(
-        abstract_batch, jax.tree.map(lambda _: data_sharding, abstract_batch)
+    abstract_state = abstract_like(abstract, shardings)
+    batch_shapes = jax.eval_shape(make_batch, jax.random.PRNGKey(1))
+    abstract_batch = abstract_like(
+        batch_shapes, jax.tree.map(lambda _: data_sharding, batch_shapes)
     )
     imagenet = {"mean": (123.7, 116.3, 103.5), "std": (58.4, 57.1, 57.4)}
 

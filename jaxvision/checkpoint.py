@@ -73,13 +73,6 @@ class Checkpointer:
         self._manager.close()
 
 
-def abstract_like(state, shardings):
-    """`jax.ShapeDtypeStruct`s with the shapes and dtypes of `state` and the given shardings."""
-    return jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings
-    )
-
-
 def load_variables(path: str, step: int | None = None) -> tuple[dict, int]:
     """The model variables ({"params", "batch_stats"} as numpy) of another run's checkpoint, for
     fine-tuning: `path` is its workdir or its checkpoints/ directory. Returns (variables, step).

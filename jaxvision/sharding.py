@@ -213,3 +213,11 @@ def state_shardings(abstract_state, mesh: Mesh, specs):
         opt_state=jax.tree_util.tree_map_with_path(opt_leaf, abstract_state.opt_state),
         rng=NamedSharding(mesh, P()),
     )
+
+
+def abstract_like(tree, shardings):
+    """`jax.ShapeDtypeStruct`s with the shapes and dtypes of `tree` (arrays or abstract values)
+    and the given shardings (a tree of the same structure): what `restore` and `lower` take."""
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
+    )

@@ -57,6 +57,18 @@ def dense_to_torch(kernel: np.ndarray) -> np.ndarray:
     return np.transpose(kernel)
 
 
+def param_to_torch(module: str, leaf: str, value: np.ndarray) -> tuple[str, np.ndarray]:
+    """One Flax parameter → its torch state-dict entry: a bias as it is, a norm's scale as the
+    module's weight, conv and dense kernels transposed to torch's layout."""
+    if leaf == "bias":
+        return f"{module}.bias", value
+    if leaf == "scale":
+        return f"{module}.weight", value
+    if value.ndim == 4:
+        return f"{module}.weight", conv_to_torch(value)
+    return f"{module}.weight", dense_to_torch(value)
+
+
 def flatten(variables: dict) -> dict[tuple[str, ...], np.ndarray]:
     """{"params": {"conv1": {"kernel": x}}} -> {("params", "conv1", "kernel"): x} (numpy).
 

@@ -19,9 +19,9 @@ from jaxvision.errors import UserError
 from jaxvision.weights import big_vision
 from jaxvision.weights.common import (
     conv_to_flax,
-    conv_to_torch,
     dense_to_flax,
     dense_to_torch,
+    param_to_torch,
 )
 
 # Parameters stored as they are: no layout change, no "weight"/"bias" leaf.
@@ -101,15 +101,8 @@ def to_torch(model_name: str, flat: dict[tuple[str, ...], np.ndarray]) -> dict[s
             path = (*path[:-1], "proj")
             if leaf == "kernel":  # [H, Dh, D] -> [D_in, D_out]
                 value = value.reshape(-1, value.shape[-1])
-        name = _torch_module_name(path)
-        if leaf == "bias":
-            tensors[f"{name}.bias"] = value
-        elif leaf == "scale":
-            tensors[f"{name}.weight"] = value
-        elif value.ndim == 4:
-            tensors[f"{name}.weight"] = conv_to_torch(value)
-        else:
-            tensors[f"{name}.weight"] = dense_to_torch(value)
+        torch_name, tensor = param_to_torch(_torch_module_name(path), leaf, value)
+        tensors[torch_name] = tensor
     for (*path, leaf), parts in qkv.items():
         stacked = [parts[n] for n in _QKV]
         name = f"{_torch_module_name(tuple(path))}.qkv"

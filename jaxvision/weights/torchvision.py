@@ -16,7 +16,7 @@ from collections import defaultdict
 import numpy as np
 
 from jaxvision.errors import UserError
-from jaxvision.weights.common import conv_to_flax, conv_to_torch, dense_to_flax, dense_to_torch
+from jaxvision.weights.common import conv_to_flax, dense_to_flax, param_to_torch
 
 # family -> the classifier module whose shape follows num_classes.
 _HEADS = {
@@ -144,12 +144,8 @@ def to_torch(model_name: str, flat: dict[tuple[str, ...], np.ndarray]) -> dict[s
             tensors[f"{module}.num_batches_tracked"] = np.array(0, np.int64)
             continue
         for (_, leaf), value in leaves.items():
-            if leaf == "bias":
-                tensors[f"{module}.bias"] = value
-            elif value.ndim == 4:
-                tensors[f"{module}.weight"] = conv_to_torch(value)
-            else:
-                tensors[f"{module}.weight"] = dense_to_torch(value)
+            torch_name, tensor = param_to_torch(module, leaf, value)
+            tensors[torch_name] = tensor
     return tensors
 
 

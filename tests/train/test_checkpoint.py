@@ -7,8 +7,8 @@ import numpy as np
 import optax
 
 from jaxvision import models
-from jaxvision.checkpoint import Checkpointer, abstract_like
-from jaxvision.sharding import make_mesh, replicated
+from jaxvision.checkpoint import Checkpointer
+from jaxvision.sharding import abstract_like, make_mesh, replicated
 from jaxvision.train import optim, steps
 from jaxvision.train.state import init_train_state
 
