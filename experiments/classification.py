@@ -61,9 +61,11 @@ def _init_from(path: str, config, state, state_sharding):
     if os.path.isdir(path):
         variables, step = load_variables(path)
         path = f"{path} (step {step})"
-        head = weights.head_prefix(config.model) or ("params", "fc")
         loaded, kept = weights.merge_variables(
-            variables, fresh, head=head, new_head=config.init_new_head
+            variables,
+            fresh,
+            head=("params", models.classifier(config.model)),
+            new_head=config.init_new_head,
         )
     else:
         loaded, kept = weights.load_weights(
@@ -217,7 +219,9 @@ def setup(config: ml_collections.ConfigDict) -> Run:
             abstract_params(model, image_shape), config.layer_decay, model.depth
         )
     # Linear probe: only the classifier learns.
-    frozen = optim.frozen_except("head", "fc") if config.freeze_backbone else None
+    frozen = None
+    if config.freeze_backbone:
+        frozen = optim.frozen_except(models.classifier(config.model))
     tx = optim.make_optimizer(
         config.optimizer,
         schedule,

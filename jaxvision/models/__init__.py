@@ -1,7 +1,8 @@
 """Models by name: `build("resnet50", num_classes=1000)`.
 
 Adding a model is adding a file that defines a Flax module (fields `num_classes` and `dtype`,
-`__call__(self, x, train=False)` returning float32 logits) and one line in `_MODELS`.
+`__call__(self, x, train=False)` returning float32 logits, and a class attribute `classifier`
+naming its top-level classifier module) and one line in `_MODELS`.
 A registry entry is the module class, or a `functools.partial` of it that fixes some fields
 (e.g. a depth); the fields it fixes cannot be passed to `build`.
 """
@@ -72,6 +73,14 @@ def options(name: str) -> list[str]:
         cls, fixed = factory.func, factory.keywords
     fields = {f.name for f in dataclasses.fields(cls) if f.init}
     return sorted(fields - _FLAX_FIELDS - set(fixed) - {"num_classes", "dtype"})
+
+
+def classifier(name: str) -> str:
+    """The name of the model's top-level classifier module, e.g. "fc" (ResNet), "head" (ViT),
+    "classifier_6" (VGG): what a linear probe trains and what a new head replaces."""
+    factory = _lookup(name)
+    cls = factory.func if isinstance(factory, functools.partial) else factory
+    return cls.classifier
 
 
 def build(name: str, *, num_classes: int, dtype: Any = jnp.float32, **kwargs: Any) -> nn.Module:

@@ -7,7 +7,7 @@ Submodules are named after torchvision's, without its `features.` prefix: `conv0
 
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -92,6 +92,9 @@ class DenseNet(nn.Module):
     a 224 input gives 56x56 entering block 1 and 7x7 after the last block. `drop_rate` is
     torch's dropout after every dense layer (rng `dropout`, only when `train`).
     """
+
+    # The top-level module that maps features to classes (a new head when fine-tuning).
+    classifier: ClassVar[str] = "classifier"
 
     num_classes: int
     growth_rate: int = 32

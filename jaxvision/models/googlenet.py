@@ -8,7 +8,7 @@ dict maps one to one, and parameter counts equal torchvision's (6,624,904 withou
 """
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -109,6 +109,11 @@ class GoogLeNet(nn.Module):
     as in torchvision for random init; turn it on for torchvision's pretrained ImageNet weights
     (torchvision does so when loading them).
     """
+
+    # The top-level module that maps features to classes (a new head when fine-tuning).
+    classifier: ClassVar[str] = "fc"
+    # Weight of each auxiliary head's loss beside the main one, with `aux_logits` (the paper's).
+    aux_loss_weight: ClassVar[float] = 0.3
 
     num_classes: int
     aux_logits: bool = False

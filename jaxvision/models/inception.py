@@ -6,7 +6,7 @@ torchvision's (23,834,568 without the aux head, 27,161,264 with it; 1,000 classe
 """
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -156,6 +156,11 @@ class InceptionV3(nn.Module):
     runs only when `train`. `transform_input` is off, as in torchvision for random init; turn
     it on for torchvision's pretrained ImageNet weights.
     """
+
+    # The top-level module that maps features to classes (a new head when fine-tuning).
+    classifier: ClassVar[str] = "fc"
+    # Weight of the auxiliary head's loss beside the main one, with `aux_logits` (TF-slim's).
+    aux_loss_weight: ClassVar[float] = 0.4
 
     num_classes: int
     aux_logits: bool = False

@@ -6,7 +6,7 @@ on the residual branches; fresh heads start at zero, as big_vision.
 """
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -52,6 +52,9 @@ class MlpMixer(nn.Module):
     Collections: `params` (float32). The token MLP's size depends on the number of patches, so
     inputs must be image_size x image_size.
     """
+
+    # The top-level module that maps features to classes (a new head when fine-tuning).
+    classifier: ClassVar[str] = "head"
 
     num_classes: int
     patch_size: int = 16

@@ -115,6 +115,9 @@ class ResNet(nn.Module):
     the 7x7/2 conv and max pool by a 3x3/1 conv, for 8x8..32x32 inputs.
     """
 
+    # The top-level module that maps features to classes (a new head when fine-tuning).
+    classifier: ClassVar[str] = "fc"
+
     stage_sizes: Sequence[int]
     block_cls: ModuleDef
     num_classes: int

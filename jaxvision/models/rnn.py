@@ -4,7 +4,7 @@ The classic "sequential MNIST by rows" baseline: no convolutions, so what it lea
 structure it learns through recurrence over H. Meant for small inputs (8x8, 28x28, 32x32).
 """
 
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -33,6 +33,9 @@ class RowRNN(nn.Module):
     Only a `params` collection (float32); dropout draws from the `dropout` rng when `train` and
     `dropout_rate > 0`.
     """
+
+    # The top-level module that maps features to classes (a new head when fine-tuning).
+    classifier: ClassVar[str] = "fc"
 
     num_classes: int
     hidden: int = 128

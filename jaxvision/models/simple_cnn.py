@@ -1,6 +1,6 @@
 """A two-conv CNN: the smallest model that learns MNIST-sized data; a seed for experiments."""
 
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -13,6 +13,9 @@ class SimpleCNN(nn.Module):
     the first dense layer's size follows from the input size. Only a `params` collection;
     dropout draws from the `dropout` rng when `train` and `dropout_rate > 0`.
     """
+
+    # The top-level module that maps features to classes (a new head when fine-tuning).
+    classifier: ClassVar[str] = "fc2"
 
     num_classes: int
     dropout_rate: float = 0.0

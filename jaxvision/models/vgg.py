@@ -7,7 +7,7 @@ and parameter counts equal torchvision's (vgg16: 138,357,544 with 1,000 classes)
 
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -36,6 +36,9 @@ class VGG(nn.Module):
     works: the adaptive pool (torch's exact windows) gives `pool_size` whatever the feature map.
     Dropout (`dropout_rate`, torch's default 0.5) draws from the `dropout` rng when `train`.
     """
+
+    # The top-level module that maps features to classes (a new head when fine-tuning).
+    classifier: ClassVar[str] = "classifier_6"
 
     cfg: Sequence[int | str]
     num_classes: int

@@ -17,7 +17,7 @@ Differences from timm, none of which changes imported weights:
 import functools
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -333,6 +333,9 @@ class ViT(nn.Module):
     "auto" (cuDNN's fused kernel on GPU in bf16/fp16, XLA elsewhere), "xla" or "cudnn".
     """
 
+    # The top-level module that maps features to classes (a new head when fine-tuning).
+    classifier: ClassVar[str] = "head"
+
     num_classes: int
     patch_size: int = 16
     width: int = 768
@@ -366,7 +369,9 @@ class ViT(nn.Module):
             raise UserError("ViT pool='token' needs class_token=True; use pool='gap' without it")
         if self.image_size % self.stride:
             raise UserError(
-                f"ViT image_size {self.image_size} is not a multiple of its stride {self.stride}"
+                f"ViT image_size {self.image_size} is not a multiple of its patch stride "
+                f"{self.stride}: set image_size to a multiple of {self.stride} (training resizes "
+                f"the images to it) or pick a ViT with a smaller patch (vit_s4: 4)"
             )
         super().__post_init__()
 

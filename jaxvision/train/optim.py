@@ -137,7 +137,7 @@ def scale_by_multipliers(multipliers) -> optax.GradientTransformation:
 
 def frozen_except(*trainable: str) -> Callable[[str], bool]:
     """A `frozen` predicate for `make_optimizer` that freezes every parameter whose top-level
-    module is not one of `trainable`: `frozen_except("head", "fc")` is a linear probe."""
+    module is not one of `trainable`: `frozen_except(models.classifier(name))` is a linear probe."""
     return lambda path: path.split("/", 1)[0] not in trainable
 
 

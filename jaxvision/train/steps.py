@@ -129,11 +129,21 @@ def make_train_step(
                     params,
                     frozen_mask(frozen, params),
                 )
-            logits, new_stats = _apply(model, params, batch_stats, images, train=True, rng=rng)
-            losses = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
-            loss = jnp.sum(losses * example_weights) / jnp.sum(
-                jnp.broadcast_to(example_weights, losses.shape)
-            )
+            outputs, new_stats = _apply(model, params, batch_stats, images, train=True, rng=rng)
+            # Models with auxiliary classifiers (GoogLeNet, Inception v3 with `aux_logits`)
+            # return (logits, *aux_logits) in training; each aux loss adds with the model's
+            # `aux_loss_weight` (0.3 in GoogLeNet's paper, 0.4 in Inception v3's).
+            logits, *aux_logits = outputs if isinstance(outputs, tuple) else (outputs,)
+
+            def weighted_loss(logits):
+                losses = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+                return jnp.sum(losses * example_weights) / jnp.sum(
+                    jnp.broadcast_to(example_weights, losses.shape)
+                )
+
+            loss = weighted_loss(logits)
+            for aux in aux_logits:
+                loss += model.aux_loss_weight * weighted_loss(aux)
             return loss, (topk_correct(logits, batch["label"], 1).mean(), new_stats)
 
         (loss, (top1, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)

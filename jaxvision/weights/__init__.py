@@ -4,19 +4,20 @@ Each model family has a converter module with these functions:
 
   to_flax(model_name, tensors) -> {("params"|"batch_stats", ...path): array}   (flat)
   to_torch(model_name, flat) -> {torch name: array}
-  head(model_name) -> ("params", <classifier module>)   the path prefix of the classifier
   adapt(model_name, converted, expected) -> converted    optional: fit shapes (ViT posemb)
   load_npz(model_name, path) -> {torch name: array}      optional: big_vision .npz files
 
 and one line per model in `_CONVERTERS`. `import_weights` turns a file's tensors into variables
 shaped like a freshly initialised model's, keeping the fresh classifier when the number of classes
-differs (fine-tuning with a new head).
+differs (fine-tuning with a new head): the classifier is the module the model names
+(`models.classifier`).
 """
 
 import importlib
 
 import numpy as np
 
+from jaxvision import models
 from jaxvision.errors import UserError
 from jaxvision.weights.common import (
     check_complete,
@@ -67,7 +68,7 @@ def import_weights(
     expected = flatten(variables)
     if hasattr(converter, "adapt"):  # e.g. resample ViT position embeddings to a new resolution
         converted = converter.adapt(model_name, converted, expected)
-    head = tuple(converter.head(model_name))
+    head = ("params", models.classifier(model_name))
     kept = []
     for key in expected:
         if key[: len(head)] != head:
@@ -103,13 +104,6 @@ def merge_variables(
     return unflatten({k: np.asarray(v).astype(dtypes[k]) for k, v in flat_loaded.items()}), kept
 
 
-def head_prefix(model_name: str) -> tuple[str, ...] | None:
-    """The classifier's path prefix for models with a converter, else None."""
-    if model_name not in _CONVERTERS:
-        return None
-    return tuple(_converter(model_name).head(model_name))
-
-
 def export_weights(model_name: str, variables: dict) -> dict[str, np.ndarray]:
     """The model's variables under the reference implementation's (torch) names and layouts."""
     return _converter(model_name).to_torch(model_name, flatten(variables))
@@ -119,7 +113,13 @@ def load_weights(path: str, model_name: str, variables: dict, *, new_head: bool 
     """Reads `path` (.safetensors with torch names, or a big_vision .npz for ViTs) and imports it
     as `import_weights` does."""
     if path.endswith(".npz"):
-        tensors = _converter(model_name).load_npz(model_name, path)
+        converter = _converter(model_name)
+        if not hasattr(converter, "load_npz"):
+            raise UserError(
+                f"{path} is a big_vision .npz, which only ViT and Mixer models read; "
+                f"{model_name} takes a torchvision .safetensors file"
+            )
+        tensors = converter.load_npz(model_name, path)
     else:
         tensors = load_safetensors(path)
     return import_weights(model_name, tensors, variables, new_head=new_head)
@@ -130,7 +130,6 @@ __all__ = [
     "import_weights",
     "importable_models",
     "load_safetensors",
-    "head_prefix",
     "load_weights",
     "merge_variables",
     "save_safetensors",

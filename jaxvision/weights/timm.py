@@ -29,11 +29,6 @@ _RAW = ("cls_token", "pos_embed")
 _QKV = ("query", "key", "value")
 
 
-def head(model_name: str) -> tuple[str, str]:
-    del model_name  # every timm model here names its classifier `head`
-    return ("params", "head")
-
-
 def _flax_module_path(torch_module: str) -> tuple[str, ...]:
     """'patch_embed.backbone.stages.0.blocks.1.conv2' -> (..., 'stages_0', 'blocks_1', 'conv2')."""
     parts: list[str] = []

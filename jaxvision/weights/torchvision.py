@@ -18,14 +18,7 @@ import numpy as np
 from jaxvision.errors import UserError
 from jaxvision.weights.common import conv_to_flax, dense_to_flax, param_to_torch
 
-# family -> the classifier module whose shape follows num_classes.
-_HEADS = {
-    "resnet": "fc",
-    "vgg": "classifier_6",
-    "googlenet": "fc",
-    "inception_v3": "fc",
-    "densenet": "classifier",
-}
+_FAMILIES = ("resnet", "vgg", "googlenet", "inception_v3", "densenet")
 # Auxiliary heads: in torchvision's pretrained files, optional in our models (`aux_logits`).
 _AUX = {"googlenet": ("aux1", "aux2"), "inception_v3": ("AuxLogits",)}
 # torch BatchNorm tensor -> (collection, flax leaf).
@@ -43,7 +36,7 @@ _DENSENET_LEGACY = re.compile(r"(denselayer\d+\.(?:norm|relu|conv))\.([12])\.")
 
 
 def _family(model_name: str) -> str:
-    for family in _HEADS:
+    for family in _FAMILIES:
         if model_name.startswith(family):
             return family
     raise UserError(f"no torchvision converter for model '{model_name}'")
@@ -147,11 +140,6 @@ def to_torch(model_name: str, flat: dict[tuple[str, ...], np.ndarray]) -> dict[s
             torch_name, tensor = param_to_torch(module, leaf, value)
             tensors[torch_name] = tensor
     return tensors
-
-
-def head(model_name: str) -> tuple[str, str]:
-    """Path prefix of the classifier that a new num_classes replaces."""
-    return ("params", _HEADS[_family(model_name)])
 
 
 def adapt(model_name: str, converted: dict, expected: dict) -> dict:

@@ -6,6 +6,7 @@ import runpy
 import jax
 import numpy as np
 import optax
+import pytest
 
 from experiments.classification import train_and_evaluate
 from jaxvision import data, models, weights
@@ -100,3 +101,17 @@ def test_linear_probe_trains_the_head_alone(tmp_path):
             np.testing.assert_array_equal, trained["params"][name], imported["params"][name]
         )
     assert not np.allclose(trained["params"]["fc"]["kernel"], imported["params"]["fc"]["kernel"])
+
+
+@pytest.mark.parametrize("name", ["vgg16", "densenet121", "vit_ti16"])
+def test_linear_probe_trains_each_models_own_classifier(name):
+    """freeze_backbone leaves exactly the model's classifier trainable, whatever it is named."""
+    from experiments.classification import setup
+
+    config = _digits_config(model=name, freeze_backbone=True, image_size=32)
+    config.model_kwargs = {}
+    run = setup(config)
+    mask = optim.frozen_mask(run.frozen, run.abstract_state.params)
+    trainable = sorted(k for k, v in mask.items() if not all(jax.tree.leaves(v)))
+    assert trainable == [models.classifier(name)]
+    assert not any(jax.tree.leaves(mask[models.classifier(name)]))

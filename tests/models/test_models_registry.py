@@ -38,6 +38,9 @@ def test_build_every_model(name):
     variables = jax.eval_shape(model.init, jax.random.key(0), images)
     logits = jax.eval_shape(model.apply, variables, images)
     assert (logits.shape, logits.dtype) == ((2, 7), jnp.float32)
+    # The named classifier is the module that maps to the classes (what a linear probe trains).
+    head = variables["params"][models.classifier(name)]
+    assert head["kernel"].shape[-1] == 7 and head["bias"].shape == (7,)
 
 
 def test_build_passes_options():

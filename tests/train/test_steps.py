@@ -1,10 +1,13 @@
 """Train/eval steps: the loss goes down, metrics equal hand computations, masks are honoured."""
 
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import linen as nn
 
 from jaxvision import models
 from jaxvision.sharding import batch_sharding, make_mesh, replicated
@@ -238,3 +241,51 @@ def test_frozen_backbone_skips_its_backward_pass():
         return step.lower(state, batch).compile().cost_analysis()["flops"]
 
     assert flops(probe) < 0.6 * flops(full)
+
+
+class _TwoHeads(nn.Module):
+    """A classifier with an auxiliary head that, like GoogLeNet's, answers only in training."""
+
+    num_classes: int = 10
+    aux_loss_weight: ClassVar[float] = 0.3
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = x.reshape(x.shape[0], -1)
+        logits = nn.Dense(self.num_classes, name="fc")(x)
+        aux = nn.Dense(self.num_classes, name="aux")(x)
+        return (logits, aux) if train else logits
+
+
+def test_auxiliary_heads_add_their_weighted_loss():
+    model = _TwoHeads()
+    tx = optax.sgd(0.1)
+    state = init_train_state(model, tx, jax.random.PRNGKey(0), (8, 8, 1))
+    batch = _batch(16)
+    _, metrics = jax.jit(steps.make_train_step(model, tx, mean=MEAN, std=STD))(state, batch)
+    images = steps.normalize(batch["image"], MEAN, STD)
+    logits, aux = model.apply({"params": state.params}, images, train=True)
+    main_loss = np.mean(steps.cross_entropy(logits, batch["label"]))
+    aux_loss = np.mean(steps.cross_entropy(aux, batch["label"]))
+    np.testing.assert_allclose(metrics["train/loss"], main_loss + 0.3 * aux_loss, rtol=1e-5)
+    top1 = np.mean(np.argmax(logits, -1) == batch["label"])
+    np.testing.assert_allclose(metrics["train/top1"], top1)
+
+
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+def test_models_with_aux_logits_train(name):
+    """torchvision's aux heads train (traced abstractly: shapes and the loss, no compile)."""
+    model = models.build(name, num_classes=10, aux_logits=True)
+    tx = optax.sgd(0.1)
+    size = 75 if name == "inception_v3" else 32
+    state = jax.eval_shape(
+        lambda: init_train_state(model, tx, jax.random.PRNGKey(0), (size, size, 3))
+    )
+    batch = {
+        "image": jax.ShapeDtypeStruct((2, size, size, 3), jnp.uint8),
+        "label": jax.ShapeDtypeStruct((2,), jnp.int32),
+    }
+    step = steps.make_train_step(model, tx, mean=(0.0,) * 3, std=(1.0,) * 3)
+    new_state, metrics = jax.eval_shape(step, state, batch)
+    assert metrics["train/loss"].shape == () and new_state.params.keys() == state.params.keys()
+    assert model.aux_loss_weight == {"googlenet": 0.3, "inception_v3": 0.4}[name]
