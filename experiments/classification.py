@@ -133,9 +133,7 @@ def _class_weights(config, dataset) -> np.ndarray | None:
         return None
     if config.class_weights != "balanced":
         raise UserError(f"unknown class_weights '{config.class_weights}': use 'balanced' or ''")
-    labels = getattr(dataset.train, "labels", None)
-    if labels is None:
-        labels = [dataset.train[i]["label"] for i in range(len(dataset.train))]
+    labels = dataset.train.labels  # every source lists its labels without decoding images
     counts = np.bincount(np.asarray(labels), minlength=dataset.num_classes)
     return len(labels) / (dataset.num_classes * np.maximum(counts, 1))
 

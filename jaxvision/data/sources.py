@@ -6,7 +6,9 @@ input pipeline can address any element by index (needed for exact resume and per
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import functools
 import os
 import pathlib
 from collections.abc import Sequence
@@ -89,10 +91,26 @@ class ImageFileSource(Sequence):
 
 
 class TfdsSource(Sequence):
-    """A TFDS array_record data source with items reduced to `{"image", "label"}`."""
+    """A TFDS array_record data source with items reduced to `{"image", "label"}`.
 
-    def __init__(self, data_source: Sequence):
+    `label_source`: the same records with images left encoded (TFDS's SkipDecoding), read for
+    `labels` (class weights) so that counting labels never decodes an image.
+    """
+
+    def __init__(self, data_source: Sequence, label_source: Sequence | None = None):
         self.data_source = data_source
+        self.label_source = label_source if label_source is not None else data_source
+
+    @functools.cached_property
+    def labels(self) -> np.ndarray:
+        """int64 [N], every example's label, read in parallel chunks of records."""
+        chunks = [range(i, min(i + 4096, len(self))) for i in range(0, len(self), 4096)]
+
+        def read(chunk):
+            return [int(r["label"]) for r in self.label_source.__getitems__(list(chunk))]
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            return np.asarray([x for part in pool.map(read, chunks) for x in part], np.int64)
 
     def __len__(self) -> int:
         return len(self.data_source)
@@ -323,7 +341,8 @@ def _open_tfds(name: str, data_dir: str | None, train_split: str, test_split: st
             )
         raise UserError(
             f"dataset {name!r} is not prepared in {root} (looked for {builder.data_dir}): "
-            f"{manual}run `tfds build {name} --data_dir={root} --file_format=array_record`"
+            f"{manual}run `tfds build {name} --data_dir={root} --file_format=array_record` "
+            f"(building needs TensorFlow: pip install -e '.[tfds-build]')"
         )
 
     formats = [builder.info.file_format, *builder.info.alternative_file_formats]
@@ -333,7 +352,8 @@ def _open_tfds(name: str, data_dir: str | None, train_split: str, test_split: st
             f"dataset {name!r} in {builder.data_dir} is stored as {stored}, but random access "
             f"needs array_record: run `tfds convert_format --dataset_version_dir={builder.data_dir}"
             f" --out_file_format=array_record` or rebuild with `tfds build {name} "
-            f"--data_dir={root} --file_format=array_record`"
+            f"--data_dir={root} --file_format=array_record` (both need TensorFlow: "
+            "pip install -e '.[tfds-build]')"
         )
 
     features = builder.info.features
@@ -347,7 +367,10 @@ def _open_tfds(name: str, data_dir: str | None, train_split: str, test_split: st
     sources = {}
     for split in (train_split, test_split):
         try:
-            sources[split] = TfdsSource(builder.as_data_source(split=split))
+            sources[split] = TfdsSource(
+                builder.as_data_source(split=split),
+                builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()}),
+            )
         except (ValueError, KeyError) as e:  # unknown split or bad slicing syntax
             raise UserError(
                 f"cannot open split {split!r} of {name!r}: {_first_line(e)}; "

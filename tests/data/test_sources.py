@@ -245,3 +245,24 @@ def test_tfds_wrong_file_format(tmp_path):
     info_path.write_text(json.dumps(info))
     message = _user_error("stored as tfrecord", name="jaxvision_tiny_test", data_dir=str(tmp_path))
     assert "tfds convert_format" in message and "--out_file_format=array_record" in message
+
+
+TINY_SHAPES = pathlib.Path(__file__).parent / "fixtures" / "tfds"  # make_tfds_fixture.py
+
+
+def test_tfds_labels_are_read_without_decoding_images(monkeypatch):
+    """Class weights count a TFDS split's labels: the images (PNG here) stay encoded."""
+    ds = open_dataset("tiny_shapes", data_dir=str(TINY_SHAPES))
+    assert (len(ds.train), ds.class_names, ds.image_size) == (12, ("dark", "mid", "bright"), 8)
+    in_order = [ds.train[i]["label"] for i in range(len(ds.train))]  # decodes every image
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("an image was decoded")
+
+    monkeypatch.setattr(tfds.features.Image, "decode_example_np", no_decoding)
+    fresh = open_dataset("tiny_shapes", data_dir=str(TINY_SHAPES))
+    assert fresh.train.labels.tolist() == in_order
+    assert np.bincount(fresh.train.labels).tolist() == [6, 4, 2]
+    with pytest.raises(AssertionError, match="decoded"):
+        fresh.train[0]  # the patch is live: the labels really skipped it
+    assert "tensorflow" not in sys.modules

@@ -199,6 +199,7 @@ def test_bad_input_tfds_dataset_missing_from_data_dir(tmp_path):
     data_dir.mkdir()
     line = _bad(tmp_path, "--config.dataset=cifar10", f"--config.data_dir={data_dir}")
     assert "tfds build cifar10" in line and str(data_dir) in line
+    assert "pip install -e '.[tfds-build]'" in line  # building needs TensorFlow
     assert not any(data_dir.rglob("*.array_record*"))  # nothing was downloaded or built
 
 
