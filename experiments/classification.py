@@ -274,6 +274,12 @@ def _train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, preemption: guards.PreemptionWatch
 ) -> dict:
     start_time = time.time()
+    if config.init_from is None:  # a fine-tuning config that leaves the weights to the user
+        raise UserError(
+            f"this config fine-tunes pretrained weights: set --config.init_from to a "
+            f".safetensors / .npz file or another run's workdir (--config.init_from= trains "
+            f"{config.model} from scratch)"
+        )
 
     # Workdir: the resolved config goes next to the checkpoints and metrics.
     os.makedirs(workdir, exist_ok=True)
@@ -312,8 +318,9 @@ def _train_and_evaluate(
     # (all of them, when it stopped before the first): the log reads as one uninterrupted run.
     log.truncate_after(first_step)
     reporting.note(
-        f"{config.model}: {count_params(state.params):,} parameters; {jax.device_count()} "
-        f"devices, mesh {dict(mesh.shape)}; {run.total_steps} steps of {config.batch_size} images"
+        f"{config.model}: {count_params(state.params):,} parameters; "
+        f"{reporting.plural(jax.device_count(), 'device')}, mesh {dict(mesh.shape)}; "
+        f"{run.total_steps} steps of {config.batch_size} images"
     )
 
     # Steps, jitted over the mesh.
@@ -382,6 +389,9 @@ def _train_and_evaluate(
         for step in range(first_step + 1, run.total_steps + 1):
             batch = data.make_global_batch(next(batches), run.data_sharding)
             state, metrics = train_step(state, batch)
+            if step == first_step + 1:  # compiled: time the steps from here
+                jax.block_until_ready(metrics)
+                log.first_step_done(step)
             nonfinite.add(step, metrics)
             metric_sums = (
                 metrics if metric_sums is None else jax.tree.map(jnp.add, metric_sums, metrics)

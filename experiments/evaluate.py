@@ -33,7 +33,9 @@ from jaxvision.train.metrics import per_class_report
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (config.json, checkpoints/).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default: the latest.")
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "train"], "Which split to evaluate.")
-_IMAGES = flags.DEFINE_multi_string("images", [], "Image files to label instead.")
+_IMAGES = flags.DEFINE_multi_string(
+    "images", [], "Image files to label instead: --images a.png b.jpg (or --images=a.png ...)."
+)
 _TOP_K = flags.DEFINE_integer("top_k", 5, "Labels per image.")
 
 
@@ -111,14 +113,16 @@ def label_images(config, run, state, paths: list[str], top_k: int) -> list[dict]
 
 
 def main(argv):
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {argv[1:]}: pass --images=a.png --images=b.png")
+    # `--images a.png b.jpg`: the files after the first are positional arguments.
+    images = [*_IMAGES.value, *argv[1:]] if _IMAGES.value else []
+    if len(argv) > 1 and not _IMAGES.value:
+        cli.fail(f"unexpected arguments {argv[1:]}: to label images, pass --images a.png b.jpg")
     if not _WORKDIR.value:
         cli.fail("--workdir is required: the directory of a training run")
     try:
         config, run, state = load_run(_WORKDIR.value, _STEP.value)
-        if _IMAGES.value:
-            for row in label_images(config, run, state, _IMAGES.value, _TOP_K.value):
+        if images:
+            for row in label_images(config, run, state, images, _TOP_K.value):
                 labels = ", ".join(f"{name} {p:.3f}" for name, p in row["top"])
                 print(f"{row['image']}: {labels}")
             return
@@ -153,4 +157,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    sys.exit(app.run(main, flags_parser=cli.parse_flags))

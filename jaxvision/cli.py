@@ -4,6 +4,7 @@ Bad input never ends in a traceback: it is reported as one `error: ...` line on 
 status 2. Bugs still raise, with their traceback.
 """
 
+import ast
 import os
 import runpy
 import sys
@@ -88,6 +89,86 @@ def initialize_distributed(
         jax.distributed.initialize()
 
 
+# Config fields that hold a model's own options: `--config.model_kwargs.NAME=VALUE` may set any
+# option of the configured model, whether or not the config file sets it.
+OPEN_FIELDS = ("model_kwargs",)
+
+
+def _literal(text: str):
+    """A command-line value as Python: numbers, booleans, tuples and None by their literal
+    syntax (`true`/`false` too); anything else stays a string (`stem=small`)."""
+    lowered = {"true": True, "false": False, "none": None}
+    if text.lower() in lowered:
+        return lowered[text.lower()]
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def split_open_overrides(
+    argv: list[str], default_config: str | None
+) -> tuple[list[str], dict[str, dict]]:
+    """Takes `--config.<open field>.NAME=VALUE` arguments whose NAME the config file does not
+    set out of `argv` (ml_collections would call them unknown keys); returns the remaining
+    argv and {field: {NAME: value}} to apply once the config is loaded."""
+    prefixes = tuple(f"--config.{f}." for f in OPEN_FIELDS)
+    wanted = [a for a in argv[1:] if a.startswith(prefixes)]
+    if not wanted:
+        return argv, {}
+    try:
+        config = runpy.run_path(_config_path(argv[1:], default_config))["get_config"]()
+    except Exception:  # reported by the normal parse, with its own message
+        return argv, {}
+    if not all(isinstance(config.get(f), ml_collections.ConfigDict) for f in OPEN_FIELDS):
+        return argv, {}
+    rest, extra = [argv[0]], {}
+    for arg in argv[1:]:
+        path, _, value = arg[len("--config.") :].partition("=")
+        field, _, name = path.partition(".")
+        if arg in wanted and "=" in arg and "." not in name and name not in config[field]:
+            extra.setdefault(field, {})[name] = _literal(value)
+        else:
+            rest.append(arg)
+    return rest, extra
+
+
+def _apply_open_overrides(config: ml_collections.ConfigDict, extra: dict[str, dict]) -> None:
+    for field, values in extra.items():
+        with config.unlocked():
+            if field not in config:
+                config[field] = ml_collections.ConfigDict()
+            for name, value in values.items():
+                config[field][name] = value
+    model_options = extra.get("model_kwargs")
+    if model_options and "model" in config:
+        from jaxvision import models
+
+        try:
+            valid = models.options(config.model)
+        except UserError as e:
+            fail(str(e))
+        unknown = sorted(set(model_options) - set(valid))
+        if unknown:
+            fail(
+                f"--config.model_kwargs.{unknown[0]}: model '{config.model}' has no option "
+                f"'{unknown[0]}'; its options are {', '.join(valid) or '(none)'}"
+            )
+
+
+def parse_flags(argv: list[str], explain=None) -> list[str]:
+    """absl's flag parsing with one `error:` line (exit 2) for bad flags; library chatter
+    (Orbax logs every save and restore at INFO) stays out of the output unless `--verbosity`
+    is given. `explain(error) -> message` may say more about a parse error."""
+    try:
+        rest = flags.FLAGS(argv)
+    except Exception as e:  # absl and ml_collections raise several types for bad flags
+        fail(explain(e) if explain else " ".join(str(e).split()))
+    if not any(a.startswith(("--verbosity", "-v")) for a in argv[1:]):
+        flags.FLAGS.verbosity = logging.WARNING
+    return rest
+
+
 def run(
     train_and_evaluate: Callable[[ml_collections.ConfigDict, str], object],
     *,
@@ -95,7 +176,10 @@ def run(
 ) -> None:
     """Defines the flags, parses them and calls `train_and_evaluate(config, workdir)`."""
     xla_flags.apply()  # before anything initialises a JAX backend
-    try:  # with a default file, overrides on the command line are applied here already
+    # With a default file, overrides on the command line are applied at definition already:
+    # options of the model that the file leaves unset are taken out first.
+    sys.argv, open_overrides = split_open_overrides(sys.argv, default_config)
+    try:
         config_flags.DEFINE_config_file(
             "config",
             default_config,
@@ -118,15 +202,9 @@ def run(
     flags.DEFINE_integer("process_id", 0, "This process's index in an explicit multi-process run.")
 
     def parse(argv: list[str]) -> list[str]:
-        try:
-            rest = flags.FLAGS(argv)
-        except Exception as e:  # absl and ml_collections raise several types for bad flags
-            fail(_explain_parse_error(argv[1:], default_config, e))
-        # Library chatter (Orbax logs every save at INFO) stays out of the progress lines;
-        # --verbosity=0 brings it back.
-        if not any(a.startswith(("--verbosity", "-v")) for a in argv[1:]):
-            flags.FLAGS.verbosity = logging.WARNING
-        return rest
+        return parse_flags(
+            argv, explain=lambda e: _explain_parse_error(argv[1:], default_config, e)
+        )
 
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
@@ -145,6 +223,7 @@ def run(
             if not os.path.isfile(path):
                 fail(f"config file '{path}' not found: pass --config=<a .py with get_config()>")
             fail(f"cannot load config file '{path}': {' '.join(str(e).split())}")
+        _apply_open_overrides(config, open_overrides)
         initialize_distributed(
             distributed=flags.FLAGS.distributed,
             coordinator_address=flags.FLAGS.coordinator_address,

@@ -13,6 +13,8 @@ Convert torchvision's weights once to safetensors (README, "Pretrained weights")
 depends on the data; CI runs its smoke path on generated images.
 """
 
+from ml_collections import config_dict
+
 from experiments.configs.common import base_config
 
 
@@ -23,7 +25,9 @@ def get_config():
     config.crop = "inception"
     config.flip = True
     config.model = "resnet50"
-    config.init_from = ""  # required in practice: the pretrained weights
+    # Required: the pretrained weights (a run refuses to start without them; set it to "" to
+    # train from scratch on purpose).
+    config.init_from = config_dict.placeholder(str)
     config.batch_size = 64
     config.num_epochs = 20.0
     config.optimizer = "sgd"

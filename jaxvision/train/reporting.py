@@ -35,6 +35,7 @@ class MetricsLog:
         self.enabled = jax.process_index() == 0
         self._last_time = None
         self._last_step = None
+        self._first_step_seconds = None
 
     def truncate_after(self, step: int) -> None:
         """Drops entries later than `step` (left by a run that stopped after its last checkpoint,
@@ -68,12 +69,24 @@ class MetricsLog:
 
     def start_timer(self, step: int) -> None:
         self._last_time, self._last_step = time.perf_counter(), step
+        self._first_step_seconds = None
+
+    def first_step_done(self, step: int) -> None:
+        """Marks the end of this run's first step, which includes compiling the step: it stays
+        out of the throughput and ETA of later progress lines."""
+        now = time.perf_counter()
+        self._first_step_seconds = now - self._last_time
+        self._last_time, self._last_step = now, step
 
     def throughput(self, step: int, global_batch_size: int) -> tuple[float, float]:
-        """(images per second, seconds per step) since the last call or `start_timer`."""
+        """(images per second, seconds per step) since the last call, or since the first step
+        finished (the first step alone when it is the one being logged)."""
         now = time.perf_counter()
-        steps = max(step - self._last_step, 1)
-        seconds_per_step = (now - self._last_time) / steps
+        steps = step - self._last_step
+        if steps > 0:
+            seconds_per_step = (now - self._last_time) / steps
+        else:  # the window holds only the compiling first step
+            seconds_per_step = self._first_step_seconds or (now - self._last_time)
         self._last_time, self._last_step = now, step
         return global_batch_size / seconds_per_step, seconds_per_step
 
@@ -82,13 +95,21 @@ class MetricsLog:
         if not self.enabled:
             return
         eta = int(max(self.total_steps - step, 0) * seconds_per_step)
+        percent = round(100 * step / max(self.total_steps, 1))
+        if step < self.total_steps:  # 100% only once done
+            percent = min(percent, 99)
         print(
-            f"step {step}/{self.total_steps} ({100 * step // max(self.total_steps, 1)}%) "
+            f"step {step}/{self.total_steps} ({percent}%) "
             f"loss {loss:.4f} {img_per_s:,.0f} img/s "
             f"ETA {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}",
             file=sys.stderr,
             flush=True,
         )
+
+
+def plural(count: int, noun: str) -> str:
+    """`plural(1, "device")` -> "1 device", `plural(8, "device")` -> "8 devices"."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def note(message: str) -> None:

@@ -105,12 +105,14 @@ def test_config_overrides_reach_the_run(tmp_path):
         "--config.batch_size=32",
         "--config.seed=7",
         "--config.model=simple_cnn",
+        "--config.model_kwargs.dropout_rate=0.25",  # an option the config file does not set
         "--config.log_every_steps=1",
     )
     assert _final(result.stdout)["step"] == 3
     with open(os.path.join(workdir, "config.json")) as f:
         config = json.load(f)
     assert (config["total_steps"], config["batch_size"], config["seed"]) == (3, 32, 7)
+    assert config["model_kwargs"]["dropout_rate"] == 0.25
     assert [r["step"] for r in _metrics(workdir) if "train/loss" in r] == [1, 2, 3]
 
 
@@ -232,3 +234,19 @@ def test_bad_input_malformed_flags(tmp_path, bad):
         assert "--config.batch_size=abc" in line and "invalid literal" in line
     else:
         assert "config file '/nonexistent/config.py' not found" in line
+
+
+def test_bad_input_unknown_model_option(tmp_path):
+    line = _bad(tmp_path, "--config.model_kwargs.widht=8")
+    assert "model 'resnet18' has no option 'widht'" in line and "width" in line
+
+
+def test_bad_input_fine_tuning_without_weights(tmp_path):
+    line = _bad(tmp_path, f"--config={CONFIGS}/finetune_folder.py", "--config.data_dir=/unused")
+    assert "--config.init_from" in line and "from scratch" in line
+
+
+def test_bad_input_vit_patch_larger_than_the_images(tmp_path):
+    line = _bad(tmp_path, "--config.model=vit_ti16")
+    assert "image_size 8 is not a multiple of its patch stride 16" in line
+    assert "set image_size to a multiple of 16" in line

@@ -118,7 +118,8 @@ def test_digits_with_tricks_reaches_its_band_and_reruns_bitwise(tmp_path):
     labels = _run(
         "experiments.evaluate",
         f"--workdir={tmp_path / 'a'}",
-        *[f"--images={p}" for p in paths],
+        "--images",  # the form of the command's docstring: --images a.png b.png
+        *paths,
         "--top_k=3",
     )
     assert labels.returncode == 0, labels.stderr[-3000:]
