@@ -83,12 +83,23 @@ def load_variables(path: str, step: int | None = None) -> tuple[dict, int]:
         else path
     )
     manager = ocp.CheckpointManager(
-        os.path.abspath(directory), options=ocp.CheckpointManagerOptions(read_only=True)
+        os.path.abspath(directory),
+        options=ocp.CheckpointManagerOptions(read_only=True),
+        item_handlers={"state": ocp.StandardCheckpointHandler()},
     )
     step = manager.latest_step() if step is None else step
     if step is None:
         raise UserError(f"no checkpoint in {directory}: init_from needs a trained workdir")
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    # Whole arrays on this process's first device, whatever devices wrote them (a run on 8
+    # devices or several hosts is read back on 1).
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+        manager.item_metadata(step)["state"],
+    )
+    restored = manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+    )
     manager.close()
     state = restored.state
     get = state.get if isinstance(state, dict) else lambda k, d=None: getattr(state, k, d)

@@ -1,5 +1,13 @@
 """Multi-host on one machine: 2 processes x 4 simulated CPU devices with jax.distributed and a
-local coordinator train, checkpoint and restore like 1 process with 8 devices."""
+local coordinator train, checkpoint and restore like 1 process with 8 devices.
+
+What must agree is compared where the comparison means something on any CPU: the first step's
+loss (same parameters, same global batch: the data order) and the parameters after two steps,
+at tolerances far above the reordering of float sums between gloo and in-process all-reduces
+(~1e-7) and far below what a different batch or update would give. Later metrics of a model
+near chance are chaotic and are not compared across layouts; a resumed 2-process run is
+compared bitwise with the uninterrupted 2-process run.
+"""
 
 import json
 import os
@@ -8,15 +16,16 @@ import socket
 import subprocess
 import sys
 
+import jax
 import numpy as np
 
+from jaxvision.checkpoint import load_variables
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# Short and gentle: cross-process (gloo) and in-process all-reduces sum in different orders,
-# and early training amplifies such 1e-7 differences over many steps.
 ARGS = (
-    "--config.total_steps=10",
-    "--config.log_every_steps=5",
-    "--config.checkpoint_every_steps=5",
+    "--config.total_steps=4",
+    "--config.log_every_steps=1",
+    "--config.checkpoint_every_steps=2",
     "--config.batch_size=64",
     "--config.learning_rate=0.05",
 )
@@ -80,28 +89,33 @@ def test_two_processes_match_one_process_and_resume(tmp_path):
         timeout=600,
     )
     assert single.returncode == 0, single.stderr[-3000:]
-    reference = _final(single.stdout)
 
     workdir = tmp_path / "two"
     (out0, err0), (out1, err1) = _two_processes(workdir)
     # Process 0 reports; process 1 stays quiet (no final line, no progress).
-    assert "final:" not in out1 and "step 10/10" not in err1
+    assert "final:" not in out1 and "step 4/4" not in err1
     multi = _final(out0)
-    assert multi["step"] == 10
-    for key in ("eval/loss", "eval/top1", "eval/top5"):
-        np.testing.assert_allclose(multi[key], reference[key], rtol=1e-3, atol=1e-3)
+    assert multi["step"] == 4
     records = _metrics(workdir)
-    assert [r["step"] for r in records] == [5, 10, 10]  # written once, by process 0
-    for mine, theirs in zip(records, _metrics(tmp_path / "one"), strict=True):
-        for key in ("train/loss", "train/grad_norm", "eval/loss"):
-            if key in mine:
-                np.testing.assert_allclose(mine[key], theirs[key], rtol=1e-4)
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 4]  # written once, by process 0
+    # Step 1: the same global batch through the same initial parameters.
+    np.testing.assert_allclose(
+        records[0]["train/loss"], _metrics(tmp_path / "one")[0]["train/loss"], rtol=1e-5
+    )
+    # Two steps later (BatchNorm over the global batch, the same updates): the same variables.
+    ours, _ = load_variables(str(workdir), step=2)
+    theirs, _ = load_variables(str(tmp_path / "one"), step=2)
+    # Measured gap: 1.2e-7 (one float32 ulp); one step on another batch moves them by ~1e-3.
+    # Reading the 8-device checkpoints back here also checks that they load on 1 device.
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), ours, theirs)
 
-    # Both processes restore the step-5 checkpoint and reach the same result.
-    shutil.rmtree(workdir / "checkpoints" / "10")
+    # Both processes restore the step-2 checkpoint and reach the same result, bitwise.
+    shutil.rmtree(workdir / "checkpoints" / "4")
     (out0, err0), _ = _two_processes(workdir)
-    assert "resumed from" in err0 and "at step 5" in err0
+    assert "resumed from" in err0 and "at step 2" in err0
     resumed = _final(out0)
     assert {k: v for k, v in resumed.items() if k != "elapsed_s"} == {
         k: v for k, v in multi.items() if k != "elapsed_s"
     }
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "train/img_per_s"} for r in rs]  # noqa: E731
+    assert strip(_metrics(workdir)) == strip(records)
