@@ -1,9 +1,10 @@
 """Image classification: data -> sharded model -> train loop -> evaluation -> checkpoint.
 
-The program behind `experiments.resnet_digits` and `experiments.resnet_imagenet`; any config with
-the same fields runs here. It reads top to bottom: workdir, mesh, input, model and optimizer,
-state and shardings, checkpoint resume, jitted steps, loop, final evaluation. Fork it to try an
-idea; the library never imports from `experiments/`.
+The program behind `experiments.digits`, `experiments.resnet_digits` and
+`experiments.resnet_imagenet`; any config with the same fields runs here. It reads top to
+bottom: workdir, mesh, input, model and optimizer, state and shardings, checkpoint resume, jitted
+steps, loop, final evaluation. Fork it to try an idea; the library never imports from
+`experiments/`.
 """
 
 import dataclasses

@@ -1,6 +1,6 @@
-"""Trains a small ResNet on the embedded handwritten digits (the default job; no download).
+"""Trains a small ResNet-18 on the embedded handwritten digits (no download).
 
-  python -m experiments.resnet_digits --workdir=/tmp/jaxvision/digits [--config.seed=1 ...]
+  python -m experiments.resnet_digits --workdir=/tmp/jaxvision/resnet_digits [--config.seed=1 ...]
 
 The config defaults to experiments/configs/resnet_digits.py. Rerunning with the same workdir
 resumes from its latest checkpoint.

@@ -1,5 +1,5 @@
-"""The experiments end to end: digits training and exact resume, the ImageNet recipe's smoke
-path on TFDS mock data, the user's own image folder, and every bad-input message."""
+"""The experiments end to end: the Quickstart digits job and exact resume, the ImageNet recipe's
+smoke path on TFDS mock data, the user's own image folder, and every bad-input message."""
 
 import json
 import os
@@ -58,11 +58,12 @@ DIGITS_ARGS = (
 
 def test_digits_end_to_end_then_exact_resume(tmp_path):
     workdir = str(tmp_path / "digits")
-    result = _run("experiments.resnet_digits", f"--workdir={workdir}", *DIGITS_ARGS)
+    result = _run("experiments.digits", f"--workdir={workdir}", *DIGITS_ARGS)
     final = _final(result.stdout)
     assert final["step"] == 40
     assert {"step", "elapsed_s", "eval/loss", "eval/top1", "eval/top5"} <= set(final)
-    assert final["eval/top1"] > 0.6  # 40 steps already learn most digits
+    # 40 steps already learn most digits: 0.906-0.964 over seeds 0-4 on AMD EPYC, chance is 0.1.
+    assert final["eval/top1"] > 0.75
     assert final["eval/top5"] >= final["eval/top1"]
     # Progress lines on stderr: step/total, loss, img/s, ETA.
     assert "step 20/40 (50%) loss " in result.stderr and " img/s ETA " in result.stderr
@@ -79,7 +80,7 @@ def test_digits_end_to_end_then_exact_resume(tmp_path):
     # Lose everything after step 20, as a crash would; the rerun continues from 20 and must
     # reproduce the uninterrupted run exactly (same batches, same updates, same log).
     shutil.rmtree(os.path.join(workdir, "checkpoints", "40"))
-    resumed = _run("experiments.resnet_digits", f"--workdir={workdir}", *DIGITS_ARGS)
+    resumed = _run("experiments.digits", f"--workdir={workdir}", *DIGITS_ARGS)
     assert "resumed from" in resumed.stderr
     assert "step 10/40" not in resumed.stderr
     again = _final(resumed.stdout)
@@ -90,9 +91,7 @@ def test_digits_end_to_end_then_exact_resume(tmp_path):
     assert strip(_metrics(workdir)) == strip(records)
 
     # A finished run rerun does no training: it reports the same final evaluation.
-    finished = _final(
-        _run("experiments.resnet_digits", f"--workdir={workdir}", *DIGITS_ARGS).stdout
-    )
+    finished = _final(_run("experiments.digits", f"--workdir={workdir}", *DIGITS_ARGS).stdout)
     assert finished["eval/top1"] == final["eval/top1"]
 
 

@@ -89,10 +89,10 @@ def _metrics(workdir):
 
 
 def test_digits_with_tricks_reaches_its_band_and_reruns_bitwise(tmp_path):
-    args = ["--config=experiments/configs/resnet_digits_aug.py"]
+    args = ["--config=experiments/configs/digits_aug.py"]
     finals = []
     for name in ("a", "b"):
-        result = _run("experiments.resnet_digits", f"--workdir={tmp_path / name}", *args)
+        result = _run("experiments.digits", f"--workdir={tmp_path / name}", *args)
         assert result.returncode == 0, result.stderr[-3000:]
         final = json.loads(result.stdout.strip().splitlines()[-1][len("final: ") :])
         final.pop("elapsed_s")
