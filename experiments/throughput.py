@@ -169,9 +169,9 @@ def measure(name: str, batch_size: int) -> dict:
         "flops_per_step": model_flops,
         "hardware_flops_per_step": hardware_flops,
         "compile_s": round(compile_s, 1),
-        "state_memory_gb": _state_memory_gb(abstract_state),
-        "planned_memory_gb": _planned_memory_gb(step),
-        "peak_memory_gb": None,
+        "state_memory_gib": _state_memory_gib(abstract_state),
+        "planned_memory_gib": _planned_memory_gib(step),
+        "peak_memory_gib": None,
         "devices": f"{jax.device_count()} x {device.device_kind}",
         "mesh": dict(mesh.shape),
         "sharding": _SHARDING.value,
@@ -211,14 +211,14 @@ def measure(name: str, batch_size: int) -> dict:
         tflop_per_s=round(model_flops / seconds / 1e12, 2),
         mfu=round(model_flops / seconds / total_peak, 4) if peak else None,
         hfu=round(hardware_flops / seconds / total_peak, 4) if peak else None,
-        peak_memory_gb=round(stats["peak_bytes_in_use"] / 2**30, 2)
+        peak_memory_gib=round(stats["peak_bytes_in_use"] / 2**30, 2)
         if "peak_bytes_in_use" in stats
         else None,
     )
     return row
 
 
-def _state_memory_gb(abstract_state) -> float:
+def _state_memory_gib(abstract_state) -> float:
     """Bytes of the train state (parameters, optimizer state) on one device, from its sharding:
     the part of device memory that does not depend on the batch or the compiler."""
     total = sum(
@@ -228,7 +228,7 @@ def _state_memory_gb(abstract_state) -> float:
     return round(total / 2**30, 2)
 
 
-def _planned_memory_gb(compiled) -> float | None:
+def _planned_memory_gib(compiled) -> float | None:
     """Device memory XLA's buffer assignment plans for one step: arguments, outputs not aliased
     to a donated argument, and temporaries (one device). Backend-specific: the CPU backend's
     schedule, for one, keeps remat's savings out of its plan."""
@@ -302,7 +302,7 @@ def main(argv):
     # Only a timed run shows that a model fits; a compiled one has not allocated anything.
     if fitted and len(_MODEL.value.split(",")) > 1 and not _COMPILE_ONLY.value:
         largest = max(fitted, key=lambda r: r["params"])
-        keys = ("params", "batch_size", "img_per_s", "mfu", "hfu", "peak_memory_gb")
+        keys = ("params", "batch_size", "img_per_s", "mfu", "hfu", "peak_memory_gib")
         summary = {"largest_that_fits": largest["model"], **{k: largest[k] for k in keys}}
         print(json.dumps(summary), flush=True)
     if _PLOT.value:

@@ -65,7 +65,7 @@ def test_train_throughput_row():
     assert abs(row["hardware_flops_per_step"] / row["flops_per_step"] - 1) < 0.1
     assert row["mfu"] is None and row["hfu"] is None  # no peak figure for a CPU
     assert row["tensorflow_loaded"] is False
-    assert {"peak_memory_gb", "xla_flags", "compile_s", "devices"} <= set(row)
+    assert {"peak_memory_gib", "xla_flags", "compile_s", "devices"} <= set(row)
     # The launcher's GPU flag default is in force, and reported.
     assert "--xla_gpu_enable_latency_hiding_scheduler=true" in row["xla_flags"]
 
@@ -115,7 +115,7 @@ def test_largest_model_that_fits_with_fsdp_and_remat():
     )
     # FSDP: each device holds about half of the state (small arrays stay whole).
     full = 12 * measured[0]["params"] / 2**30
-    assert 0.45 * full < measured[0]["state_memory_gb"] < 0.6 * full
+    assert 0.45 * full < measured[0]["state_memory_gib"] < 0.6 * full
     # Largest by parameters, not the last one measured.
     assert summary["largest_that_fits"] == "vit_s4" and summary["params"] == measured[0]["params"]
     # Remat recomputes each block's forward pass: the devices run more FLOPs than the model
@@ -136,10 +136,10 @@ def test_compile_only_plans_memory_without_running():
     # Nothing was allocated, so no line claims that a model fits.
     assert [r.get("model") for r in rows] == ["vit_ti16", "simple_cnn"]
     row = rows[0]
-    assert row["img_per_s"] is None and row["peak_memory_gb"] is None
+    assert row["img_per_s"] is None and row["peak_memory_gib"] is None
     # The state is float32 parameters and two AdamW moments; the step also holds gradients.
-    assert abs(row["state_memory_gb"] - 12 * row["params"] / 2**30) < 0.01
-    assert row["planned_memory_gb"] >= 16 * row["params"] / 2**30
+    assert abs(row["state_memory_gib"] - 12 * row["params"] / 2**30) < 0.01
+    assert row["planned_memory_gib"] >= 16 * row["params"] / 2**30
     assert row["flops_per_step"] > 0
 
 
