@@ -61,8 +61,9 @@ def test_train_throughput_row():
     # XLA's count for a training step: ~3x the forward FLOPs of 4 images at 32 px.
     assert 3e8 < row["flops_per_step"] < 3e9
     # Without remat on one device the device runs the model's step; XLA's rewrites of the
-    # compiled program (6% here, at 4 images) are all that separates the two counts.
-    assert abs(row["hardware_flops_per_step"] / row["flops_per_step"] - 1) < 0.1
+    # compiled program are all that separates the two counts (at 4 images: 6% with jax 0.10.2,
+    # 11% with 0.7.0; remat's recomputed forward pass would add ~33%).
+    assert abs(row["hardware_flops_per_step"] / row["flops_per_step"] - 1) < 0.2
     assert row["mfu"] is None and row["hfu"] is None  # no peak figure for a CPU
     assert row["tensorflow_loaded"] is False
     assert {"peak_memory_gib", "xla_flags", "compile_s", "devices"} <= set(row)
