@@ -6,7 +6,8 @@ loss (same parameters, same global batch: the data order) and the parameters aft
 at tolerances far above the reordering of float sums between gloo and in-process all-reduces
 (~1e-7) and far below what a different batch or update would give. Later metrics of a model
 near chance are chaotic and are not compared across layouts; a resumed 2-process run is
-compared bitwise with the uninterrupted 2-process run.
+compared bitwise with the uninterrupted 2-process run. That the processes' shares make up the
+same global batches is checked exactly in tests/data/test_pipeline.py.
 """
 
 import json

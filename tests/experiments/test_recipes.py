@@ -3,6 +3,7 @@ training tricks on (accuracy band, bitwise-identical reruns) and the evaluate co
 
 import json
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -104,6 +105,7 @@ def test_digits_with_tricks_reaches_its_band_and_reruns_bitwise(tmp_path):
     # The evaluate command on that workdir: the same numbers, and labels for single images.
     table = _run("experiments.evaluate", f"--workdir={tmp_path / 'a'}")
     assert table.returncode == 0, table.stderr[-3000:]
+    assert not re.search(r"^I\d{4} ", table.stderr, re.M)  # no library INFO logging
     assert f"eval/top1{'':16}{finals[0]['eval/top1']:.4f}" in table.stdout
     assert f"eval_ema/top1{'':12}{finals[0]['eval_ema/top1']:.4f}" in table.stdout
     assert table.stdout.count("\n9 ") == 2  # one per-class row for digit 9, raw and EMA
