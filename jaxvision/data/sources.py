@@ -10,11 +10,9 @@ import concurrent.futures
 import dataclasses
 import functools
 import os
-import pathlib
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
 
 from jaxvision.errors import UserError
 
@@ -25,10 +23,6 @@ IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 # reads and any reasonable normalisation trains these small sets equally well.
 GRAY_MEAN = (127.5,)
 GRAY_STD = (127.5,)
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-# Held-out folder names for a `root/train` + `root/<val>` layout, in order of preference.
-FOLDER_TEST_SPLITS = ("val", "validation", "test")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +38,7 @@ class Dataset:
         std: per-channel pixel standard deviation in 0..255 units, `C` entries.
         image_size: natural side length for fixed-size sets (digits 8, cifar 32); None if images
             vary in size.
+        skipped: files left out because they cannot be read, one "path (why)" each.
     """
 
     train: Sequence
@@ -53,6 +48,7 @@ class Dataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     image_size: int | None
+    skipped: tuple[str, ...] = ()
 
 
 class ArraySource(Sequence):
@@ -69,25 +65,6 @@ class ArraySource(Sequence):
 
     def __getitem__(self, index: int) -> dict:
         return {"image": self.images[index], "label": int(self.labels[index])}
-
-
-class ImageFileSource(Sequence):
-    """Image files decoded with PIL on access: items are RGB `uint8 [H, W, 3]`."""
-
-    def __init__(self, paths: Sequence[str], labels: Sequence[int]):
-        if len(paths) != len(labels):
-            raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
-        self.paths = tuple(str(p) for p in paths)
-        self.labels = tuple(int(label) for label in labels)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict:
-        with Image.open(self.paths[index]) as image:
-            # Grayscale, palette and RGBA files all become 3 channels so batches stack.
-            array = np.asarray(image.convert("RGB"), dtype=np.uint8)
-        return {"image": array, "label": self.labels[index]}
 
 
 class TfdsSource(Sequence):
@@ -131,8 +108,9 @@ def open_dataset(
     test_split: str | None = None,
     test_fraction: float = 0.2,
     split_seed: int = 0,
+    strict: bool = False,
 ) -> Dataset:
-    """Opens a dataset by name without reading its images.
+    """Opens a dataset by name without decoding its images.
 
     Args:
         name: "digits" (scikit-learn's 1,797 8x8 digits), "folder" (images under
@@ -147,6 +125,8 @@ def open_dataset(
         test_fraction: share of each class held out for testing when the dataset has no test
             split of its own (digits, single-level folders).
         split_seed: seed of that held-out split.
+        strict: for "folder", stop at the first unreadable file instead of leaving the
+            unreadable ones out (`Dataset.skipped` lists them).
 
     Raises:
         UserError: the dataset is unknown, missing, not prepared or malformed.
@@ -154,11 +134,15 @@ def open_dataset(
     if name == "digits":
         return _open_digits(test_fraction, split_seed)
     if name == "folder":
-        return _open_folder(data_dir, train_split, test_split, test_fraction, split_seed)
+        from jaxvision.data import folder
+
+        return folder.open_folder(
+            data_dir, train_split, test_split, test_fraction, split_seed, strict=strict
+        )
     return _open_tfds(name, data_dir, train_split, test_split)
 
 
-def _check_fraction(test_fraction: float) -> None:
+def check_fraction(test_fraction: float) -> None:
     if not 0.0 < test_fraction < 1.0:
         raise UserError(f"test_fraction must be in (0, 1), got {test_fraction}")
 
@@ -167,7 +151,7 @@ def _open_digits(test_fraction: float, split_seed: int) -> Dataset:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    _check_fraction(test_fraction)
+    check_fraction(test_fraction)
     digits = load_digits()
     # Pixel values are 0..16; rescale to the 0..255 range every other source uses.
     images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, :, :, None]
@@ -190,123 +174,6 @@ def _open_digits(test_fraction: float, split_seed: int) -> Dataset:
         std=(float(train_images.std()),),
         image_size=8,
     )
-
-
-def _class_dirs(root: pathlib.Path) -> list[pathlib.Path]:
-    # Hidden folders (.ipynb_checkpoints, .git) are never classes.
-    dirs = (p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    return sorted(dirs, key=lambda p: p.name)
-
-
-def _image_files(class_dir: pathlib.Path) -> list[pathlib.Path]:
-    return sorted(
-        (p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
-        key=lambda p: p.name,
-    )
-
-
-def _list_classes(root: pathlib.Path) -> dict[str, list[pathlib.Path]]:
-    """Maps each class folder name under `root` (sorted) to its sorted image files."""
-    class_dirs = _class_dirs(root)
-    if not class_dirs:
-        raise UserError(
-            f"no class folders in {root}: lay images out as {root}/<class>/*.jpg "
-            "(one sub-folder per class)"
-        )
-    files = {d.name: _image_files(d) for d in class_dirs}
-    empty = [name for name, paths in files.items() if not paths]
-    if empty:
-        shown = ", ".join(str(root / name) for name in empty[:3])
-        more = f" and {len(empty) - 3} more" if len(empty) > 3 else ""
-        raise UserError(
-            f"class folder(s) with no .jpg/.jpeg/.png images: {shown}{more}; "
-            "add images or remove the folder(s)"
-        )
-    return files
-
-
-def _folder_split_dirs(
-    root: pathlib.Path, train_split: str, test_split: str | None
-) -> tuple[pathlib.Path, pathlib.Path] | None:
-    """Returns (train, test) folders if `root` has a split layout, e.g. train/ and val/."""
-
-    def has_classes(path: pathlib.Path) -> bool:
-        return path.is_dir() and bool(_class_dirs(path))
-
-    train_dir = root / train_split
-    test_names = (test_split,) if test_split is not None else FOLDER_TEST_SPLITS
-    test_dirs = [root / n for n in test_names if has_classes(root / n)]
-    if has_classes(train_dir) and test_dirs:
-        return train_dir, test_dirs[0]
-    if test_split is not None:
-        raise UserError(
-            f"test_split={test_split!r} needs {train_dir} and {root / test_split} to both hold "
-            "class folders; drop test_split to split the classes under the root instead"
-        )
-    return None
-
-
-def _open_folder(
-    data_dir: str | None,
-    train_split: str,
-    test_split: str | None,
-    test_fraction: float,
-    split_seed: int,
-) -> Dataset:
-    if data_dir is None:
-        raise UserError(
-            "dataset 'folder' needs data_dir=<root> with images in <root>/<class>/*.jpg"
-        )
-    root = pathlib.Path(data_dir).expanduser()
-    if not root.is_dir():
-        what = "is not a directory" if root.exists() else "does not exist"
-        raise UserError(
-            f"data_dir {root} {what}: point it at a folder laid out as <root>/<class>/*.jpg"
-        )
-
-    split_dirs = _folder_split_dirs(root, train_split, test_split)
-    if split_dirs is not None:
-        train_files = _list_classes(split_dirs[0])
-        test_files = _list_classes(split_dirs[1])
-        class_names = tuple(train_files)
-        unknown = sorted(set(test_files) - set(train_files))
-        if unknown:
-            raise UserError(
-                f"{split_dirs[1]} has classes not in {split_dirs[0]}: {', '.join(unknown[:5])}; "
-                "every held-out class needs a training folder of the same name"
-            )
-        index = {name: i for i, name in enumerate(class_names)}
-        train = _file_source((p, index[c]) for c, paths in train_files.items() for p in paths)
-        test = _file_source((p, index[c]) for c, paths in test_files.items() for p in paths)
-    else:
-        _check_fraction(test_fraction)
-        files = _list_classes(root)
-        class_names = tuple(files)
-        train_pairs, test_pairs = [], []
-        for label, paths in enumerate(files.values()):
-            # One generator per class, keyed by (seed, label): a class's split does not change
-            # when other classes are added or removed.
-            order = np.random.default_rng([split_seed, label]).permutation(len(paths))
-            num_test = min(max(1, round(len(paths) * test_fraction)), len(paths) - 1)
-            test_pos = set(order[:num_test].tolist())
-            for i, path in enumerate(paths):
-                (test_pairs if i in test_pos else train_pairs).append((path, label))
-        train, test = _file_source(train_pairs), _file_source(test_pairs)
-
-    return Dataset(
-        train=train,
-        test=test,
-        num_classes=len(class_names),
-        class_names=class_names,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        image_size=None,
-    )
-
-
-def _file_source(pairs) -> ImageFileSource:
-    pairs = list(pairs)
-    return ImageFileSource([p for p, _ in pairs], [label for _, label in pairs])
 
 
 def _open_tfds(name: str, data_dir: str | None, train_split: str, test_split: str | None):
