@@ -7,6 +7,7 @@ steps, loop, final evaluation. Fork it to try an idea; the library never imports
 `experiments/`.
 """
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -20,10 +21,12 @@ import ml_collections
 import numpy as np
 import optax
 from flax import linen as nn
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 
-from jaxvision import data, evaluation, models, weights
-from jaxvision.checkpoint import Checkpointer, load_variables
+from jaxvision import config_checks, data, evaluation, models
+from jaxvision import workdir as workdirs
+from jaxvision.checkpoint import Checkpointer, is_disk_full
 from jaxvision.errors import UserError
 from jaxvision.sharding import (
     abstract_like,
@@ -35,6 +38,7 @@ from jaxvision.sharding import (
     state_shardings,
 )
 from jaxvision.train import guards, optim, reporting, steps
+from jaxvision.train.init_from import init_state_from
 from jaxvision.train.state import (
     TrainState,
     abstract_params,
@@ -51,53 +55,15 @@ def _dtype(name: str):
         raise UserError(f"unknown dtype '{name}': use float32 or bfloat16") from None
 
 
-def _init_from(path: str, config, state, state_sharding):
-    """Replaces the fresh parameters (and BatchNorm statistics) with those of a weight file
-    (torchvision/timm .safetensors, big_vision .npz) or of another run's checkpoint (its
-    workdir). The classifier stays fresh when the number of classes differs, or always with
-    `init_new_head` (fine-tuning with a new head)."""
-    fresh = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-    if not fresh["batch_stats"]:
-        del fresh["batch_stats"]
-    if os.path.isdir(path):
-        variables, step = load_variables(path)
-        path = f"{path} (step {step})"
-        loaded, kept = weights.merge_variables(
-            variables,
-            fresh,
-            head=("params", models.classifier(config.model)),
-            new_head=config.init_new_head,
-        )
-    else:
-        loaded, kept = weights.load_weights(
-            path, config.model, fresh, new_head=config.init_new_head
-        )
-    state = state.replace(params=loaded["params"], batch_stats=loaded.get("batch_stats", {}))
-    kept_note = f" (classifier kept fresh: {', '.join(kept)})" if kept else ""
-    reporting.note(f"initialised {config.model} from {path}{kept_note}")
-    return jax.device_put(state, state_sharding)
-
-
 def _every(step: int, interval: int) -> bool:
     """True on multiples of `interval`; never when it is 0 (off)."""
     return interval > 0 and step % interval == 0
 
 
-def _check_same_data(saved: dict, current: dict, directory: str) -> None:
-    """A resumed run must read the same stream of batches as the run that wrote the checkpoint."""
-    changed = [k for k in current if k in saved and saved[k] != current[k]]
-    if changed:
-        was = ", ".join(f"{k}={saved[k]}" for k in changed)
-        now = ", ".join(f"{k}={current[k]}" for k in changed)
-        raise UserError(
-            f"the checkpoint in {directory} was written with {was}, this run asks for {now}: "
-            "rerun with the original settings or use a new --workdir"
-        )
-
-
-def evaluate(eval_step, state, dataset, config, sharding, workdir: str) -> dict:
+def evaluate(eval_step, state, dataset, config, sharding, workdir: str, should_stop=None) -> dict:
     """Evaluates the weights (and their EMA, if kept) on the test split; writes the per-class
-    reports and plots; returns the metrics: eval/* (and eval_ema/*), with macro P/R/F1."""
+    reports and plots; returns the metrics: eval/* (and eval_ema/*), with macro P/R/F1.
+    `should_stop(batch)` may abandon it (evaluation.EvaluationStopped)."""
     step = int(state.step)
     metrics = {}
     for prefix, weights_state in evaluation.weight_sets(state):
@@ -111,6 +77,7 @@ def evaluate(eval_step, state, dataset, config, sharding, workdir: str) -> dict:
             crop_ratio=config.eval_crop_ratio,
             worker_count=config.worker_count,
             prefix=prefix,
+            should_stop=should_stop,
         )
         metrics |= scores
         metrics |= evaluation.write_reports(workdir, step, prefix, confusion, dataset.class_names)
@@ -177,6 +144,7 @@ def setup(config: ml_collections.ConfigDict) -> Run:
         train_split=config.train_split,
         test_split=config.test_split,
         test_fraction=config.test_fraction,
+        strict=config.data_strict,
     )
     channels = dataset.train[0]["image"].shape[-1]
     total_steps = config.total_steps or math.ceil(
@@ -262,58 +230,94 @@ def setup(config: ml_collections.ConfigDict) -> Run:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains `config.model` on `config.dataset` in `workdir`, resuming from its latest
-    checkpoint; returns (and prints as `final: {json}`) the final evaluation."""
-    # Watched from the start: a SIGTERM during setup or compilation stops after the first step.
-    preemption = guards.PreemptionWatch()
+    checkpoint; returns (and prints as `final: {json}`) the final evaluation.
+
+    However the run ends (an error, Ctrl-C, a full disk), a checkpoint being written completes
+    before it returns, and the last complete one stays the latest.
+    """
     try:
-        return _train_and_evaluate(config, workdir, preemption)
-    finally:
-        preemption.restore_handlers()
-
-
-def _train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str, preemption: guards.PreemptionWatch
-) -> dict:
-    start_time = time.time()
-    if config.init_from is None:  # a fine-tuning config that leaves the weights to the user
-        raise UserError(
-            f"this config fine-tunes pretrained weights: set --config.init_from to a "
-            f".safetensors / .npz file or another run's workdir (--config.init_from= trains "
-            f"{config.model} from scratch)"
+        with contextlib.ExitStack() as cleanup:
+            # Watched from the start: a SIGTERM during setup or compilation stops after the
+            # first step (one during the imports is handed over by jaxvision.signals).
+            preemption = guards.PreemptionWatch()
+            cleanup.callback(preemption.restore_handlers)
+            if config.init_from is None:  # a fine-tuning config leaves the weights to the user
+                raise UserError(
+                    "this config fine-tunes pretrained weights: set --config.init_from to a "
+                    ".safetensors / .npz file or another run's workdir (--config.init_from= "
+                    f"trains {config.model} from scratch)"
+                )
+            config_checks.check_training_config(config)
+            lock = workdirs.open_workdir(workdir)  # one run per workdir
+            if lock is not None:
+                cleanup.callback(lock.release)
+            return _train_and_evaluate(config, workdir, preemption, cleanup)
+    except Exception as e:
+        if not is_disk_full(e):
+            raise
+        directory = os.path.join(workdir, "checkpoints")
+        latest = (
+            Checkpointer(directory, read_only=True).latest_step()
+            if os.path.isdir(directory)
+            else None
         )
+        kept = f"step {latest} in {directory}" if latest is not None else "none"
+        raise UserError(
+            f"the disk under {workdir} is full ({e.__class__.__name__}); the latest complete "
+            f"checkpoint is {kept}: free some space and rerun the same command to continue"
+        ) from None
 
-    # Workdir: the resolved config goes next to the checkpoints and metrics.
-    os.makedirs(workdir, exist_ok=True)
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+
+def _train_and_evaluate(config, workdir: str, preemption, cleanup: contextlib.ExitStack) -> dict:
+    start_time = time.time()
 
     # Mesh, input, model, optimizer and the state's layout (shared with experiments.evaluate).
     run = setup(config)
     dataset, model, mesh = run.dataset, run.model, run.mesh
+    if dataset.skipped:
+        shown = ", ".join(dataset.skipped[:5])
+        more = f" and {len(dataset.skipped) - 5} more" if len(dataset.skipped) > 5 else ""
+        reporting.note(
+            f"left out {reporting.plural(len(dataset.skipped), 'unreadable image file')} of "
+            f"{config.data_dir}: {shown}{more} (data_strict=True stops instead)"
+        )
 
-    # Checkpoint: resume from the latest one in the workdir, or start fresh.
+    # Checkpoint: resume from the newest readable one in the workdir, or start fresh. A rerun
+    # that asks for another model, data or seed is refused before anything is written.
     checkpointer = Checkpointer(
         os.path.join(workdir, "checkpoints"),
         save_every_steps=config.checkpoint_every_steps,
         keep=config.keep_checkpoints,
     )
+    cleanup.callback(checkpointer.close)  # whatever ends the run, an in-flight save completes
     log = reporting.MetricsLog(workdir, total_steps=run.total_steps)
-    # Where the input stands: batch s is a pure function of these and s (see data.train_batches).
-    data_position = {
-        "dataset": config.dataset,
-        "batch_size": config.batch_size,
-        "seed": config.seed,
-    }
+    cleanup.callback(log.close)
     meta = {}
     if checkpointer.latest_step() is not None:
-        state, meta = checkpointer.restore(abstract_like(run.abstract_state, run.state_sharding))
-        _check_same_data(meta.get("data", {}), data_position, checkpointer.directory)
+        stored = workdirs.stored_config(workdir)
+        if stored is not None:
+            workdirs.check_resume(stored, config, checkpointer.directory)
+        state, meta, skipped = checkpointer.restore_newest_readable(
+            abstract_like(run.abstract_state, run.state_sharding)
+        )
+        # Checkpoints before this record carry only the data fields.
+        workdirs.check_resume(
+            meta.get("run") or meta.get("data", {}), config, checkpointer.directory
+        )
+        for line in skipped:
+            reporting.note(f"skipped an unreadable checkpoint, {line}: kept as <step>.damaged")
         reporting.note(f"resumed from {checkpointer.directory} at step {int(state.step)}")
     else:
         state = jax.jit(run.init, out_shardings=run.state_sharding)(run.rng)
         if config.init_from:
-            state = _init_from(config.init_from, config, state, run.state_sharding)
+            state = init_state_from(
+                config.init_from,
+                config.model,
+                state,
+                run.state_sharding,
+                new_head=config.init_new_head,
+            )
+    workdirs.write_config(workdir, config)  # the resolved config, next to its checkpoints
     first_step = int(state.step)
     # Entries past the resume point come from a run that stopped before its next checkpoint
     # (all of them, when it stopped before the first): the log reads as one uninterrupted run.
@@ -323,6 +327,11 @@ def _train_and_evaluate(
         f"{reporting.plural(jax.device_count(), 'device')}, mesh {dict(mesh.shape)}; "
         f"{run.total_steps} steps of {config.batch_size} images"
     )
+    finished = _logged_final(log, first_step, run.total_steps)
+    if finished is not None:  # rerun of a finished run: report it, add nothing
+        final = {"step": first_step, "elapsed_s": round(time.time() - start_time, 1), **finished}
+        reporting.print_final(final)
+        return final
 
     # Steps, jitted over the mesh.
     train_step = steps.jit_train_step(
@@ -380,58 +389,73 @@ def _train_and_evaluate(
     def checkpoint_meta(step):
         sums = jax.device_get(metric_sums) if metric_sums else {}
         return {
-            "data": {**data_position, "next_step": step},
+            # Where the input stands: batch s is a pure function of these and s.
+            "data": {
+                "dataset": config.dataset,
+                "batch_size": config.batch_size,
+                "seed": config.seed,
+                "next_step": step,
+            },
+            "run": workdirs.resume_record(config),
             "metric_sums": {k: float(v) for k, v in sums.items()},
             "metric_steps": metric_steps,
         }
 
-    nonfinite = guards.NonFiniteWatch()
-    try:
-        for step in range(first_step + 1, run.total_steps + 1):
-            batch = data.make_global_batch(next(batches), run.data_sharding)
-            state, metrics = train_step(state, batch)
-            if step == first_step + 1:  # compiled: time the steps from here
-                jax.block_until_ready(metrics)
-                log.first_step_done(step)
-            nonfinite.add(step, metrics)
-            metric_sums = (
-                metrics if metric_sums is None else jax.tree.map(jnp.add, metric_sums, metrics)
-            )
-            metric_steps += 1
-            if _every(step, config.log_every_steps) or step == run.total_steps:
-                nonfinite.check()
-                sums = jax.device_get(metric_sums)
-                means = {k: float(v) / metric_steps for k, v in sums.items()}
-                means["train/lr"] = float(run.schedule(step - 1))
-                img_per_s, seconds_per_step = log.throughput(step, config.batch_size)
-                log.write(step, {**means, "train/img_per_s": img_per_s})
-                log.progress(step, means["train/loss"], img_per_s, seconds_per_step)
-                metric_sums, metric_steps = None, 0
-            if _every(step, config.eval_every_steps) and step < run.total_steps:
-                log.write(
-                    step, evaluate(eval_step, state, dataset, config, run.data_sharding, workdir)
-                )
-                evaluation.plot_training_curves(workdir)
-            stopping = preemption.should_stop(step) and step < run.total_steps
-            if stopping or step % checkpointer.save_every_steps == 0:
-                nonfinite.check()  # never checkpoint a state that has gone non-finite
-                checkpointer.save(step, state, checkpoint_meta(step), force=stopping)
-            if stopping:
-                checkpointer.close()
-                reporting.note(
-                    f"stopped at step {step}/{run.total_steps} on {preemption.signal_name}: "
-                    f"checkpoint saved in {checkpointer.directory}; rerun the same command "
-                    "to continue"
-                )
-                return {"step": step, "stopped": preemption.signal_name}
-    except guards.NonFiniteLoss:
-        checkpointer.close()  # let the last good checkpoint finish writing
-        raise
+    def stopped(step: int, during: str = "") -> dict:
+        checkpointer.close()
+        reporting.note(
+            f"stopped at step {step}/{run.total_steps}{during} on {preemption.signal_name}: "
+            f"checkpoint saved in {checkpointer.directory}; rerun the same command to continue"
+        )
+        return {"step": step, "stopped": preemption.signal_name}
 
-    # Final evaluation and checkpoint.
+    nonfinite = guards.NonFiniteWatch()
+    for step in range(first_step + 1, run.total_steps + 1):
+        batch = data.make_global_batch(next(batches), run.data_sharding)
+        state, metrics = train_step(state, batch)
+        if step == first_step + 1:  # compiled: time the steps from here
+            jax.block_until_ready(metrics)
+            log.first_step_done(step)
+        nonfinite.add(step, metrics)
+        metric_sums = (
+            metrics if metric_sums is None else jax.tree.map(jnp.add, metric_sums, metrics)
+        )
+        metric_steps += 1
+        if _every(step, config.log_every_steps) or step == run.total_steps:
+            nonfinite.check()
+            sums = jax.device_get(metric_sums)
+            means = {k: float(v) / metric_steps for k, v in sums.items()}
+            means["train/lr"] = float(run.schedule(step - 1))
+            img_per_s, seconds_per_step = log.throughput(step, config.batch_size)
+            log.write(step, {**means, "train/img_per_s": img_per_s})
+            log.progress(step, means["train/loss"], img_per_s, seconds_per_step)
+            metric_sums, metric_steps = None, 0
+        if _every(step, config.eval_every_steps) and step < run.total_steps:
+            log.write(step, evaluate(eval_step, state, dataset, config, run.data_sharding, workdir))
+            evaluation.plot_training_curves(workdir)
+        stopping = preemption.should_stop(step) and step < run.total_steps
+        if stopping or checkpointer.on_interval(step):
+            nonfinite.check()  # never checkpoint a state that has gone non-finite
+            checkpointer.save(step, state, checkpoint_meta(step), force=stopping)
+        if stopping:
+            return stopped(step)
+
+    # Final checkpoint, then the final evaluation (a SIGTERM stops it: the rerun evaluates).
     final_step = int(state.step)
+    nonfinite.check()
     checkpointer.save(final_step, state, checkpoint_meta(final_step), force=True)
-    eval_metrics = evaluate(eval_step, state, dataset, config, run.data_sharding, workdir)
+    try:
+        eval_metrics = evaluate(
+            eval_step,
+            state,
+            dataset,
+            config,
+            run.data_sharding,
+            workdir,
+            should_stop=preemption.should_stop,
+        )
+    except evaluation.EvaluationStopped:
+        return stopped(final_step, during=" (in the final evaluation)")
     log.write(final_step, eval_metrics)
     evaluation.plot_training_curves(workdir)
     log.close()
@@ -439,3 +463,17 @@ def _train_and_evaluate(
     final = {"step": final_step, "elapsed_s": round(time.time() - start_time, 1), **eval_metrics}
     reporting.print_final(final)
     return final
+
+
+def _logged_final(log: reporting.MetricsLog, step: int, total_steps: int) -> dict | None:
+    """A finished run's final evaluation as logged, or None if the run has more to do (all
+    processes agree: process 0 decides)."""
+    record = log.record_with(step, "eval/top1") if step >= total_steps else None
+    if jax.process_count() > 1:
+        found = multihost_utils.broadcast_one_to_all(np.array(record is not None))
+        if not bool(found):
+            return None
+        record = record or log.record_with(step, "eval/top1")
+    if record is None:
+        return None
+    return {k: v for k, v in record.items() if k.startswith(("eval/", "eval_ema/"))}

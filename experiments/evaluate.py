@@ -18,13 +18,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import app, flags
-from PIL import Image
 
 from experiments.classification import setup
 from experiments.configs.common import base_config
 from jaxvision import cli, evaluation
 from jaxvision.checkpoint import Checkpointer
-from jaxvision.data import transforms
+from jaxvision.data import files, transforms
 from jaxvision.errors import UserError
 from jaxvision.sharding import abstract_like, batch_split
 from jaxvision.train import steps
@@ -57,9 +56,8 @@ def load_run(workdir: str, step: int | None):
             value = ml_collections.ConfigDict(value)
         config[key] = value
     run = setup(config)
-    checkpointer = Checkpointer(
-        os.path.join(workdir, "checkpoints"), save_every_steps=1, keep=1_000_000
-    )
+    # Read-only: the workdir may belong to a run that is still training.
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
     steps_saved = checkpointer.all_steps()
     if not steps_saved:
         raise UserError(f"no checkpoint in {checkpointer.directory}: train first")
@@ -68,19 +66,15 @@ def load_run(workdir: str, step: int | None):
             f"no checkpoint for step {step} in {checkpointer.directory}: "
             f"saved steps are {', '.join(map(str, sorted(steps_saved)))}"
         )
-    state, _ = checkpointer.restore(abstract_like(run.abstract_state, run.state_sharding), step)
+    abstract = abstract_like(run.abstract_state, run.state_sharding)
+    if step is None:  # the newest one that reads
+        state, _, skipped = checkpointer.restore_newest_readable(abstract)
+        for line in skipped:
+            print(f"skipped an unreadable checkpoint, {line}", file=sys.stderr)
+    else:
+        state, _ = checkpointer.restore(abstract, step)
     checkpointer.close()
     return config, run, state
-
-
-def _load_image(path: str, channels: int) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
-            pixels = np.asarray(image)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read image {path}: {e}") from None
-    return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
 def label_images(config, run, state, paths: list[str], top_k: int) -> list[dict]:
@@ -88,7 +82,7 @@ def label_images(config, run, state, paths: list[str], top_k: int) -> list[dict]
     channels = run.dataset.train[0]["image"].shape[-1]
     images = [
         transforms.resize_center_crop(
-            _load_image(p, channels), config.image_size, config.eval_crop_ratio
+            files.load_image(p, channels), config.image_size, config.eval_crop_ratio
         )
         for p in paths
     ]

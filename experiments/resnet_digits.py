@@ -6,10 +6,14 @@ The config defaults to experiments/configs/resnet_digits.py. Rerunning with the 
 resumes from its latest checkpoint.
 """
 
-import os
+from jaxvision import signals
 
-from experiments.classification import train_and_evaluate
-from jaxvision import cli
+signals.remember_sigterm()  # first: the imports below take seconds
+
+import os  # noqa: E402
+
+from experiments.classification import train_and_evaluate  # noqa: E402
+from jaxvision import cli  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "resnet_digits.py")
 

@@ -7,8 +7,12 @@ Expected ~76% top-1 after 90 epochs (see the config's docstring for the recipe).
 runs on one CPU, one GPU, a multi-GPU host or a TPU VM; rerunning it resumes.
 """
 
-from experiments.classification import train_and_evaluate
-from jaxvision import cli
+from jaxvision import signals
+
+signals.remember_sigterm()  # first: the imports below take seconds
+
+from experiments.classification import train_and_evaluate  # noqa: E402
+from jaxvision import cli  # noqa: E402
 
 if __name__ == "__main__":
     cli.run(train_and_evaluate)

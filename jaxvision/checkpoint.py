@@ -3,48 +3,173 @@
 A checkpoint holds two items: `state`, the train-state pytree, and `meta`, a small JSON record
 (where the input pipeline stands, partial metric sums, ...), so that a resumed run continues
 exactly. Orbax writes each step into a temporary directory and renames it when complete: a crash
-or a `kill -9` mid-save leaves the previous checkpoint as the latest usable one.
+or a `kill -9` mid-save leaves the previous checkpoint as the latest usable one. A checkpoint
+that was damaged afterwards (a truncated file, an empty `_METADATA`) is skipped for the newest
+one that reads, and moved aside as `<step>.damaged`, never deleted.
 """
 
+import contextlib
+import errno
+import gc
 import os
+import sys
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from jaxvision.errors import UserError
 
 
+def _reason(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return (text[:200] + "...") if len(text) > 200 else text or type(error).__name__
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error`, or any error it was raised from, says the disk is full."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _is_abandoned_read(unraisable) -> bool:
+    text = str(unraisable.exc_value)
+    return "Event loop is closed" in text or "error while reading array index" in text
+
+
+@contextlib.contextmanager
+def _quiet_abandoned_reads():
+    """A failed restore leaves Orbax's other reads of that checkpoint to fail as they finish or
+    are collected, each printing a TensorStore spec or an event-loop error to stderr ("Exception
+    ignored in ..."), some after the restore has returned: from then on those two messages are
+    dropped for the life of the process; every other one still reaches the previous hook."""
+    try:
+        yield
+    except Exception:
+        previous = sys.unraisablehook
+        if not getattr(previous, "jaxvision_filter", False):
+
+            def hook(unraisable):
+                if not _is_abandoned_read(unraisable):
+                    previous(unraisable)
+
+            hook.jaxvision_filter = True
+            sys.unraisablehook = hook
+        gc.collect()
+        raise
+
+
+class CheckpointMismatch(UserError):
+    """The checkpoint holds another state than the one this run builds."""
+
+
+def _structure_difference(saved_tree, abstract_state) -> str | None:
+    """First difference between a checkpoint's array metadata and `abstract_state`, or None."""
+
+    def name(path) -> str:  # dict keys, attributes and indices alike: Orbax stores dicts
+        parts = (getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))) for k in path)
+        return "/".join(str(part) for part in parts)
+
+    saved = {
+        name(path): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(saved_tree)
+        if hasattr(leaf, "shape")
+    }
+    wanted = {
+        name(path): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(abstract_state)
+    }
+    for key in sorted(set(saved) | set(wanted)):
+        if key not in saved:
+            return f"it has no {key}"
+        if key not in wanted:
+            return f"it has {key}, which this run's state lacks"
+        if saved[key] != wanted[key]:
+            return f"{key} is {saved[key]} there, {wanted[key]} here"
+    return None
+
+
 class Checkpointer:
-    """A thin, typed face over `ocp.CheckpointManager` for one run's checkpoints."""
+    """A thin, typed face over `ocp.CheckpointManager` for one run's checkpoints.
+
+    save_every_steps: 0 saves only when asked to (`force`: the final step, a preemption).
+    read_only: for readers (evaluation, export, serving) of a workdir that may still be
+    training: nothing in the directory is created, cleaned up or moved.
+    """
 
     def __init__(
-        self, directory: str, *, save_every_steps: int, keep: int, async_save: bool = True
+        self,
+        directory: str,
+        *,
+        save_every_steps: int = 0,
+        keep: int = 1,
+        async_save: bool = True,
+        read_only: bool = False,
     ):
         # The interval is applied here rather than by Orbax, which also saves the first step
         # it sees (a useless checkpoint at step 1 of a long run).
-        self.save_every_steps = max(int(save_every_steps), 1)
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=max(int(keep), 1),
-            enable_async_checkpointing=async_save,
-            create=True,
-            cleanup_tmp_directories=True,  # leftovers of a save that was killed
-        )
+        self.save_every_steps = max(int(save_every_steps), 0)
+        self.read_only = read_only
         self.directory = os.path.abspath(directory)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        if read_only:
+            options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+        else:
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=max(int(keep), 1),
+                enable_async_checkpointing=async_save,
+                create=True,
+                cleanup_tmp_directories=True,  # leftovers of a save that was killed
+            )
+        self._options = options
+        self._manager = self._open()
+        self._closed = False
+
+    def _open(self) -> ocp.CheckpointManager:
+        return ocp.CheckpointManager(
+            self.directory,
+            options=self._options,
+            item_handlers={
+                "state": ocp.StandardCheckpointHandler(),
+                "meta": ocp.JsonCheckpointHandler(),
+            },
+        )
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
     def all_steps(self) -> list[int]:
-        return list(self._manager.all_steps())
+        return sorted(self._manager.all_steps())
+
+    def on_interval(self, step: int) -> bool:
+        return self.save_every_steps > 0 and step % self.save_every_steps == 0
 
     def restore(self, abstract_state, step: int | None = None) -> tuple[object, dict]:
         """Restores `step` (default: the latest) into the structure, dtypes and shardings of
         `abstract_state` (a pytree of `jax.ShapeDtypeStruct` with `.sharding` set).
 
-        Returns (state, meta).
+        Returns (state, meta). Raises CheckpointMismatch (a UserError) when the checkpoint holds
+        another structure, and the reader's error when it cannot be read.
         """
         step = self.latest_step() if step is None else step
+        try:
+            saved = self._manager.item_metadata(step)["state"]
+        except Exception:  # unreadable metadata: the restore below says what is wrong
+            saved = None
+        if saved is not None:
+            difference = _structure_difference(saved, abstract_state)
+            if difference is not None:
+                raise CheckpointMismatch(
+                    f"the checkpoint at step {step} in {self.directory} holds another state "
+                    f"({difference}): it was written by another model or model options; rerun "
+                    "with the original config or use a new --workdir"
+                )
         restored = self._manager.restore(
             step,
             args=ocp.args.Composite(
@@ -53,10 +178,49 @@ class Checkpointer:
         )
         return restored.state, dict(restored.meta or {})
 
+    def restore_newest_readable(self, abstract_state) -> tuple[object, dict, list[str]]:
+        """Restores the newest checkpoint that reads. Damaged newer ones are skipped and, unless
+        read-only, moved aside to `<step>.damaged` (a later save may reuse their step).
+
+        Returns (state, meta, one line per skipped checkpoint).
+        """
+        skipped = []
+        for step in reversed(self.all_steps()):
+            try:
+                with _quiet_abandoned_reads():
+                    state, meta = self.restore(abstract_state, step)
+            except CheckpointMismatch:
+                raise
+            except Exception as e:  # Orbax, TensorStore and JSON raise many types here
+                skipped.append(f"step {step} ({_reason(e)})")
+                self._set_aside(step)
+                continue
+            return state, meta, skipped
+        raise UserError(
+            f"no checkpoint in {self.directory} can be read (skipped {'; '.join(skipped)}): "
+            "move the checkpoints/ folder away to start over, or restore it from a backup"
+        )
+
+    def _set_aside(self, step: int) -> None:
+        if self.read_only:
+            return
+        if jax.process_index() == 0:
+            source = os.path.join(self.directory, str(step))
+            target = f"{source}.damaged"
+            suffix = 1
+            while os.path.exists(target):
+                suffix += 1
+                target = f"{source}.damaged{suffix}"
+            os.rename(source, target)
+        if jax.process_count() > 1:  # every process lists the steps again after the rename
+            multihost_utils.sync_global_devices(f"jaxvision set aside checkpoint {step}")
+        self._manager.close()
+        self._manager = self._open()
+
     def save(self, step: int, state, meta: dict | None = None, *, force: bool = False) -> bool:
         """Saves when `step` is on the save interval (or `force`) and not saved yet; returns
         whether it saved. Asynchronous: the write finishes in the background."""
-        if not force and step % self.save_every_steps:
+        if not force and not self.on_interval(step):
             return False
         if step == self._manager.latest_step():  # already saved, perhaps still being written
             return False
@@ -69,8 +233,15 @@ class Checkpointer:
         self._manager.wait_until_finished()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        """Waits for a save in flight to complete (whatever ended the run), then closes; a
+        second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._manager.wait_until_finished()
+        finally:
+            self._manager.close()
 
 
 def load_variables(path: str, step: int | None = None) -> tuple[dict, int]:

@@ -5,7 +5,7 @@ Used by the training experiments after each evaluation and by `experiments.evalu
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +14,10 @@ import numpy as np
 from jaxvision import data
 from jaxvision.train import plots, steps
 from jaxvision.train.metrics import per_class_report
+
+
+class EvaluationStopped(Exception):
+    """An evaluation pass abandoned on request (a preemption signal)."""
 
 
 def weight_sets(state) -> list[tuple[str, object]]:
@@ -36,9 +40,12 @@ def evaluate_split(
     crop_ratio: float,
     worker_count: int = 0,
     prefix: str = "eval",
+    should_stop: Callable[[int], bool] | None = None,
 ) -> tuple[dict, np.ndarray | None]:
     """One pass of the jitted `eval_step` over `source`.
 
+    should_stop: asked with the batch index after each batch (a preemption watch); True
+    abandons the pass with EvaluationStopped.
     Returns ({"<prefix>/loss", "<prefix>/top1", "<prefix>/top5"}, the [K, K] confusion counts or
     None when the step does not count them).
     """
@@ -52,9 +59,11 @@ def evaluate_split(
         process_count=jax.process_count(),
         worker_count=worker_count,
     )
-    for local_batch in batches:
+    for index, local_batch in enumerate(batches, 1):
         out = eval_step(state, data.make_global_batch(local_batch, sharding))
         sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+        if should_stop is not None and should_stop(index):
+            raise EvaluationStopped(f"{prefix} stopped after {index} batches")
     sums = jax.device_get(sums)
     confusion = np.asarray(sums["confusion"], np.int64) if "confusion" in sums else None
     return steps.summarize_eval(sums, prefix), confusion

@@ -27,6 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.mix_prob = 1.0  # share of batches mixed
     config.class_weights = ""  # "balanced": loss weights inverse to class frequency
     config.worker_count = 0  # input worker processes (0: in the training process)
+    config.data_strict = False  # folder data: stop at an unreadable file instead of leaving it out
     # Model.
     config.model = "resnet50"
     config.model_kwargs = ml_collections.ConfigDict()

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from jaxvision import signals as early_signals
 from jaxvision.errors import UserError
 
 
@@ -19,9 +20,10 @@ class PreemptionWatch:
     after the current step. All processes of a multi-host run agree on the step to stop at."""
 
     def __init__(self, signals=(signal.SIGTERM,), sync_every_steps: int = 10):
-        self.signal_name = None
         self._sync_every_steps = sync_every_steps
         self._previous = {s: signal.signal(s, self._handle) for s in signals}
+        # One that arrived while the program was still importing (jaxvision.signals).
+        self.signal_name = early_signals.take_early_signal()
 
     def _handle(self, signum, _frame) -> None:
         self.signal_name = signal.Signals(signum).name

@@ -4,6 +4,7 @@ Only process 0 writes, so a multi-host run produces one log.
 """
 
 import json
+import math
 import os
 import sys
 import time
@@ -15,8 +16,18 @@ def _jsonable(value):
     if hasattr(value, "item"):
         value = value.item()
     if isinstance(value, float):
-        return round(value, 6)
+        # JSON has no NaN or infinity: such a metric is written as null.
+        return round(value, 6) if math.isfinite(value) else None
     return value
+
+
+def _parse(line: str) -> dict | None:
+    """A metrics.jsonl line as a record, or None if it is not one (blank, cut short)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("step"), int) else None
 
 
 class MetricsLog:
@@ -44,18 +55,38 @@ class MetricsLog:
         self._purge_step = step + 1
         if not self.enabled or not os.path.exists(self.path):
             return
+        kept, damaged = [], 0
         with open(self.path) as f:
-            kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+            for line in f:
+                record = _parse(line)
+                if record is None:
+                    damaged += line.strip() != ""
+                elif record["step"] <= step:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+        if damaged:  # e.g. a line cut short by a kill during its write
+            note(f"{self.path}: dropped {plural(damaged, 'unreadable line')}")
         with open(self.path + ".tmp", "w") as f:
             f.writelines(kept)
         os.replace(self.path + ".tmp", self.path)
+
+    def record_with(self, step: int, key: str) -> dict | None:
+        """The logged record of `step` that has `key` (e.g. a finished run's final evaluation),
+        or None."""
+        if not os.path.exists(self.path):
+            return None
+        with open(self.path) as f:
+            for line in f:
+                record = _parse(line)
+                if record is not None and record["step"] == step and key in record:
+                    return record
+        return None
 
     def write(self, step: int, metrics: dict) -> None:
         if not self.enabled:
             return
         record = {"step": int(step), **{k: _jsonable(v) for k, v in metrics.items()}}
         with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(record, allow_nan=False) + "\n")
         if self._tensorboard is None and self._tensorboard_dir is not None:
             from jaxvision.train.tensorboard import TensorBoardWriter
 
@@ -66,6 +97,7 @@ class MetricsLog:
     def close(self) -> None:
         if self._tensorboard is not None:
             self._tensorboard.close()
+            self._tensorboard = None
 
     def start_timer(self, step: int) -> None:
         self._last_time, self._last_step = time.perf_counter(), step
@@ -121,4 +153,5 @@ def note(message: str) -> None:
 def print_final(metrics: dict) -> None:
     """The last stdout line of a finished run: `final: {json}`."""
     if jax.process_index() == 0:
-        print("final: " + json.dumps({k: _jsonable(v) for k, v in metrics.items()}), flush=True)
+        final = {k: _jsonable(v) for k, v in metrics.items()}
+        print("final: " + json.dumps(final, allow_nan=False), flush=True)

@@ -1,0 +1,353 @@
+"""Nothing is lost and bad input gets one line: failures during and after training, damaged
+checkpoints and logs, busy workdirs, out-of-range values, signals at awkward moments.
+
+Most trials call the training function in this process on a 4-step digits run (fast); those
+that need a real process (a kill, a signal during start-up, the exit status) start one.
+"""
+
+import errno
+import json
+import os
+import runpy
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from experiments import classification
+from jaxvision import checkpoint, evaluation
+from jaxvision import workdir as workdirs
+from jaxvision.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SHORT = {
+    "total_steps": 4,
+    "batch_size": 32,
+    "log_every_steps": 2,
+    "checkpoint_every_steps": 2,
+}
+
+
+def _config(**overrides):
+    config = runpy.run_path(os.path.join(ROOT, "experiments", "configs", "digits.py"))[
+        "get_config"
+    ]()
+    config.update({**SHORT, **overrides})
+    return config
+
+
+def _records(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def _strip(records):
+    return [{k: v for k, v in r.items() if k != "train/img_per_s"} for r in records]
+
+
+def _run(*args, **kwargs):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.digits", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kwargs,
+    )
+
+
+def _checkpoints(workdir):
+    return sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+
+
+# ---------------------------------------------------------------------------------------------
+# Trained work survives failures
+
+
+def _corrupt_png(path):
+    """A PNG whose header and end are intact but whose pixel data does not inflate: it passes
+    the check made when a folder opens and fails when it is decoded."""
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    start = data.index(b"IDAT") + 4
+    data[start : start + 8] = b"\xff" * 8
+    path.write_bytes(bytes(data))
+
+
+def test_a_run_that_fails_in_its_final_evaluation_keeps_its_final_checkpoint(tmp_path):
+    root = tmp_path / "images"
+    for c, name in enumerate(("ant", "bee")):
+        for split in ("train", "val"):
+            os.makedirs(root / split / name)
+            for i in range(4):
+                pixels = np.full((16, 16, 3), 40 + 120 * c, np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+    _corrupt_png(root / "val" / "bee" / "3.png")  # read only by the final evaluation
+    args = (
+        f"--workdir={tmp_path / 'w'}",
+        "--config.dataset=folder",
+        f"--config.data_dir={root}",
+        "--config.image_size=16",
+        "--config.batch_size=4",
+        "--config.total_steps=3",
+        "--config.checkpoint_every_steps=0",
+    )
+    failed = _run(*args)
+    assert failed.returncode == 2, failed.stderr[-2000:]
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot decode image ") and "3.png" in last
+    assert _checkpoints(tmp_path / "w") == ["3"]  # complete: no .orbax-checkpoint-tmp left
+
+    Image.fromarray(np.full((16, 16, 3), 160, np.uint8)).save(root / "val" / "bee" / "3.png")
+    rerun = _run(*args)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "at step 3" in rerun.stderr and "step 1/3" not in rerun.stderr
+    assert [r["step"] for r in _records(tmp_path / "w")] == [3, 3]  # train, eval: once each
+
+
+def test_an_error_right_after_a_save_lets_the_save_complete(tmp_path, monkeypatch):
+    """Any exception (here in the final evaluation, just after the final save started): the
+    checkpoint being written completes before the error leaves the run."""
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("evaluation failed")
+
+    monkeypatch.setattr(classification, "evaluate", fails)
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        classification.train_and_evaluate(_config(checkpoint_every_steps=0), str(tmp_path))
+    assert _checkpoints(tmp_path) == ["4"]  # not 4.orbax-checkpoint-tmp
+
+
+def test_sigterm_during_the_final_evaluation_stops_and_the_rerun_evaluates(tmp_path, monkeypatch):
+    workdir = str(tmp_path / "w")
+    real_eval_batches = classification.data.eval_batches
+
+    def interrupted(*args, **kwargs):
+        for i, batch in enumerate(real_eval_batches(*args, **kwargs)):
+            if i == 0:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield batch
+
+    monkeypatch.setattr(evaluation.data, "eval_batches", interrupted)
+    result = classification.train_and_evaluate(_config(), workdir)
+    assert result == {"step": 4, "stopped": "SIGTERM"}
+    assert all("eval/top1" not in r for r in _records(workdir))
+    monkeypatch.undo()
+    final = classification.train_and_evaluate(_config(), workdir)
+    assert final["step"] == 4 and [r["step"] for r in _records(workdir)] == [2, 4, 4]
+
+
+def test_sigterm_while_the_program_imports_stops_cleanly(tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "experiments.digits", f"--workdir={tmp_path}", "--config.seed=5"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.4)  # importing JAX and the program takes seconds
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-2000:]
+    assert "stopped at step 1/800 on SIGTERM" in err
+    assert _checkpoints(tmp_path) == ["1"]
+
+
+def test_disk_full_names_the_checkpoint_that_survives(tmp_path, monkeypatch):
+    real_save = checkpoint.Checkpointer.save
+
+    def save(self, step, *args, **kwargs):
+        if step == 4:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", save)
+    with pytest.raises(UserError) as info:
+        classification.train_and_evaluate(_config(), str(tmp_path))
+    message = str(info.value)
+    assert "is full" in message and f"step 2 in {tmp_path}/checkpoints" in message
+    assert _checkpoints(tmp_path) == ["2"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged checkpoints and logs
+
+
+@pytest.mark.parametrize("damage", ["empty_metadata", "truncated_array"])
+def test_a_damaged_latest_checkpoint_is_skipped_for_the_newest_that_reads(tmp_path, damage):
+    reference = classification.train_and_evaluate(_config(), str(tmp_path / "a"))
+    records = _strip(_records(tmp_path / "a"))
+    workdir = tmp_path / "b"
+    classification.train_and_evaluate(_config(), str(workdir))
+    state_dir = workdir / "checkpoints" / "4" / "state"
+    if damage == "empty_metadata":
+        (state_dir / "_METADATA").write_text("")
+    else:
+        data = max(state_dir.rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    again = classification.train_and_evaluate(_config(), str(workdir))
+    assert {k: v for k, v in again.items() if k != "elapsed_s"} == {
+        k: v for k, v in reference.items() if k != "elapsed_s"
+    }
+    assert _strip(_records(workdir)) == records
+    assert _checkpoints(workdir) == ["2", "4", "4.damaged"]  # kept for inspection
+
+
+def test_a_line_cut_short_in_the_log_does_not_stop_the_rerun(tmp_path):
+    workdir = str(tmp_path)
+    classification.train_and_evaluate(_config(total_steps=2), workdir)
+    records = _records(workdir)
+    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+        f.write('{"step": 4, "train/lo')  # a kill in the middle of a write
+    classification.train_and_evaluate(_config(), workdir)
+    assert [r["step"] for r in _records(workdir)][:2] == [r["step"] for r in records]
+    assert [r["step"] for r in _records(workdir)] == [2, 2, 4, 4]
+
+
+def test_rerunning_a_finished_run_adds_nothing(tmp_path):
+    workdir = str(tmp_path)
+    final = classification.train_and_evaluate(_config(), workdir)
+    before = (tmp_path / "metrics.jsonl").read_text()
+    again = classification.train_and_evaluate(_config(), workdir)
+    # The final evaluation as logged (6 decimals, as the `final:` line prints it).
+    assert again["eval/top1"] == round(final["eval/top1"], 6) and again["step"] == 4
+    assert (tmp_path / "metrics.jsonl").read_text() == before
+
+
+def test_a_refused_resume_changes_nothing(tmp_path):
+    workdir = str(tmp_path)
+    classification.train_and_evaluate(_config(), workdir)
+    stored = (tmp_path / "config.json").read_text()
+    with pytest.raises(UserError, match="written with seed=0, this run asks for seed=1"):
+        classification.train_and_evaluate(_config(seed=1), workdir)
+    other = _config(model="resnet18")
+    other.model_kwargs = {"stem": "small", "width": 8}
+    with pytest.raises(UserError, match="with model=simple_cnn, .* asks for model=resnet18, "):
+        classification.train_and_evaluate(other, workdir)
+    os.remove(os.path.join(workdir, "config.json"))  # the checkpoint alone still knows
+    with pytest.raises(UserError, match="holds another state .* another model"):
+        classification.train_and_evaluate(other, workdir)
+    classification.train_and_evaluate(_config(), workdir)
+    assert (tmp_path / "config.json").read_text() == stored
+
+
+def test_evaluate_leaves_a_training_runs_checkpoints_alone(tmp_path):
+    from experiments.evaluate import load_run
+
+    workdir = str(tmp_path)
+    classification.train_and_evaluate(_config(), workdir)
+    in_flight = tmp_path / "checkpoints" / "6.orbax-checkpoint-tmp-1790000000"
+    in_flight.mkdir()  # what a training run's save looks like while it is being written
+    _, _, state = load_run(workdir, None)
+    assert int(state.step) == 4 and in_flight.is_dir()
+
+
+# ---------------------------------------------------------------------------------------------
+# One run per workdir
+
+
+def test_a_busy_workdir_is_refused_and_a_killed_runs_lock_is_not(tmp_path):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from jaxvision.workdir import open_workdir; "
+            f"lock = open_workdir({str(tmp_path)!r}); print('locked', flush=True); time.sleep(120)",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        busy = _run(f"--workdir={tmp_path}", "--config.total_steps=2")
+        assert busy.returncode == 2
+        line = busy.stderr.strip().splitlines()[-1]
+        assert line.startswith(f"error: workdir {tmp_path} is in use by process {holder.pid} on ")
+        assert not (tmp_path / "metrics.jsonl").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    lock = workdirs.open_workdir(str(tmp_path))  # the dead process's lock went with it
+    lock.release()
+
+
+# ---------------------------------------------------------------------------------------------
+# Values and places that are refused
+
+
+@pytest.mark.parametrize(
+    "field,value,expected",
+    [
+        ("batch_size", 0, "batch_size=0 is out of range: it must be a whole number >= 1"),
+        ("image_size", 0, "image_size=0 is out of range"),
+        ("total_steps", -1, "total_steps=-1 is out of range: it must be a whole number >= 0"),
+        ("learning_rate", -1.0, "learning_rate=-1.0 is out of range: it must be a number >= 0"),
+        ("keep_checkpoints", 0, "keep_checkpoints=0 is out of range"),
+        ("label_smoothing", 1.0, "label_smoothing=1.0 is out of range: it must be in [0, 1)"),
+    ],
+)
+def test_out_of_range_values_are_refused_before_anything_is_written(
+    tmp_path, field, value, expected
+):
+    with pytest.raises(UserError, match=expected.replace("[", r"\[").replace(")", r"\)")):
+        classification.train_and_evaluate(_config(**{field: value}), str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
+
+
+def test_checkpoint_every_steps_zero_saves_only_the_final_step(tmp_path):
+    classification.train_and_evaluate(_config(checkpoint_every_steps=0), str(tmp_path))
+    assert _checkpoints(tmp_path) == ["4"]
+
+
+def test_workdirs_that_cannot_be_used(tmp_path, monkeypatch):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(UserError, match="is a file: pass a directory"):
+        workdirs.open_workdir(str(a_file))
+    with pytest.raises(UserError, match="gs://bucket/run is a URL.*mount the bucket"):
+        workdirs.open_workdir("gs://bucket/run")
+    assert not os.path.exists("gs:")
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(workdirs, "open", read_only, raising=False)
+    with pytest.raises(UserError, match=r"cannot write to workdir .*\(Read-only file system\)"):
+        workdirs.open_workdir(str(tmp_path / "ro"))
+
+
+def test_metrics_never_carry_non_standard_json(tmp_path):
+    from jaxvision.train.reporting import MetricsLog
+
+    log = MetricsLog(str(tmp_path), total_steps=1, tensorboard=False)
+    log.write(1, {"eval/loss": float("inf"), "eval/top1": float("nan"), "eval/top5": 1.0})
+    text = (tmp_path / "metrics.jsonl").read_text()
+    assert json.loads(text) == {"step": 1, "eval/loss": None, "eval/top1": None, "eval/top5": 1.0}
+    assert "Infinity" not in text and "NaN" not in text
+
+
+def test_a_run_on_a_folder_with_unreadable_files_says_which_it_left_out(tmp_path, capsys):
+    for c, name in enumerate(("ant", "bee")):
+        os.makedirs(tmp_path / "images" / name)
+        for i in range(4):
+            pixels = np.full((16, 16, 3), 40 + 120 * c, np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "images" / name / f"{i}.png")
+    (tmp_path / "images" / "bee" / "notes.png").write_text("not an image")
+    config = _config(
+        dataset="folder", data_dir=str(tmp_path / "images"), image_size=16, total_steps=2
+    )
+    assert classification.train_and_evaluate(config, str(tmp_path / "w"))["step"] == 2
+    err = capsys.readouterr().err
+    assert "left out 1 unreadable image file of " in err and "bee/notes.png (not an image)" in err
+    config.data_strict = True
+    with pytest.raises(UserError, match="1 unreadable image file.*bee/notes.png"):
+        classification.train_and_evaluate(config, str(tmp_path / "w2"))
