@@ -182,6 +182,11 @@ def setup(config: ml_collections.ConfigDict) -> Run:
     image_shape = (config.image_size, config.image_size, channels)
     lr_multipliers = None
     if config.layer_decay:  # ViT fine-tuning: earlier blocks learn more slowly
+        if not hasattr(model, "depth"):
+            raise UserError(
+                f"layer_decay is for ViTs (blocks_0 ... blocks_N), model '{config.model}' has "
+                "no such blocks: set layer_decay=0"
+            )
         lr_multipliers = optim.layer_decay_multipliers(
             abstract_params(model, image_shape), config.layer_decay, model.depth
         )
@@ -253,6 +258,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 cleanup.callback(lock.release)
             return _train_and_evaluate(config, workdir, preemption, cleanup)
     except Exception as e:
+        out_of_memory = "RESOURCE_EXHAUSTED" in str(e).split(":", 1)[0]
+        if out_of_memory and not is_disk_full(e):
+            raise UserError(
+                f"out of memory ({' '.join(str(e).split())[:160]}): lower batch_size, or use "
+                "microbatches, remat, dtype=bfloat16 or FSDP (README, Scaling up)"
+            ) from None
         if not is_disk_full(e):
             raise
         directory = os.path.join(workdir, "checkpoints")

@@ -11,6 +11,7 @@ one that reads, and moved aside as `<step>.damaged`, never deleted.
 import contextlib
 import errno
 import gc
+import logging
 import os
 import sys
 
@@ -22,8 +23,8 @@ from jaxvision.errors import UserError
 
 
 def _reason(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return (text[:200] + "...") if len(text) > 200 else text or type(error).__name__
+    text = " ".join(str(error).split()).split(" See full TensorStore details")[0]
+    return (text[:120] + "...") if len(text) > 120 else text or type(error).__name__
 
 
 def is_disk_full(error: BaseException) -> bool:
@@ -44,26 +45,65 @@ def _is_abandoned_read(unraisable) -> bool:
     return "Event loop is closed" in text or "error while reading array index" in text
 
 
+def _drop_abandoned_io_errors() -> None:
+    """When a save or restore fails (a full disk, a damaged file), Orbax's other reads and
+    writes of that checkpoint fail as they finish or are collected, each printing a TensorStore
+    spec or an event-loop error to stderr ("Exception ignored in ..."), some after the call
+    has returned. Those two messages are dropped; every other one reaches the previous hook."""
+    previous = sys.unraisablehook
+    if getattr(previous, "jaxvision_filter", False):
+        return
+
+    def hook(unraisable):
+        if not _is_abandoned_read(unraisable):
+            previous(unraisable)
+
+    hook.jaxvision_filter = True
+    sys.unraisablehook = hook
+
+
+_drop_abandoned_io_errors()
+
+
 @contextlib.contextmanager
-def _quiet_abandoned_reads():
-    """A failed restore leaves Orbax's other reads of that checkpoint to fail as they finish or
-    are collected, each printing a TensorStore spec or an event-loop error to stderr ("Exception
-    ignored in ..."), some after the restore has returned: from then on those two messages are
-    dropped for the life of the process; every other one still reaches the previous hook."""
+def _collect_on_failure():
+    """Collects a failed restore's abandoned reads right away (see above)."""
     try:
         yield
     except Exception:
-        previous = sys.unraisablehook
-        if not getattr(previous, "jaxvision_filter", False):
-
-            def hook(unraisable):
-                if not _is_abandoned_read(unraisable):
-                    previous(unraisable)
-
-            hook.jaxvision_filter = True
-            sys.unraisablehook = hook
         gc.collect()
         raise
+
+
+class _OrbaxNoise(logging.Filter):
+    """Drops two kinds of Orbax log records: a full disk, which it logs with a traceback from
+    each save thread while the run reports it once, as one line (`is_disk_full`); and its
+    warnings that a manager is read-only, which is what readers here ask for."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "read_only=True" in message or "directory is read only" in message:
+            return False
+        error = record.exc_info[1] if record.exc_info else None
+        return not ("No space left on device" in message or (error and is_disk_full(error)))
+
+
+class _AbandonedTasks(logging.Filter):
+    """asyncio's "Task exception was never retrieved" for the same abandoned reads and writes
+    (see `_drop_abandoned_io_errors`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            "Task exception was never retrieved" in message
+            and (
+                "error while reading array index" in message or "No space left on device" in message
+            )
+        )
+
+
+logging.getLogger("absl").addFilter(_OrbaxNoise())
+logging.getLogger("asyncio").addFilter(_AbandonedTasks())
 
 
 class CheckpointMismatch(UserError):
@@ -187,7 +227,7 @@ class Checkpointer:
         skipped = []
         for step in reversed(self.all_steps()):
             try:
-                with _quiet_abandoned_reads():
+                with _collect_on_failure():
                     state, meta = self.restore(abstract_state, step)
             except CheckpointMismatch:
                 raise

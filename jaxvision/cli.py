@@ -19,6 +19,7 @@ from jaxvision import xla_flags
 from jaxvision.errors import UserError
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # the shell's status for a process stopped by Ctrl-C
 
 
 def fail(message: str) -> None:
@@ -234,5 +235,12 @@ def run(
             train_and_evaluate(config, flags.FLAGS.workdir)
         except UserError as e:
             fail(str(e))
+        except KeyboardInterrupt:  # a second Ctrl-C: any checkpoint being written completed
+            print(
+                "interrupted: rerun the same command to continue from the latest checkpoint",
+                file=sys.stderr,
+                flush=True,
+            )
+            sys.exit(EXIT_INTERRUPTED)
 
     app.run(main, flags_parser=parse)

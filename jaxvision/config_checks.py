@@ -69,9 +69,17 @@ RULES: dict[str, tuple[Callable, str]] = {
 
 
 def check_training_config(config) -> None:
-    """Raises UserError for the first field of `config` (a ConfigDict or dict) out of range."""
+    """Raises UserError for the first field of `config` (a ConfigDict or dict) out of range,
+    model options included (`*_rate`: dropout, drop path)."""
     for key, (valid, what) in RULES.items():
         if key in config and not valid(config[key]):
             raise UserError(
                 f"{key}={config[key]!r} is out of range: it must be {what} (set --config.{key}=...)"
+            )
+    valid, what = _fraction(upper_open=True)
+    for key, value in dict(config.get("model_kwargs") or {}).items():
+        if key.endswith("_rate") and not valid(value):
+            raise UserError(
+                f"model_kwargs.{key}={value!r} is out of range: it must be {what} "
+                f"(set --config.model_kwargs.{key}=...)"
             )

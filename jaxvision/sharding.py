@@ -50,6 +50,13 @@ def make_mesh(
     default_devices = devices is None
     devices = list(jax.devices() if devices is None else devices)
     names = [name for name, _ in axes]
+    unknown = sorted(set(names) - {DATA_AXIS, FSDP_AXIS, MODEL_AXIS})
+    if unknown or len(set(names)) != len(names):
+        what = f"unknown axis {', '.join(unknown)}" if unknown else "an axis named twice"
+        raise UserError(
+            f"mesh {list(axes)} has {what}: name each axis once, from {DATA_AXIS}, {FSDP_AXIS} "
+            f"and {MODEL_AXIS} (the batch splits over {DATA_AXIS} x {FSDP_AXIS})"
+        )
     sizes = [int(size) for _, size in axes]
     if sizes.count(-1) > 1:
         raise UserError(f"mesh {list(axes)} has more than one axis of size -1: give all but one")

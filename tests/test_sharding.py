@@ -20,6 +20,10 @@ def test_bad_meshes_raise_user_error():
         make_mesh([("data", -1), ("model", -1)])
     with pytest.raises(UserError, match=r"needs 3 devices but 1 are present"):
         make_mesh([("data", 3)], devices=jax.devices()[:1])
+    with pytest.raises(UserError, match=r"has unknown axis foo: name each axis once, from data"):
+        make_mesh([("foo", -1)])
+    with pytest.raises(UserError, match=r"has an axis named twice"):
+        make_mesh([("data", 1), ("data", -1)])
 
 
 def test_indivisible_batch_message():

@@ -132,6 +132,11 @@ def open_dataset(
         UserError: the dataset is unknown, missing, not prepared or malformed.
     """
     if name == "digits":
+        if test_split is not None:
+            raise UserError(
+                f"test_split={test_split!r}: the digits hold out test_fraction of each class "
+                "instead of naming a split; drop test_split"
+            )
         return _open_digits(test_fraction, split_seed)
     if name == "folder":
         from jaxvision.data import folder

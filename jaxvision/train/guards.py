@@ -16,16 +16,24 @@ from jaxvision.errors import UserError
 
 
 class PreemptionWatch:
-    """Turns SIGTERM (what TPU and GPU schedulers send before preemption) into a request to stop
-    after the current step. All processes of a multi-host run agree on the step to stop at."""
+    """Turns SIGTERM (what TPU and GPU schedulers send before preemption) and a first Ctrl-C
+    (SIGINT) into a request to stop after the current step, with a checkpoint; a second Ctrl-C
+    interrupts at once. All processes of a multi-host run agree on the step to stop at."""
 
-    def __init__(self, signals=(signal.SIGTERM,), sync_every_steps: int = 10):
+    def __init__(self, signals=(signal.SIGTERM, signal.SIGINT), sync_every_steps: int = 10):
         self._sync_every_steps = sync_every_steps
-        self._previous = {s: signal.signal(s, self._handle) for s in signals}
+        # A signal the process ignores (SIGINT of a background job) stays ignored.
+        self._previous = {
+            s: signal.signal(s, self._handle)
+            for s in signals
+            if signal.getsignal(s) is not signal.SIG_IGN
+        }
         # One that arrived while the program was still importing (jaxvision.signals).
         self.signal_name = early_signals.take_early_signal()
 
     def _handle(self, signum, _frame) -> None:
+        if signum == signal.SIGINT and self.signal_name is not None:
+            raise KeyboardInterrupt  # asked twice: stop now
         self.signal_name = signal.Signals(signum).name
 
     def should_stop(self, step: int) -> bool:

@@ -351,3 +351,31 @@ def test_a_run_on_a_folder_with_unreadable_files_says_which_it_left_out(tmp_path
     config.data_strict = True
     with pytest.raises(UserError, match="1 unreadable image file.*bee/notes.png"):
         classification.train_and_evaluate(config, str(tmp_path / "w2"))
+
+
+def test_ctrl_c_stops_after_the_step_with_a_checkpoint(tmp_path, monkeypatch):
+    real_train_batches = classification.data.train_batches
+
+    def interrupted(*args, **kwargs):
+        for i, batch in enumerate(real_train_batches(*args, **kwargs)):
+            if i == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+            yield batch
+
+    monkeypatch.setattr(classification.data, "train_batches", interrupted)
+    result = classification.train_and_evaluate(_config(), str(tmp_path))
+    assert result == {"step": 2, "stopped": "SIGINT"} and _checkpoints(tmp_path) == ["2"]
+
+
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        ({"model_kwargs": {"dropout_rate": 2.0}}, "model_kwargs.dropout_rate=2.0 is out of range"),
+        ({"test_split": "val"}, "the digits hold out test_fraction of each class"),
+        ({"mesh": (("foo", -1),)}, "has unknown axis foo: name each axis once"),
+        ({"layer_decay": 0.5}, "layer_decay is for ViTs .*'simple_cnn' has no such blocks"),
+    ],
+)
+def test_other_refused_settings(tmp_path, overrides, expected):
+    with pytest.raises(UserError, match=expected):
+        classification.train_and_evaluate(_config(**overrides), str(tmp_path))
