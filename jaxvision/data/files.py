@@ -34,6 +34,8 @@ def to_uint8(image: Image.Image, channels: int = 3) -> np.ndarray:
 
 def load_image(path: str, channels: int = 3) -> np.ndarray:
     """Decodes `path` to uint8 [H, W, channels]; UserError naming the file if it cannot."""
+    if not os.path.isfile(path):
+        raise UserError(f"image {path} not found: check the path")
     try:
         with Image.open(path) as image:
             return to_uint8(image, channels)
