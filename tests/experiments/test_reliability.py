@@ -62,6 +62,19 @@ def _run(*args, **kwargs):
     )
 
 
+def _signal_at(batches, index: int, signum):
+    """`batches` (a batch generator function) that sends this process `signum` as it hands out
+    batch `index`."""
+
+    def wrapped(*args, **kwargs):
+        for i, batch in enumerate(batches(*args, **kwargs)):
+            if i == index:
+                os.kill(os.getpid(), signum)
+            yield batch
+
+    return wrapped
+
+
 def _checkpoints(workdir):
     return sorted(os.listdir(os.path.join(workdir, "checkpoints")))
 
@@ -126,15 +139,8 @@ def test_an_error_right_after_a_save_lets_the_save_complete(tmp_path, monkeypatc
 
 def test_sigterm_during_the_final_evaluation_stops_and_the_rerun_evaluates(tmp_path, monkeypatch):
     workdir = str(tmp_path / "w")
-    real_eval_batches = classification.data.eval_batches
-
-    def interrupted(*args, **kwargs):
-        for i, batch in enumerate(real_eval_batches(*args, **kwargs)):
-            if i == 0:
-                os.kill(os.getpid(), signal.SIGTERM)
-            yield batch
-
-    monkeypatch.setattr(evaluation.data, "eval_batches", interrupted)
+    batches = _signal_at(classification.data.eval_batches, 0, signal.SIGTERM)
+    monkeypatch.setattr(evaluation.data, "eval_batches", batches)
     result = classification.train_and_evaluate(_config(), workdir)
     assert result == {"step": 4, "stopped": "SIGTERM"}
     assert all("eval/top1" not in r for r in _records(workdir))
@@ -354,15 +360,8 @@ def test_a_run_on_a_folder_with_unreadable_files_says_which_it_left_out(tmp_path
 
 
 def test_ctrl_c_stops_after_the_step_with_a_checkpoint(tmp_path, monkeypatch):
-    real_train_batches = classification.data.train_batches
-
-    def interrupted(*args, **kwargs):
-        for i, batch in enumerate(real_train_batches(*args, **kwargs)):
-            if i == 1:
-                os.kill(os.getpid(), signal.SIGINT)
-            yield batch
-
-    monkeypatch.setattr(classification.data, "train_batches", interrupted)
+    batches = _signal_at(classification.data.train_batches, 1, signal.SIGINT)
+    monkeypatch.setattr(classification.data, "train_batches", batches)
     result = classification.train_and_evaluate(_config(), str(tmp_path))
     assert result == {"step": 2, "stopped": "SIGINT"} and _checkpoints(tmp_path) == ["2"]
 
