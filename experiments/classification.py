@@ -26,8 +26,8 @@ from jax.sharding import Mesh, NamedSharding
 
 from jaxvision import config_checks, data, evaluation, models
 from jaxvision import workdir as workdirs
-from jaxvision.checkpoint import Checkpointer, is_disk_full
-from jaxvision.errors import UserError
+from jaxvision.checkpoint import Checkpointer
+from jaxvision.errors import UserError, listing
 from jaxvision.sharding import (
     abstract_like,
     batch_sharding,
@@ -258,25 +258,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 cleanup.callback(lock.release)
             return _train_and_evaluate(config, workdir, preemption, cleanup)
     except Exception as e:
-        out_of_memory = "RESOURCE_EXHAUSTED" in str(e).split(":", 1)[0]
-        if out_of_memory and not is_disk_full(e):
-            raise UserError(
-                f"out of memory ({' '.join(str(e).split())[:160]}): lower batch_size, or use "
-                "microbatches, remat, dtype=bfloat16 or FSDP (README, Scaling up)"
-            ) from None
-        if not is_disk_full(e):
+        explained = workdirs.out_of_resources(e, workdir)  # a full disk, device memory
+        if explained is None:
             raise
-        directory = os.path.join(workdir, "checkpoints")
-        latest = (
-            Checkpointer(directory, read_only=True).latest_step()
-            if os.path.isdir(directory)
-            else None
-        )
-        kept = f"step {latest} in {directory}" if latest is not None else "none"
-        raise UserError(
-            f"the disk under {workdir} is full ({e.__class__.__name__}); the latest complete "
-            f"checkpoint is {kept}: free some space and rerun the same command to continue"
-        ) from None
+        raise explained from None
 
 
 def _train_and_evaluate(config, workdir: str, preemption, cleanup: contextlib.ExitStack) -> dict:
@@ -286,11 +271,9 @@ def _train_and_evaluate(config, workdir: str, preemption, cleanup: contextlib.Ex
     run = setup(config)
     dataset, model, mesh = run.dataset, run.model, run.mesh
     if dataset.skipped:
-        shown = ", ".join(dataset.skipped[:5])
-        more = f" and {len(dataset.skipped) - 5} more" if len(dataset.skipped) > 5 else ""
         reporting.note(
             f"left out {reporting.plural(len(dataset.skipped), 'unreadable image file')} of "
-            f"{config.data_dir}: {shown}{more} (data_strict=True stops instead)"
+            f"{config.data_dir}: {listing(dataset.skipped)} (data_strict=True stops instead)"
         )
 
     # Checkpoint: resume from the newest readable one in the workdir, or start fresh. A rerun
@@ -311,7 +294,7 @@ def _train_and_evaluate(config, workdir: str, preemption, cleanup: contextlib.Ex
         state, meta, skipped = checkpointer.restore_newest_readable(
             abstract_like(run.abstract_state, run.state_sharding)
         )
-        # Checkpoints before this record carry only the data fields.
+        # Older checkpoints keep dataset, batch_size and seed under "data".
         workdirs.check_resume(
             meta.get("run") or meta.get("data", {}), config, checkpointer.directory
         )
@@ -400,14 +383,10 @@ def _train_and_evaluate(config, workdir: str, preemption, cleanup: contextlib.Ex
     def checkpoint_meta(step):
         sums = jax.device_get(metric_sums) if metric_sums else {}
         return {
-            # Where the input stands: batch s is a pure function of these and s.
-            "data": {
-                "dataset": config.dataset,
-                "batch_size": config.batch_size,
-                "seed": config.seed,
-                "next_step": step,
-            },
+            # Where the input stands: batch s is a pure function of the run's data, batch size
+            # and seed (the record) and of s.
             "run": workdirs.resume_record(config),
+            "data": {"next_step": step},
             "metric_sums": {k: float(v) for k, v in sums.items()},
             "metric_steps": metric_steps,
         }

@@ -187,6 +187,10 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
+    def item_metadata(self, step: int):
+        """The saved state's tree of array metadata (shapes, dtypes) at `step`."""
+        return self._manager.item_metadata(step)["state"]
+
     def on_interval(self, step: int) -> bool:
         return self.save_every_steps > 0 and step % self.save_every_steps == 0
 
@@ -199,7 +203,7 @@ class Checkpointer:
         """
         step = self.latest_step() if step is None else step
         try:
-            saved = self._manager.item_metadata(step)["state"]
+            saved = self.item_metadata(step)
         except Exception:  # unreadable metadata: the restore below says what is wrong
             saved = None
         if saved is not None:
@@ -293,12 +297,8 @@ def load_variables(path: str, step: int | None = None) -> tuple[dict, int]:
         if os.path.isdir(os.path.join(path, "checkpoints"))
         else path
     )
-    manager = ocp.CheckpointManager(
-        os.path.abspath(directory),
-        options=ocp.CheckpointManagerOptions(read_only=True),
-        item_handlers={"state": ocp.StandardCheckpointHandler()},
-    )
-    step = manager.latest_step() if step is None else step
+    checkpointer = Checkpointer(directory, read_only=True)
+    step = checkpointer.latest_step() if step is None else step
     if step is None:
         raise UserError(f"no checkpoint in {directory}: init_from needs a trained workdir")
     # Whole arrays on this process's first device, whatever devices wrote them (a run on 8
@@ -306,13 +306,10 @@ def load_variables(path: str, step: int | None = None) -> tuple[dict, int]:
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree.map(
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
-        manager.item_metadata(step)["state"],
+        checkpointer.item_metadata(step),
     )
-    restored = manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
-    )
-    manager.close()
-    state = restored.state
+    state, _ = checkpointer.restore(abstract, step)
+    checkpointer.close()
     get = state.get if isinstance(state, dict) else lambda k, d=None: getattr(state, k, d)
     variables = {"params": jax.device_get(get("params"))}
     if get("batch_stats"):

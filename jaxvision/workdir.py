@@ -18,6 +18,7 @@ import time
 
 import jax
 
+from jaxvision.checkpoint import Checkpointer, is_disk_full
 from jaxvision.errors import UserError
 
 LOCK_NAME = ".lock"
@@ -37,19 +38,6 @@ def check_local_path(path: str) -> None:
         )
 
 
-def _check_writable(path: str) -> None:
-    probe = os.path.join(path, f".write_test.{os.getpid()}")
-    try:
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise UserError(
-            f"cannot write to workdir {path} ({os.strerror(e.errno) if e.errno else e}): "
-            "use a writable directory"
-        ) from None
-
-
 class WorkdirLock:
     """An exclusive lock on `<workdir>/.lock`, released when the process ends, however it ends."""
 
@@ -58,7 +46,13 @@ class WorkdirLock:
         self._file = None
 
     def acquire(self) -> None:
-        file = open(self.path, "a+")  # noqa: SIM115 - held open for the life of the run
+        try:  # held open for the life of the run; opening it also proves the workdir writable
+            file = open(self.path, "a+")  # noqa: SIM115
+        except OSError as e:
+            raise UserError(
+                f"cannot write to workdir {os.path.dirname(self.path)} "
+                f"({os.strerror(e.errno) if e.errno else e}): use a writable directory"
+            ) from None
         try:
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -102,7 +96,6 @@ def open_workdir(workdir: str) -> WorkdirLock | None:
         ) from None
     if jax.process_index() != 0:
         return None
-    _check_writable(workdir)
     lock = WorkdirLock(workdir)
     lock.acquire()
     return lock
@@ -148,3 +141,24 @@ def check_resume(saved: dict, config, directory: str) -> None:
             f"the checkpoints in {directory} were written with {was}, this run asks for {now}: "
             "rerun with the original settings or use a new --workdir"
         )
+
+
+def out_of_resources(error: Exception, workdir: str) -> UserError | None:
+    """`error` as one line when the run ran out of disk (naming the checkpoint that survives) or
+    of device memory (saying what to change); None for any other error."""
+    if is_disk_full(error):
+        directory = os.path.join(workdir, "checkpoints")
+        latest = None
+        if os.path.isdir(directory):
+            latest = Checkpointer(directory, read_only=True).latest_step()
+        kept = f"step {latest} in {directory}" if latest is not None else "none"
+        return UserError(
+            f"the disk under {workdir} is full ({error.__class__.__name__}); the latest complete "
+            f"checkpoint is {kept}: free some space and rerun the same command to continue"
+        )
+    if "RESOURCE_EXHAUSTED" in str(error).split(":", 1)[0]:
+        return UserError(
+            f"out of memory ({' '.join(str(error).split())[:160]}): lower batch_size, or use "
+            "microbatches, remat, dtype=bfloat16 or FSDP (README, Scaling up)"
+        )
+    return None

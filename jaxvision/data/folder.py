@@ -12,13 +12,11 @@ import numpy as np
 
 from jaxvision.data import files
 from jaxvision.data.sources import IMAGENET_MEAN, IMAGENET_STD, Dataset, check_fraction
-from jaxvision.errors import UserError
+from jaxvision.errors import UserError, listing
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Held-out folder names for a `root/train` + `root/<val>` layout, in order of preference.
 FOLDER_TEST_SPLITS = ("val", "validation", "test")
-# How many unreadable files a note or an error names before "and N more".
-SHOWN = 5
 
 
 class ImageFileSource(Sequence):
@@ -70,11 +68,10 @@ def _list_classes(root: pathlib.Path) -> dict[str, list[pathlib.Path]]:
 def _checked_empty(root: pathlib.Path, class_files: dict[str, list], left_out: str = "") -> dict:
     empty = [name for name, paths in class_files.items() if not paths]
     if empty:
-        shown = ", ".join(str(root / name) for name in empty[:3])
-        more = f" and {len(empty) - 3} more" if len(empty) > 3 else ""
+        shown = listing((root / name for name in empty), limit=3)
         why = f" once the unreadable ones are left out ({left_out})" if left_out else ""
         raise UserError(
-            f"class folder(s) with no .jpg/.jpeg/.png images{why}: {shown}{more}; "
+            f"class folder(s) with no .jpg/.jpeg/.png images{why}: {shown}; "
             "add images or remove the folder(s)"
         )
     return class_files
@@ -180,9 +177,7 @@ def _drop_unreadable(root: pathlib.Path, splits: list[dict], strict: bool) -> tu
     if not problems:
         return ()
     listed = tuple(f"{pathlib.Path(p).relative_to(root)} ({why})" for p, why in problems.items())
-    shown = ", ".join(listed[:SHOWN]) + (
-        f" and {len(listed) - SHOWN} more" if len(listed) > SHOWN else ""
-    )
+    shown = listing(listed)
     if strict:
         raise UserError(
             f"{len(listed)} unreadable image file(s) under {root}: {shown}; remove or replace "
