@@ -16,7 +16,6 @@ passes and work each device repeats (e.g. a replicated optimizer update). Runs o
 """
 
 import ast
-import functools
 import json
 import math
 import os
@@ -25,6 +24,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from absl import app, flags
 
@@ -38,8 +38,14 @@ from jaxvision.sharding import (
     param_specs,
     state_shardings,
 )
+from jaxvision.tasks.classification import Classification
 from jaxvision.train import optim, steps
-from jaxvision.train.state import count_params, init_train_state, logical_param_specs
+from jaxvision.train.state import (
+    count_params,
+    init_model_state,
+    init_train_state,
+    logical_param_specs,
+)
 
 _MODEL = flags.DEFINE_string("model", "resnet50", "Model name(s), comma-separated.")
 _BATCH = flags.DEFINE_integer("batch_size", 256, "Global batch size.")
@@ -111,11 +117,19 @@ def measure(name: str, batch_size: int) -> dict:
     optimizer = _OPTIMIZER.value or ("sgd" if name.startswith(("resnet", "vgg")) else "adamw")
     tx = optim.make_optimizer(optimizer, optax.constant_schedule(0.1), weight_decay=1e-4)
     shape = (image_size, image_size, 3)
-    init = functools.partial(init_train_state, model, tx, image_shape=shape)
+    imagenet = {"mean": (123.7, 116.3, 103.5), "std": (58.4, 57.1, 57.4)}
+    example = {"image": np.zeros((1, *shape), np.uint8)}
+
+    def init(rng):
+        init_variables = Classification(model, **imagenet).init_variables(example)
+        return init_train_state({"model": init_model_state(init_variables, tx, rng)})
+
     abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
     logical = logical_param_specs(model, shape) if "tensor" in _SHARDING.value else None
-    specs = param_specs(abstract.params, mesh, _SHARDING.value, logical_specs=logical)
-    shardings = state_shardings(abstract, mesh, specs)
+    specs = param_specs(
+        abstract.models["model"].params, mesh, _SHARDING.value, logical_specs=logical
+    )
+    shardings = state_shardings(abstract, mesh, {"model": specs})
     data_sharding = batch_sharding(mesh)
 
     def make_batch(key):
@@ -132,16 +146,14 @@ def measure(name: str, batch_size: int) -> dict:
     abstract_batch = abstract_like(
         batch_shapes, jax.tree.map(lambda _: data_sharding, batch_shapes)
     )
-    imagenet = {"mean": (123.7, 116.3, 103.5), "std": (58.4, 57.1, 57.4)}
 
     def jitted(model):
+        task = Classification(model, **imagenet)
         if _MODE.value == "train":
             return steps.jit_train_step(
-                steps.make_train_step(model, tx, **imagenet), mesh, shardings, data_sharding
+                steps.make_train_step(task, tx), mesh, shardings, data_sharding
             )
-        return steps.jit_eval_step(
-            steps.make_eval_step(model, **imagenet), mesh, shardings, data_sharding
-        )
+        return steps.jit_eval_step(steps.make_eval_step(task), mesh, shardings, data_sharding)
 
     started = time.perf_counter()
     lowered = jitted(model).lower(abstract_state, abstract_batch)
@@ -160,7 +172,7 @@ def measure(name: str, batch_size: int) -> dict:
         "batch_size": batch_size,
         "image_size": image_size,
         "dtype": _DTYPE.value,
-        "params": count_params(abstract.params),
+        "params": count_params(abstract.models["model"].params),
         "img_per_s": None,
         "step_ms": None,
         "tflop_per_s": None,

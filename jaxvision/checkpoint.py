@@ -11,6 +11,7 @@ one that reads, and moved aside as `<step>.damaged`, never deleted.
 import contextlib
 import errno
 import gc
+import json
 import logging
 import os
 import sys
@@ -288,30 +289,66 @@ class Checkpointer:
             self._manager.close()
 
 
-def load_variables(path: str, step: int | None = None) -> tuple[dict, int]:
-    """The model variables ({"params", "batch_stats"} as numpy) of another run's checkpoint, for
-    fine-tuning: `path` is its workdir or its checkpoints/ directory. Returns (variables, step).
+def load_model(path: str, step: int | None = None, model: str | None = None):
+    """One model of another run's checkpoint, as numpy, for inference, fine-tuning, a teacher or
+    a soup: {"variables": {"params", "batch_stats", ...}, "ema_params": ... or None}.
+
+    path: the run's workdir (or its checkpoints/ directory). step: default the newest that
+    reads. model: the model's name in a run of several (default: the one the run trained, from
+    `<workdir>/model.json`). Returns (model, step, one line per skipped unreadable checkpoint).
     """
-    directory = (
-        os.path.join(path, "checkpoints")
-        if os.path.isdir(os.path.join(path, "checkpoints"))
-        else path
-    )
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        workdir, directory = path, os.path.join(path, "checkpoints")
+    else:
+        workdir, directory = os.path.dirname(os.path.abspath(path)), path
+    # Read-only: the workdir may belong to a run that is still training.
     checkpointer = Checkpointer(directory, read_only=True)
-    step = checkpointer.latest_step() if step is None else step
-    if step is None:
-        raise UserError(f"no checkpoint in {directory}: init_from needs a trained workdir")
+    saved = checkpointer.all_steps()
+    if not saved:
+        raise UserError(f"no checkpoint in {directory}: point to a trained workdir")
+    if step is not None and step not in saved:
+        raise UserError(
+            f"no checkpoint for step {step} in {directory}: saved steps are "
+            f"{', '.join(map(str, saved))}"
+        )
     # Whole arrays on this process's first device, whatever devices wrote them (a run on 8
     # devices or several hosts is read back on 1).
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree.map(
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
-        checkpointer.item_metadata(step),
+        checkpointer.item_metadata(saved[-1] if step is None else step),
     )
-    state, _ = checkpointer.restore(abstract, step)
-    checkpointer.close()
-    get = state.get if isinstance(state, dict) else lambda k, d=None: getattr(state, k, d)
-    variables = {"params": jax.device_get(get("params"))}
-    if get("batch_stats"):
-        variables["batch_stats"] = jax.device_get(get("batch_stats"))
-    return variables, int(step)
+    try:
+        if step is None:
+            state, _, skipped = checkpointer.restore_newest_readable(abstract)
+            step = int(state["step"]) if "step" in state else saved[-1]
+        else:
+            (state, _), skipped = checkpointer.restore(abstract, step), []
+    finally:
+        checkpointer.close()
+    if "models" not in state:  # written before runs held named models
+        variables = {"params": state["params"]}
+        if state.get("batch_stats"):
+            variables["batch_stats"] = state["batch_stats"]
+        found = {"variables": variables, "ema_params": state.get("ema_params")}
+        return jax.device_get(found), int(step), skipped
+    if model is None:
+        record = os.path.join(workdir, "model.json")
+        if os.path.isfile(record):
+            with open(record) as f:
+                model = json.load(f).get("model_key")
+        model = model or next(iter(state["models"]))
+    if model not in state["models"]:
+        raise UserError(
+            f"{path} has no model {model!r}: it holds {', '.join(sorted(state['models']))}"
+        )
+    found = state["models"][model]
+    found = {"variables": dict(found["variables"]), "ema_params": found.get("ema_params")}
+    return jax.device_get(found), int(step), skipped
+
+
+def load_variables(path: str, step: int | None = None, model: str | None = None):
+    """The variables ({"params", "batch_stats", ...} as numpy) of one model of another run's
+    checkpoint (as `load_model`). Returns (variables, step)."""
+    found, step, _ = load_model(path, step, model)
+    return found["variables"], step

@@ -185,41 +185,51 @@ def _dict_keys(path) -> tuple[str, ...]:
     return tuple(k.key for k in path if isinstance(k, jax.tree_util.DictKey))
 
 
-def state_shardings(abstract_state, mesh: Mesh, specs):
-    """NamedShardings for a whole train state: parameters (and their EMA) by `specs`, every
-    optimizer-state leaf like the parameter it belongs to (same path and shape), everything else
-    replicated."""
-    by_path = {}
-    for path, spec in jax.tree_util.tree_flatten_with_path(
-        specs, is_leaf=lambda x: isinstance(x, P)
-    )[0]:
-        by_path[_dict_keys(path)] = spec
+def _flat_by_keys(tree, is_leaf=None) -> dict:
+    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]
+    return {_dict_keys(path): leaf for path, leaf in leaves}
+
+
+def state_shardings(abstract_state, mesh: Mesh, specs: dict):
+    """NamedShardings for a whole train state, by rules over paths: each model's parameters
+    (and their EMA) by its PartitionSpecs, every optimizer-state leaf like the parameter it
+    belongs to (same path and shape), everything else (steps, keys, BatchNorm statistics)
+    replicated.
+
+    specs: {model name: the PartitionSpecs of its parameters} (`param_specs`), for every model in
+    `abstract_state.models`: a frozen teacher is laid out like a trained student.
+    """
+    rules = {
+        name: _flat_by_keys(model_specs, is_leaf=lambda x: isinstance(x, P))
+        for name, model_specs in specs.items()
+    }
     shapes = {
-        _dict_keys(path): tuple(leaf.shape)
-        for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state.params)[0]
+        name: {k: tuple(v.shape) for k, v in _flat_by_keys(model.params).items()}
+        for name, model in abstract_state.models.items()
     }
 
-    def opt_leaf(path, leaf):
-        keys = _dict_keys(path)
-        # The parameter's path is a suffix of its state's: optax wrappers add their own keys
-        # in front (multi_transform's "trainable", ...).
-        for start in range(len(keys)):
-            suffix = keys[start:]
-            if suffix in by_path and tuple(leaf.shape) == shapes[suffix]:
-                return NamedSharding(mesh, by_path[suffix])
+    def leaf_sharding(path, leaf):
+        # path: .models[name].<field>[...]: the field says what the dict keys after it are.
+        if path[0].name != "models":  # the run's step
+            return NamedSharding(mesh, P())
+        name = path[1].key
+        field = path[2].name
+        keys = _dict_keys(path[3:])
+        by_path = rules[name]
+        if field == "variables" and keys[:1] == ("params",):
+            return NamedSharding(mesh, by_path[keys[1:]])
+        if field == "ema_params":
+            return NamedSharding(mesh, by_path[keys])
+        if field == "opt_state":
+            # The parameter's path is a suffix of its state's: optax wrappers add their own
+            # keys in front (multi_transform's "trainable", ...).
+            for start in range(len(keys)):
+                suffix = keys[start:]
+                if suffix in by_path and tuple(leaf.shape) == shapes[name][suffix]:
+                    return NamedSharding(mesh, by_path[suffix])
         return NamedSharding(mesh, P())
 
-    param_shardings = jax.tree.map(
-        lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, P)
-    )
-    return abstract_state.replace(
-        step=NamedSharding(mesh, P()),
-        params=param_shardings,
-        ema_params=None if abstract_state.ema_params is None else param_shardings,
-        batch_stats=jax.tree.map(lambda _: NamedSharding(mesh, P()), abstract_state.batch_stats),
-        opt_state=jax.tree_util.tree_map_with_path(opt_leaf, abstract_state.opt_state),
-        rng=NamedSharding(mesh, P()),
-    )
+    return jax.tree_util.tree_map_with_path(leaf_sharding, abstract_state)
 
 
 def abstract_like(tree, shardings):

@@ -68,6 +68,21 @@ def base_config() -> ml_collections.ConfigDict:
     config.seed = 0
     config.log_every_steps = 100
     config.eval_every_steps = 0  # 0: evaluate at the end only
+    # What to evaluate: {name: {split: "test" | "train", every_steps}}; metrics are <name>/...
+    # (eval/top1) and every_steps None follows eval_every_steps. Add entries in a config file.
+    config.evals = ml_collections.ConfigDict(
+        {"eval": {"split": "test", "every_steps": config_dict.placeholder(int)}}
+    )
     config.checkpoint_every_steps = 1000
     config.keep_checkpoints = 3
+    return config
+
+
+def distillation_fields(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The fields of a distillation run (experiments.distill), added to a classification config."""
+    config.teacher = ""  # a trained workdir, or a weight file with teacher_model
+    config.teacher_model = ""  # the teacher's model name, for a weight file
+    config.teacher_image_size = 0  # a weight file's teacher input size (0: the student's)
+    config.distill_temperature = 1.0  # T of the softened distributions
+    config.distill_weight = 1.0  # weight of the KL term; 1 - it on the labels' cross-entropy
     return config

@@ -80,15 +80,30 @@ class _ShuffledEpochs(grain.MapDataset):
 
 
 @dataclasses.dataclass(frozen=True)
-class _TrainTransform:
-    """Augments one example; a dataclass rather than a closure so worker processes can unpickle."""
+class TrainTransform:
+    """The classification augmentation of one example, whole: `image` is cropped, flipped and
+    augmented, every other field passes through. A task with geometric targets (boxes) brings
+    its own transform that moves them with the image. A dataclass rather than a closure so
+    worker processes can unpickle it.
+
+    crop: "inception" (random-resized crop), "pad" (resize to `image_size` if needed, then pad
+        by `pad` and crop back) or "none" (resize the shorter side and center crop, the identity
+        when images already have `image_size`).
+    flip: mirror left-right with probability 0.5.
+    randaugment: (num_ops, magnitude) for RandAugment after crop and flip; None: off.
+    erasing: probability of random erasing (timm's per-pixel noise box), last.
+    """
 
     image_size: int
-    crop: str
-    flip: bool
-    pad: int
-    randaugment: tuple[int, int] | None = None  # (num_ops, magnitude)
-    erasing: float = 0.0  # probability of random erasing
+    crop: str = "inception"
+    flip: bool = True
+    pad: int = 4
+    randaugment: tuple[int, int] | None = None
+    erasing: float = 0.0
+
+    def __post_init__(self):
+        if self.crop not in CROPS:
+            raise UserError(f"unknown crop {self.crop!r}: use one of {', '.join(CROPS)}")
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
         image = example["image"]
@@ -105,38 +120,88 @@ class _TrainTransform:
             image = augment.rand_augment(image, rng, num_ops=num_ops, magnitude=magnitude)
         if self.erasing:
             image = augment.random_erasing(image, rng, probability=self.erasing)
-        return {"image": image, "label": example["label"]}
+        return {**example, "image": image}
 
 
 @dataclasses.dataclass(frozen=True)
-class _EvalTransform:
+class EvalTransform:
+    """The eval preprocessing of one example: `resize_center_crop(image, image_size,
+    crop_ratio)`; every other field passes through, and `mask` marks it as real."""
+
     image_size: int
-    crop_ratio: float
+    crop_ratio: float = 0.875
 
     def __call__(self, example: dict) -> dict:
         image = transforms.resize_center_crop(example["image"], self.image_size, self.crop_ratio)
-        return {"image": image, "label": example["label"], "mask": True}
+        return {**example, "image": image, "mask": True}
 
 
 @dataclasses.dataclass(frozen=True)
 class _Padding:
     """The filler example that completes the last eval batch; masked out of every metric."""
 
-    image: np.ndarray
+    example: dict  # zeros shaped like a real example
 
     def __call__(self, _: int) -> dict:
-        return {"image": self.image, "label": 0, "mask": False}
+        return {**self.example, "mask": False}
 
 
-def _stack(examples: Sequence[dict]) -> dict:
-    """Stacks examples into a batch: `image` uint8 [b, H, W, C], `label` int32 [b], ..."""
-    batch = {
-        "image": np.stack([e["image"] for e in examples]),
-        "label": np.array([e["label"] for e in examples], dtype=np.int32),
-    }
-    if "mask" in examples[0]:
-        batch["mask"] = np.array([e["mask"] for e in examples], dtype=bool)
-    return batch
+def _zeros_like(example: dict, ragged) -> dict:
+    """A filler example: zeros, and no rows in the ragged fields (no boxes)."""
+    sizes = dict(ragged)
+    return {k: np.asarray(v)[:0] if k in sizes else np.zeros_like(v) for k, v in example.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Batcher:
+    """Stacks examples into a batch: `image` uint8 [b, H, W, C], `label` int32 [b], ...
+
+    ragged: (field, size) pairs for fields whose length varies per example (boxes of a
+    detection target, [n, ...]): each is zero-padded to [b, size, ...] and `<field>_mask`
+    [b, size] bool marks the real rows. An example with more than `size` rows is an error.
+    Python ints become int32 and bools bool; arrays keep their dtype.
+    """
+
+    ragged: tuple[tuple[str, int], ...] = ()
+
+    def __call__(self, examples: Sequence[dict]) -> dict:
+        sizes = dict(self.ragged)
+        batch = {}
+        for key in examples[0]:
+            values = [np.asarray(e[key]) for e in examples]
+            if key in sizes:
+                batch[key], batch[f"{key}_mask"] = pad_ragged(values, sizes[key], key)
+                continue
+            stacked = np.stack(values)
+            if stacked.dtype == np.int64:
+                stacked = stacked.astype(np.int32)
+            batch[key] = stacked
+        return batch
+
+
+def pad_ragged(values: Sequence[np.ndarray], size: int, name: str = "field"):
+    """[n_i, ...] arrays -> ([b, size, ...] zero-padded, [b, size] bool mask of real rows)."""
+    longest = max(len(v) for v in values)
+    if longest > size:
+        raise UserError(
+            f"an example has {longest} {name} rows, more than the {size} a batch holds: raise "
+            f"the limit for {name}"
+        )
+    trailing = max((v.shape[1:] for v in values), key=len)
+    if any(v.shape[1:] != trailing and len(v) for v in values) or any(v.ndim == 0 for v in values):
+        shapes = sorted({str(v.shape) for v in values})
+        raise UserError(
+            f"{name} rows differ in shape ({', '.join(shapes)}): give every example an array "
+            f"[n, {', '.join(map(str, trailing))}] (an empty one for none)"
+        )
+    dtype = np.result_type(*values) if values else np.float32
+    padded = np.zeros((len(values), size, *trailing), dtype)
+    mask = np.zeros((len(values), size), bool)
+    for i, v in enumerate(values):
+        if len(v):  # an empty value may be [0] or [0, ...]
+            padded[i, : len(v)] = v
+            mask[i, : len(v)] = True
+    return padded, mask
 
 
 def _local_batch_size(global_batch_size: int, process_index: int, process_count: int) -> int:
@@ -173,48 +238,36 @@ def _iterate(batches: grain.MapDataset, source: Sequence, worker_count: int) -> 
 
 def train_batches(
     source: Sequence,
+    transform,
     *,
     global_batch_size: int,
-    image_size: int,
-    crop: str,
-    flip: bool,
     seed: int,
     start_step: int = 0,
     num_steps: int | None = None,
     process_index: int = 0,
     process_count: int = 1,
-    pad: int = 4,
     worker_count: int = 0,
-    randaugment: tuple[int, int] | None = None,
-    erasing: float = 0.0,
     repeats: int = 1,
 ) -> Iterator[dict]:
     """Yields this process's share of the augmented training batches from `start_step` on.
 
     Args:
-        source: random access, `[i] -> {"image": uint8 [H, W, C], "label": int}`.
+        source: random access, `[i] -> {"image": uint8 [H, W, C], ...task fields}`.
+        transform: `(example, rng) -> example`, e.g. `TrainTransform`; a picklable object with
+            an optional `ragged` attribute ((field, size) pairs for `Batcher`).
         global_batch_size: `B`, examples per step over all processes.
-        image_size: output side length.
-        crop: "inception" (random-resized crop), "pad" (resize to `image_size` if needed, then
-            pad by `pad` and crop back) or "none" (resize the shorter side and center crop,
-            the identity when images already have `image_size`).
-        flip: mirror left-right with probability 0.5.
         seed: fixes the shuffle of every epoch and every augmentation; in [0, 2**32).
         start_step: first step to yield; batches do not depend on it, only which ones come out.
         num_steps: stop after this many batches; None repeats forever.
         process_index, process_count: this host's place in the job.
         worker_count: processes that build batches (0: threads in this process only).
-        randaugment: (num_ops, magnitude) for RandAugment after crop and flip; None: off.
-        erasing: probability of random erasing (timm's per-pixel noise box), last.
         repeats: repeated augmentation: each batch holds B / repeats images, each `repeats`
             times with its own augmentation (an epoch then takes `repeats` times the steps).
 
     Yields:
-        `{"image": uint8 [b, image_size, image_size, C], "label": int32 [b]}` with
-        `b = global_batch_size // process_count`.
+        The transformed examples stacked by `Batcher`, e.g. `{"image": uint8 [b, S, S, C],
+        "label": int32 [b]}` with `b = global_batch_size // process_count`.
     """
-    if crop not in CROPS:
-        raise UserError(f"unknown crop {crop!r}: use one of {', '.join(CROPS)}")
     if len(source) == 0:
         raise UserError("the training source is empty: check the dataset and its split")
     local = _local_batch_size(global_batch_size, process_index, process_count)
@@ -229,14 +282,12 @@ def train_batches(
             f"{global_batch_size}: choose batch_size as a multiple of repeats"
         )
     stream = _ShuffledEpochs(source, seed, repeats, global_batch_size).random_map(
-        _TrainTransform(
-            image_size, crop, flip, pad, tuple(randaugment) if randaugment else None, erasing
-        ),
-        seed=seed,
+        transform, seed=seed
     )
     # Local batch k holds stream elements [k * local, (k + 1) * local): global step s, process p
     # is local batch s * process_count + p.
-    batches = stream.batch(local, drop_remainder=True, batch_fn=_stack)
+    batcher = Batcher(getattr(transform, "ragged", ()))
+    batches = stream.batch(local, drop_remainder=True, batch_fn=batcher)
     first = start_step * process_count + process_index
     stop = None if num_steps is None else (start_step + num_steps) * process_count
     return _iterate(batches[first:stop:process_count], source, worker_count)
@@ -249,10 +300,9 @@ def num_eval_batches(num_examples: int, global_batch_size: int) -> int:
 
 def eval_batches(
     source: Sequence,
+    transform,
     *,
     global_batch_size: int,
-    image_size: int,
-    crop_ratio: float = 0.875,
     process_index: int = 0,
     process_count: int = 1,
     worker_count: int = 0,
@@ -264,29 +314,28 @@ def eval_batches(
     process yields `num_eval_batches(len(source), B)` batches and each example is real exactly once.
 
     Args:
-        source: random access, `[i] -> {"image": uint8 [H, W, C], "label": int}`.
+        source: random access, `[i] -> {"image": uint8 [H, W, C], ...task fields}`.
+        transform: `example -> example` with `mask` True, e.g. `EvalTransform`.
         global_batch_size: `B`, examples per eval step over all processes.
-        image_size: output side length.
-        crop_ratio: `resize_center_crop`'s share of the shorter side (1.0 for no crop).
         process_index, process_count: this host's place in the job.
         worker_count: processes that build batches (0: threads in this process only).
 
     Yields:
-        `{"image": uint8 [b, image_size, image_size, C], "label": int32 [b], "mask": bool [b]}`.
+        The transformed examples stacked by `Batcher`, e.g. `{"image": uint8 [b, S, S, C],
+        "label": int32 [b], "mask": bool [b]}`.
     """
     local = _local_batch_size(global_batch_size, process_index, process_count)
     num_examples = len(source)
     if num_examples == 0:
         return iter(())
-    transform = _EvalTransform(image_size, crop_ratio)
     examples = grain.MapDataset.source(source).map(transform)
     num_padding = num_eval_batches(num_examples, global_batch_size) * global_batch_size
     num_padding -= num_examples
     if num_padding:
-        filler = np.zeros_like(transform(source[0])["image"])
+        filler = _zeros_like(transform(source[0]), getattr(transform, "ragged", ()))
         padding = grain.MapDataset.range(num_padding).map(_Padding(filler))
         examples = grain.MapDataset.concatenate([examples, padding])
-    batches = examples.batch(local, batch_fn=_stack)
+    batches = examples.batch(local, batch_fn=Batcher(getattr(transform, "ragged", ())))
     return _iterate(batches[process_index::process_count], source, worker_count)
 
 

@@ -69,15 +69,17 @@ class MetricsLog:
             f.writelines(kept)
         os.replace(self.path + ".tmp", self.path)
 
-    def record_with(self, step: int, key: str) -> dict | None:
-        """The logged record of `step` that has `key` (e.g. a finished run's final evaluation),
-        or None."""
+    def record_with(self, step: int, prefix: str) -> dict | None:
+        """The logged record of `step` with a metric named `prefix`... (e.g. "eval/": a finished
+        run's final evaluation), or None."""
         if not os.path.exists(self.path):
             return None
         with open(self.path) as f:
             for line in f:
                 record = _parse(line)
-                if record is not None and record["step"] == step and key in record:
+                if record is None or record["step"] != step:
+                    continue
+                if any(k.startswith(prefix) for k in record):
                     return record
         return None
 

@@ -1,5 +1,11 @@
-"""The training state: one pytree of arrays that a step maps to the next one."""
+"""The training state: one pytree of arrays that a step maps to the next one.
 
+A run trains one or several named models ("model"; "student" beside a frozen "teacher";
+"generator" and "discriminator"). Each model carries its variables by collection, its own
+optimizer state, step, random key and, optionally, an average of its weights.
+"""
+
+from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -12,53 +18,89 @@ from jaxvision.train.ema import ema_init
 
 
 @flax.struct.dataclass
-class TrainState:
-    """Everything a run needs to continue exactly where it stopped.
+class ModelState:
+    """One model of a run.
 
-    step: int32 scalar, the number of updates applied so far (also the data position).
-    params / batch_stats: the model's variable collections (batch_stats is {} without BatchNorm).
-    opt_state: the optax state for `params`.
-    rng: uint32 [2] raw PRNG key; each step folds in `step`, so steps never share randomness.
-    ema_params: exponential moving average of `params` (None when the run keeps none).
+    variables: its collections: {"params": ..., "batch_stats": ... (BatchNorm), ...}.
+    opt_state: the optax state for `variables["params"]`; None for a frozen model (a teacher).
+    step: int32 scalar, the optimizer updates applied to this model.
+    rng: uint32 [2] raw PRNG key; a step folds in the run's step, so no two steps share
+        randomness.
+    ema_params: exponential moving average of the parameters (None when none is kept).
     """
 
-    step: jax.Array
-    params: Any
-    batch_stats: Any
+    variables: Any
     opt_state: Any
+    step: jax.Array
     rng: jax.Array
     ema_params: Any = None
 
+    @property
+    def params(self):
+        return self.variables["params"]
 
-def init_train_state(
-    model: nn.Module,
-    tx: optax.GradientTransformation,
+    @property
+    def mutable(self) -> dict:
+        """The collections a training forward updates (all but `params`)."""
+        return {k: v for k, v in self.variables.items() if k != "params"}
+
+    def with_ema_weights(self) -> "ModelState":
+        """This model with its EMA parameters in place of the trained ones."""
+        return self.replace(variables={**self.variables, "params": self.ema_params})
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a run needs to continue exactly where it stopped.
+
+    step: int32 scalar, the number of train steps run so far (also the data position).
+    models: {name: ModelState}.
+    """
+
+    step: jax.Array
+    models: dict[str, ModelState]
+
+    def replace_model(self, name: str, **fields) -> "TrainState":
+        return self.replace(models={**self.models, name: self.models[name].replace(**fields)})
+
+
+def init_model_state(
+    init_variables: Callable[[jax.Array], dict],
+    tx: optax.GradientTransformation | None,
     rng: jax.Array,
-    image_shape,
     *,
     ema: bool = False,
-) -> TrainState:
-    """Initialises a state for `model` on images of `image_shape` ([H, W, C]); with `ema` it
-    also starts an exponential moving average of the parameters.
+) -> ModelState:
+    """A fresh model: `init_variables(rng) -> {"params", ...}` (e.g. `model.init` on an example
+    batch), the optimizer state of `tx` (None: frozen) and with `ema` an average of the weights.
 
     Pure, so it can be jitted with output shardings (every device builds only its shard) or
-    traced with `jax.eval_shape` to get the state's structure without allocating it.
+    traced with `jax.eval_shape` to get the structure without allocating it.
     """
     init_rng, state_rng = jax.random.split(rng)
-    dummy = jnp.zeros((1, *image_shape), jnp.float32)
-    variables = model.init({"params": init_rng, "dropout": init_rng}, dummy, train=False)
     # Logical-axis annotations (nn.LogicallyPartitioned boxes) have done their job once
     # `logical_param_specs` has read them: the state holds plain arrays.
-    variables = nn.meta.unbox(variables)
+    variables = dict(nn.meta.unbox(init_variables(init_rng)))
     params = variables["params"]
-    return TrainState(
+    return ModelState(
+        variables=variables,
+        opt_state=None if tx is None else tx.init(params),
         step=jnp.zeros((), jnp.int32),
-        params=params,
-        batch_stats=variables.get("batch_stats", {}),
-        opt_state=tx.init(params),
         rng=state_rng,
         ema_params=ema_init(params) if ema else None,
     )
+
+
+def init_train_state(models: dict[str, ModelState]) -> TrainState:
+    """A run's state at step 0 from its fresh models ({name: `init_model_state(...)`})."""
+    return TrainState(step=jnp.zeros((), jnp.int32), models=models)
+
+
+def image_model_init(model: nn.Module, images) -> Callable[[jax.Array], dict]:
+    """`rng -> variables` of an image model on `images` ([B, H, W, C] arrays or shapes; only
+    their shape matters)."""
+    dummy = jnp.zeros((1, *images.shape[1:]), jnp.float32)
+    return lambda rng: model.init({"params": rng, "dropout": rng}, dummy, train=False)
 
 
 def _abstract_variables(model: nn.Module, image_shape):
@@ -83,3 +125,33 @@ def logical_param_specs(model: nn.Module, image_shape):
 
 def count_params(params) -> int:
     return sum(int(x.size) for x in jax.tree.leaves(params))
+
+
+def legacy_layout(state):
+    """`state` (one model, "model") in the layout checkpoints had before runs held named models:
+    {"step", "params", "batch_stats", "opt_state", "rng", "ema_params"}. Works on arrays,
+    abstract values and shardings alike."""
+    model = state.models["model"]
+    return {
+        "step": state.step,
+        "params": model.variables["params"],
+        "batch_stats": model.variables.get("batch_stats", {}),
+        "opt_state": model.opt_state,
+        "rng": model.rng,
+        "ema_params": model.ema_params,
+    }
+
+
+def from_legacy_layout(tree: dict) -> TrainState:
+    """The `TrainState` of a checkpoint in `legacy_layout`."""
+    variables = {"params": tree["params"]}
+    if tree.get("batch_stats"):
+        variables["batch_stats"] = tree["batch_stats"]
+    model = ModelState(
+        variables=variables,
+        opt_state=tree["opt_state"],
+        step=jnp.copy(tree["step"]),  # its own buffer: the step donates the state's
+        rng=tree["rng"],
+        ema_params=tree.get("ema_params"),
+    )
+    return TrainState(step=tree["step"], models={"model": model})

@@ -1,21 +1,25 @@
-"""Pure train and eval steps for classification, and how they are jitted over a mesh.
+"""The train step every task shares, the eval step, and how both are jitted over a mesh.
+
+A task (jaxvision.tasks) says what a step computes: `prepare` the batch on the device, the
+`loss` of one model's parameters, the `eval_outputs` of a batch. This module applies the rest
+the same way for every task: micro-batch accumulation, frozen parameters, the optimizer update,
+the EMA of the weights and the step's metrics.
 
 Nothing here imports TensorFlow or the data code: benchmarks drive these steps with synthetic
 batches on machines that have neither.
 """
 
+import dataclasses
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
-from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding
 
 from jaxvision.sharding import replicated
 from jaxvision.train.ema import ema_update
-from jaxvision.train.metrics import confusion_counts
-from jaxvision.train.mixing import mixup_cutmix
 from jaxvision.train.optim import frozen_mask
 from jaxvision.train.state import TrainState
 
@@ -28,36 +32,6 @@ def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float]) ->
     mean = jnp.asarray(mean, jnp.float32)
     std = jnp.asarray(std, jnp.float32)
     return (images.astype(jnp.float32) - mean) / std
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
-    """logits: [B, K] float, labels: [B] int -> [B] per-example loss (label smoothing as in
-    Inception-v3: the target puts 1 - a on the label and a / K on every class)."""
-    targets = jax.nn.one_hot(labels, logits.shape[-1])
-    if label_smoothing:
-        targets = optax.smooth_labels(targets, label_smoothing)
-    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
-
-
-def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
-    """[B] float32, 1.0 where `labels` is among the `k` largest logits."""
-    k = min(k, logits.shape[-1])
-    _, top = jax.lax.top_k(logits, k)
-    return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
-
-
-def _apply(model, params, batch_stats, images, *, train: bool, rng=None):
-    """Runs the model; returns (logits, new batch_stats)."""
-    variables = {"params": params}
-    if batch_stats:
-        variables["batch_stats"] = batch_stats
-    if train and batch_stats:
-        logits, updates = model.apply(
-            variables, images, train=True, mutable=["batch_stats"], rngs={"dropout": rng}
-        )
-        return logits, updates["batch_stats"]
-    rngs = {"dropout": rng} if train else {}
-    return model.apply(variables, images, train=train, rngs=rngs), batch_stats
 
 
 def split_microbatches(batch: dict, num: int) -> dict:
@@ -75,52 +49,45 @@ def split_microbatches(batch: dict, num: int) -> dict:
     return jax.tree.map(split, batch)
 
 
-def make_train_step(
-    model: nn.Module,
-    tx: optax.GradientTransformation,
-    *,
-    mean: Sequence[float],
-    std: Sequence[float],
-    label_smoothing: float = 0.0,
-    learning_rate: optax.Schedule | None = None,
-    microbatches: int = 1,
-    mixing: dict | None = None,
-    class_weights: Sequence[float] | None = None,
-    ema_decay: float = 0.0,
-    ema_warmup: bool = True,
-    frozen=None,
-) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-    """Returns `train_step(state, batch) -> (state, metrics)`.
+@dataclasses.dataclass(frozen=True)
+class UpdateOptions:
+    """How the trained model's parameters are updated, whatever the task.
 
-    batch: {"image": [B, H, W, C] uint8, "label": [B] int32}. Under jit over a mesh the batch is
-    global, so BatchNorm statistics and the mean loss are over the whole global batch.
     microbatches: k > 1 accumulates the gradients of k micro-batches of B / k inside the step
-    (one optimizer update, activation memory of B / k); BatchNorm then sees B / k at a time.
-    mixing: keyword arguments of `mixup_cutmix` (mixup_alpha, cutmix_alpha, switch_prob, prob);
-    None: off. Label smoothing applies before mixing; train/top1 counts the unmixed labels.
-    class_weights: [K] loss weight per class (imbalanced data); None: all 1.
-    ema_decay: with a state that has `ema_params`, their decay per step (warmup: timm's
-    min(decay, (1 + step) / (10 + step))).
+        (one optimizer update, activation memory of B / k); BatchNorm then sees B / k at a time.
+    ema_decay: with a model that keeps `ema_params`, their decay per update (warmup: timm's
+        min(decay, (1 + step) / (10 + step))).
     frozen: the optimizer's `frozen` (a path predicate or a tree of bools). Frozen parameters
-    enter the loss through `stop_gradient`, so the backward pass skips everything only they
-    need (a linear probe differentiates the head alone); their gradients are zero.
-    metrics: scalars `train/loss`, `train/top1`, `train/grad_norm` and (given `learning_rate`)
-    `train/lr`.
+        enter the loss through `stop_gradient`, so the backward pass skips everything only they
+        need (a linear probe differentiates the head alone); their gradients are zero.
+    learning_rate: the schedule, to report `train/lr`; None: not reported.
     """
 
-    weights = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
+    microbatches: int = 1
+    ema_decay: float = 0.0
+    ema_warmup: bool = True
+    frozen: Any = None
+    learning_rate: optax.Schedule | None = None
 
-    def loss_and_grads(params, batch_stats, batch, rng):
-        images = normalize(batch["image"], mean, std)
-        targets = jax.nn.one_hot(batch["label"], model.num_classes)
-        if label_smoothing:
-            targets = optax.smooth_labels(targets, label_smoothing)
-        if mixing:
-            mix_rng, rng = jax.random.split(rng)
-            images, targets, _ = mixup_cutmix(mix_rng, images, targets, **mixing)
-        # Per-example weights from the (mixed) targets: sum(w_i l_i) / sum(w_i), as torch's
-        # CrossEntropyLoss(weight=...) with mean reduction.
-        example_weights = 1.0 if weights is None else targets @ weights
+
+def make_train_step(
+    task, tx: optax.GradientTransformation, options: UpdateOptions = UpdateOptions()
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """Returns `train_step(state, batch) -> (state, metrics)` that updates the model
+    `task.trained` with `tx` on `task.loss`.
+
+    The task provides:
+      prepare(batch, rng, models) -> (inputs, rng): device-side work the gradient does not flow
+          through (normalisation, mixing, a frozen teacher's outputs);
+      loss(params, mutable, inputs, rng, models) -> (loss, (metrics, new mutable collections)).
+    Under jit over a mesh the batch is global, so BatchNorm statistics and the mean loss are over
+    the whole global batch. metrics: `train/loss`, the task's `train/<name>` scalars,
+    `train/grad_norm` and (given `options.learning_rate`) `train/lr`.
+    """
+    microbatches, frozen = options.microbatches, options.frozen
+
+    def loss_and_grads(params, mutable, batch, rng, models):
+        inputs, rng = task.prepare(batch, rng, models)
 
         def loss_fn(params):
             if frozen is not None:
@@ -129,106 +96,73 @@ def make_train_step(
                     params,
                     frozen_mask(frozen, params),
                 )
-            outputs, new_stats = _apply(model, params, batch_stats, images, train=True, rng=rng)
-            # Models with auxiliary classifiers (GoogLeNet, Inception v3 with `aux_logits`)
-            # return (logits, *aux_logits) in training; each aux loss adds with the model's
-            # `aux_loss_weight` (0.3 in GoogLeNet's paper, 0.4 in Inception v3's).
-            logits, *aux_logits = outputs if isinstance(outputs, tuple) else (outputs,)
+            return task.loss(params, mutable, inputs, rng, models)
 
-            def weighted_loss(logits):
-                losses = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
-                return jnp.sum(losses * example_weights) / jnp.sum(
-                    jnp.broadcast_to(example_weights, losses.shape)
-                )
-
-            loss = weighted_loss(logits)
-            for aux in aux_logits:
-                loss += model.aux_loss_weight * weighted_loss(aux)
-            return loss, (topk_correct(logits, batch["label"], 1).mean(), new_stats)
-
-        (loss, (top1, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        return loss, top1, new_stats, grads
+        (loss, (metrics, new_mutable)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        return loss, metrics, new_mutable, grads
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        rng = jax.random.fold_in(state.rng, state.step)
+        model = state.models[task.trained]
+        rng = jax.random.fold_in(model.rng, state.step)
         if microbatches == 1:
-            loss, top1, batch_stats, grads = loss_and_grads(
-                state.params, state.batch_stats, batch, rng
+            loss, metrics, mutable, grads = loss_and_grads(
+                model.params, model.mutable, batch, rng, state.models
             )
         else:
 
             def accumulate(carry, micro):
-                index, batch_stats, sums = carry
+                index, mutable, sums = carry
                 micro_rng = jax.random.fold_in(rng, index)
-                loss, top1, batch_stats, grads = loss_and_grads(
-                    state.params, batch_stats, micro, micro_rng
+                loss, metrics, mutable, grads = loss_and_grads(
+                    model.params, mutable, micro, micro_rng, state.models
                 )
-                sums = jax.tree.map(jnp.add, sums, (loss, top1, grads))
-                return (index + 1, batch_stats, sums), None
+                sums = jax.tree.map(jnp.add, sums, (loss, metrics, grads))
+                return (index + 1, mutable, sums), None
 
-            zeros = (jnp.float32(0), jnp.float32(0), jax.tree.map(jnp.zeros_like, state.params))
-            carry = (jnp.int32(0), state.batch_stats, zeros)
-            (_, batch_stats, sums), _ = jax.lax.scan(
+            metric_shapes = jax.eval_shape(
+                loss_and_grads, model.params, model.mutable, batch, rng, state.models
+            )[1]
+            zeros = jax.tree.map(
+                lambda s: jnp.zeros(s.shape, s.dtype),
+                (jnp.float32(0), metric_shapes, model.params),
+            )
+            carry = (jnp.int32(0), model.mutable, zeros)
+            (_, mutable, sums), _ = jax.lax.scan(
                 accumulate, carry, split_microbatches(batch, microbatches)
             )
-            loss, top1, grads = jax.tree.map(lambda x: x / microbatches, sums)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        ema_params = state.ema_params
+            loss, metrics, grads = jax.tree.map(lambda x: x / microbatches, sums)
+        updates, opt_state = tx.update(grads, model.opt_state, model.params)
+        params = optax.apply_updates(model.params, updates)
+        ema_params = model.ema_params
         if ema_params is not None:
-            ema_params = ema_update(ema_params, params, state.step, ema_decay, ema_warmup)
-        new_state = state.replace(
-            step=state.step + 1,
-            params=params,
-            batch_stats=batch_stats,
+            ema_params = ema_update(
+                ema_params, params, model.step, options.ema_decay, options.ema_warmup
+            )
+        model = model.replace(
+            variables={**model.variables, **mutable, "params": params},
             opt_state=opt_state,
+            step=model.step + 1,
             ema_params=ema_params,
         )
+        new_state = state.replace(step=state.step + 1, models={**state.models, task.trained: model})
         metrics = {
             "train/loss": loss,
-            "train/top1": top1,
+            **{f"train/{k}": v for k, v in metrics.items()},
             "train/grad_norm": optax.tree.norm(grads),
         }
-        if learning_rate is not None:
-            metrics["train/lr"] = learning_rate(state.step)
+        if options.learning_rate is not None:
+            metrics["train/lr"] = options.learning_rate(state.step)
         return new_state, metrics
 
     return train_step
 
 
-def make_eval_step(
-    model: nn.Module, *, mean: Sequence[float], std: Sequence[float], confusion: bool = False
-) -> Callable[[TrainState, dict], dict]:
-    """Returns `eval_step(state, batch) -> sums`.
+def make_eval_step(task) -> Callable[[TrainState, dict], dict]:
+    """Returns `eval_step(state, batch) -> task.eval_outputs(state.models, batch)`.
 
-    batch: {"image": [B, H, W, C] uint8, "label": [B] int32, "mask": [B] bool}; padded examples
-    (mask False) count nowhere. Sums, not means, so batches of a pass add up exactly:
-    {"count", "loss", "top1", "top5"}; `summarize_eval` turns them into `eval/*` metrics.
-    With `confusion`, also "confusion": int32 [K, K] counts (rows true, columns predicted).
+    batch: the task's fields plus "mask": [B] bool; padded examples (mask False) count nowhere.
     """
-
-    def eval_step(state: TrainState, batch: dict) -> dict:
-        images = normalize(batch["image"], mean, std)
-        labels = batch["label"]
-        mask = batch["mask"].astype(jnp.float32)
-        logits, _ = _apply(model, state.params, state.batch_stats, images, train=False)
-        sums = {
-            "count": mask.sum(),
-            "loss": (cross_entropy(logits, labels) * mask).sum(),
-            "top1": (topk_correct(logits, labels, 1) * mask).sum(),
-            "top5": (topk_correct(logits, labels, 5) * mask).sum(),
-        }
-        if confusion:
-            sums["confusion"] = confusion_counts(logits, labels, batch["mask"], model.num_classes)
-        return sums
-
-    return eval_step
-
-
-def summarize_eval(sums: dict, prefix: str = "eval") -> dict:
-    """Accumulated eval sums -> {"eval/loss", "eval/top1", "eval/top5"} as Python floats."""
-    count = max(float(sums["count"]), 1.0)
-    return {f"{prefix}/{k}": float(sums[k]) / count for k in ("loss", "top1", "top5")}
+    return lambda state, batch: task.eval_outputs(state.models, batch)
 
 
 def jit_train_step(

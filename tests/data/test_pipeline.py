@@ -1,7 +1,9 @@
 """Train and eval batching: determinism, exact resume, process splits, epochs, padding."""
 
+import dataclasses
 import itertools
 import sys
+from typing import ClassVar
 
 import jax
 import numpy as np
@@ -11,6 +13,8 @@ from jax.sharding import PartitionSpec as P
 from PIL import Image
 
 from jaxvision.data import (
+    EvalTransform,
+    TrainTransform,
     eval_batches,
     make_global_batch,
     num_eval_batches,
@@ -29,11 +33,13 @@ def _indexed_source(num_examples: int, size: int = 8) -> ArraySource:
     return ArraySource(np.ascontiguousarray(images), np.arange(num_examples))
 
 
-def _take(n, **kwargs):
-    return list(itertools.islice(train_batches(**kwargs), n))
+def _take(n, source, transform, **kwargs):
+    return list(itertools.islice(train_batches(source, transform, **kwargs), n))
 
 
-AUGMENTED = dict(global_batch_size=16, image_size=8, crop="pad", flip=True)
+PAD_FLIP = TrainTransform(8, crop="pad", flip=True)
+NO_AUGMENT = TrainTransform(8, crop="none", flip=False)
+AUGMENTED = dict(global_batch_size=16)
 
 
 def _assert_same(batches_a, batches_b):
@@ -46,35 +52,34 @@ def _assert_same(batches_a, batches_b):
 
 def test_train_batch_shapes_and_types():
     source = open_dataset("digits").train
-    (batch,) = _take(1, source=source, seed=0, **AUGMENTED)
+    (batch,) = _take(1, source, PAD_FLIP, seed=0, **AUGMENTED)
     assert batch["image"].shape == (16, 8, 8, 1) and batch["image"].dtype == np.uint8
     assert batch["label"].shape == (16,) and batch["label"].dtype == np.int32
-    (batch,) = _take(
-        1, source=source, seed=0, global_batch_size=4, image_size=6, crop="inception", flip=False
-    )
+    inception = TrainTransform(6, crop="inception", flip=False)
+    (batch,) = _take(1, source, inception, seed=0, global_batch_size=4)
     assert batch["image"].shape == (4, 6, 6, 1)
 
 
 def test_train_is_deterministic_per_seed():
     source = open_dataset("digits").train
-    first = _take(6, source=source, seed=3, **AUGMENTED)
-    _assert_same(first, _take(6, source=source, seed=3, **AUGMENTED))
-    other = _take(6, source=source, seed=4, **AUGMENTED)
+    first = _take(6, source, PAD_FLIP, seed=3, **AUGMENTED)
+    _assert_same(first, _take(6, source, PAD_FLIP, seed=3, **AUGMENTED))
+    other = _take(6, source, PAD_FLIP, seed=4, **AUGMENTED)
     assert not np.array_equal(first[0]["label"], other[0]["label"])
 
 
 def test_resume_replays_the_uninterrupted_run():
     source = open_dataset("digits").train
-    full = _take(12, source=source, seed=0, **AUGMENTED)
-    resumed = list(train_batches(source=source, seed=0, start_step=7, num_steps=5, **AUGMENTED))
+    full = _take(12, source, PAD_FLIP, seed=0, **AUGMENTED)
+    resumed = list(train_batches(source, PAD_FLIP, seed=0, start_step=7, num_steps=5, **AUGMENTED))
     _assert_same(full[7:], resumed)
 
 
 def test_processes_split_the_global_batch():
     source = open_dataset("digits").train
-    whole = _take(5, source=source, seed=1, **AUGMENTED)
+    whole = _take(5, source, PAD_FLIP, seed=1, **AUGMENTED)
     parts = [
-        _take(5, source=source, seed=1, process_index=p, process_count=2, **AUGMENTED)
+        _take(5, source, PAD_FLIP, seed=1, process_index=p, process_count=2, **AUGMENTED)
         for p in range(2)
     ]
     for step in range(5):
@@ -86,18 +91,14 @@ def test_processes_split_the_global_batch():
 
 def test_batch_must_divide_over_processes():
     with pytest.raises(UserError, match="not divisible"):
-        train_batches(_indexed_source(10), seed=0, process_count=3, **AUGMENTED)
+        train_batches(_indexed_source(10), PAD_FLIP, seed=0, process_count=3, **AUGMENTED)
     with pytest.raises(UserError, match="unknown crop"):
-        train_batches(
-            _indexed_source(10), seed=0, global_batch_size=4, image_size=8, crop="x", flip=False
-        )
+        TrainTransform(8, crop="x", flip=False)
 
 
 def test_epochs_cover_every_example_and_reshuffle():
     source = _indexed_source(40)
-    batches = _take(
-        10, source=source, seed=0, global_batch_size=8, image_size=8, crop="none", flip=False
-    )
+    batches = _take(10, source, NO_AUGMENT, seed=0, global_batch_size=8)
     labels = np.concatenate([b["label"] for b in batches])
     epoch1, epoch2 = labels[:40], labels[40:]
     assert sorted(epoch1) == sorted(epoch2) == list(range(40))
@@ -107,23 +108,13 @@ def test_epochs_cover_every_example_and_reshuffle():
     images = np.concatenate([b["image"] for b in batches])
     np.testing.assert_array_equal(images[:, 0, 0, 0], labels)
     # Seeds do not share orders: seed 1's first epoch is not seed 0's second.
-    other = _take(
-        5, source=source, seed=1, global_batch_size=8, image_size=8, crop="none", flip=False
-    )
+    other = _take(5, source, NO_AUGMENT, seed=1, global_batch_size=8)
     assert not np.array_equal(np.concatenate([b["label"] for b in other]), epoch2)
 
 
 def test_num_steps_bounds_the_iterator():
     batches = list(
-        train_batches(
-            _indexed_source(10),
-            seed=0,
-            global_batch_size=4,
-            image_size=8,
-            crop="none",
-            flip=False,
-            num_steps=7,
-        )
+        train_batches(_indexed_source(10), NO_AUGMENT, seed=0, global_batch_size=4, num_steps=7)
     )
     assert len(batches) == 7
 
@@ -139,11 +130,9 @@ def test_worker_processes_give_the_same_batches(tmp_path):
     source = open_dataset("folder", data_dir=str(tmp_path)).train
     kwargs = dict(
         source=source,
+        transform=TrainTransform(12, crop="inception", flip=True),
         seed=0,
         global_batch_size=4,
-        image_size=12,
-        crop="inception",
-        flip=True,
         num_steps=4,
     )
     in_process = list(train_batches(**kwargs))
@@ -159,9 +148,8 @@ def test_eval_covers_every_example_once(process_count):
         list(
             eval_batches(
                 source,
+                EvalTransform(8, crop_ratio=1.0),
                 global_batch_size=8,
-                image_size=8,
-                crop_ratio=1.0,
                 process_index=p,
                 process_count=process_count,
             )
@@ -186,7 +174,7 @@ def test_eval_covers_every_example_once(process_count):
 
 def test_eval_of_exact_multiple_has_no_padding():
     batches = list(
-        eval_batches(_indexed_source(16), global_batch_size=8, image_size=8, crop_ratio=1.0)
+        eval_batches(_indexed_source(16), EvalTransform(8, crop_ratio=1.0), global_batch_size=8)
     )
     assert len(batches) == 2 and all(b["mask"].all() for b in batches)
 
@@ -199,7 +187,7 @@ def test_make_global_batch_on_one_device():
     mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
     sharding = NamedSharding(mesh, P("data"))
     (batch,) = list(
-        eval_batches(_indexed_source(4), global_batch_size=4, image_size=8, crop_ratio=1.0)
+        eval_batches(_indexed_source(4), EvalTransform(8, crop_ratio=1.0), global_batch_size=4)
     )
     global_batch = make_global_batch(batch, sharding)
     assert global_batch.keys() == batch.keys()
@@ -217,8 +205,9 @@ def test_no_tensorflow_imported():
 def test_repeated_augmentation_puts_copies_in_separate_blocks():
     images = np.arange(20, dtype=np.uint8).reshape(20, 1, 1, 1).repeat(4, 1).repeat(4, 2)
     source = ArraySource(images, np.arange(20))
-    kwargs = dict(global_batch_size=8, image_size=4, crop="pad", flip=True, seed=3, pad=1)
-    batches = train_batches(source, repeats=2, num_steps=5, **kwargs)
+    kwargs = dict(global_batch_size=8, seed=3)
+    transform = TrainTransform(4, crop="pad", flip=True, pad=1)
+    batches = train_batches(source, transform, repeats=2, num_steps=5, **kwargs)
     seen = []
     for batch in batches:
         first, second = batch["label"][:4], batch["label"][4:]
@@ -229,4 +218,67 @@ def test_repeated_augmentation_puts_copies_in_separate_blocks():
     # 5 steps x 4 distinct images = one epoch of 20: every image exactly once.
     assert sorted(seen) == list(range(20))
     with pytest.raises(UserError, match="divisible by repeats=3"):
-        train_batches(source, repeats=3, **kwargs)
+        train_batches(source, transform, repeats=3, **kwargs)
+
+
+def _boxes(i: int, n: int) -> np.ndarray:
+    """Example i's n boxes [n, 4], every value distinct and nonzero."""
+    return (1000 * i + 1 + np.arange(4 * n, dtype=np.float32)).reshape(n, 4)
+
+
+def _box_source(num_boxes) -> list[dict]:
+    """Example i: an image filled with i, label i, `num_boxes[i]` boxes and an extra field."""
+    return [
+        {
+            "image": np.full((8, 8, 1), i, np.uint8),
+            "label": i,
+            "boxes": _boxes(i, n),
+            "id": 100 + i,
+        }
+        for i, n in enumerate(num_boxes)
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class _BoxTransform:
+    """A detection-like transform: the image as the classification transform leaves it, the
+    boxes moved, every other field passed through; at most 5 boxes per example."""
+
+    ragged: ClassVar = (("boxes", 5),)
+
+    def __call__(self, example: dict, rng: np.random.Generator) -> dict:
+        assert example["id"] == 100 + example["label"]  # the whole example comes in
+        example = NO_AUGMENT(example, rng)  # changes `image`, passes `boxes` and `id` through
+        return {**example, "boxes": example["boxes"] + 0.5}
+
+
+def test_ragged_boxes_are_padded_with_a_mask_and_extra_fields_pass_through():
+    num_boxes = [i % 6 for i in range(12)]  # 0 to 5 boxes per example
+    batches = list(
+        train_batches(
+            _box_source(num_boxes), _BoxTransform(), seed=0, global_batch_size=4, num_steps=6
+        )
+    )
+    seen = []
+    for batch in batches:
+        assert set(batch) == {"image", "label", "boxes", "boxes_mask", "id"}
+        assert batch["boxes"].shape == (4, 5, 4) and batch["boxes"].dtype == np.float32
+        assert batch["boxes_mask"].shape == (4, 5) and batch["boxes_mask"].dtype == bool
+        assert batch["id"].dtype == np.int32
+        for row, i in enumerate(batch["label"]):
+            n = num_boxes[i]
+            np.testing.assert_array_equal(batch["image"][row, 0, 0, 0], i)
+            assert batch["id"][row] == 100 + i
+            np.testing.assert_array_equal(batch["boxes"][row, :n], _boxes(i, n) + 0.5)
+            np.testing.assert_array_equal(batch["boxes"][row, n:], 0.0)
+            np.testing.assert_array_equal(batch["boxes_mask"][row], np.arange(5) < n)
+            seen.append(int(i))
+    # Two epochs of 12: every example, with no boxes (i = 0, 6) up to 5, twice.
+    assert sorted(seen) == sorted(list(range(12)) * 2)
+
+
+def test_too_many_ragged_rows_is_a_clear_error():
+    source = _box_source([2, 6, 1, 0])  # example 1 has 6 boxes, the limit is 5
+    batches = train_batches(source, _BoxTransform(), seed=0, global_batch_size=4, num_steps=1)
+    with pytest.raises(UserError, match="an example has 6 boxes rows, more than the 5"):
+        next(iter(batches))

@@ -5,7 +5,6 @@ Run by test_sharding_strategies.py in its own process with
 XLA_FLAGS=--xla_force_host_platform_device_count=8 (set before JAX starts).
 """
 
-import functools
 import json
 
 import jax
@@ -16,8 +15,9 @@ from flax import traverse_util
 from jaxvision import models
 from jaxvision.models.vit import ViT
 from jaxvision.sharding import batch_sharding, make_mesh, param_specs, state_shardings
+from jaxvision.tasks.classification import Classification
 from jaxvision.train import optim, steps
-from jaxvision.train.state import init_train_state, logical_param_specs
+from jaxvision.train.state import init_model_state, init_train_state, logical_param_specs
 
 MODELS = {
     "vit": lambda: ViT(
@@ -44,14 +44,21 @@ def run(model_name, layout, num_steps=3):
     mesh = make_mesh(axes, devices=devices)
     model = MODELS[model_name]()
     tx = optim.make_optimizer("adamw", optax.constant_schedule(1e-3), weight_decay=1e-4)
-    init = functools.partial(init_train_state, model, tx, image_shape=(8, 8, 1))
+    task = Classification(model, mean=(127.5,), std=(64.0,))
+    example = {"image": np.zeros((1, 8, 8, 1), np.uint8)}
+
+    def init(rng):
+        return init_train_state({"model": init_model_state(task.init_variables(example), tx, rng)})
+
     abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
     logical = logical_param_specs(model, (8, 8, 1))
-    specs = param_specs(abstract.params, mesh, strategy, logical_specs=logical, fsdp_min_size=256)
-    shardings = state_shardings(abstract, mesh, specs)
+    specs = param_specs(
+        abstract.models["model"].params, mesh, strategy, logical_specs=logical, fsdp_min_size=256
+    )
+    shardings = state_shardings(abstract, mesh, {"model": specs})
     state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(0))
     step = steps.jit_train_step(
-        steps.make_train_step(model, tx, mean=(127.5,), std=(64.0,)),
+        steps.make_train_step(task, tx),
         mesh,
         shardings,
         batch_sharding(mesh),
@@ -65,18 +72,20 @@ def run(model_name, layout, num_steps=3):
         }
         state, metrics = step(state, batch)
         losses.append(float(metrics["train/loss"]))
-    adam_state = state.opt_state[0][0]  # chain(adamw) -> (scale_by_adam, ...) -> mu/nu
+    trained = state.models["model"]
+    adam_state = trained.opt_state[0][0]  # chain(adamw) -> (scale_by_adam, ...) -> mu/nu
     return {
         "losses": losses,
         "compiles": step._cache_size(),
-        "params": _spec_strings(jax.tree.map(lambda x: x.sharding, state.params)),
+        "params": _spec_strings(jax.tree.map(lambda x: x.sharding, trained.params)),
         "mu": _spec_strings(jax.tree.map(lambda x: x.sharding, adam_state.mu)),
         # BatchNorm running statistics (global-batch statistics under every layout).
         "batch_stats": [
-            np.asarray(x).ravel()[:8].tolist() for x in jax.tree.leaves(state.batch_stats)
+            np.asarray(x).ravel()[:8].tolist()
+            for x in jax.tree.leaves(trained.variables.get("batch_stats", {}))
         ],
         "param_bytes_per_device": sum(
-            x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(state.params)
+            x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(trained.params)
         ),
     }
 

@@ -9,15 +9,19 @@ import optax
 from jaxvision import models
 from jaxvision.checkpoint import Checkpointer
 from jaxvision.sharding import abstract_like, make_mesh, replicated
+from jaxvision.tasks.classification import Classification
 from jaxvision.train import optim, steps
-from jaxvision.train.state import init_train_state
+from jaxvision.train.state import init_model_state, init_train_state
 
 
 def _trained_state(num_steps=3):
     model = models.build("resnet18", num_classes=10, stem="small", width=8)
     tx = optim.make_optimizer("sgd", optax.constant_schedule(0.1), weight_decay=1e-4)
-    state = init_train_state(model, tx, jax.random.PRNGKey(0), (8, 8, 1))
-    step = jax.jit(steps.make_train_step(model, tx, mean=(0.0,), std=(255.0,)))
+    task = Classification(model, mean=(0.0,), std=(255.0,))
+    example = {"image": np.zeros((1, 8, 8, 1), np.uint8)}
+    model_state = init_model_state(task.init_variables(example), tx, jax.random.PRNGKey(0))
+    state = init_train_state({"model": model_state})
+    step = jax.jit(steps.make_train_step(task, tx))
     rng = np.random.default_rng(0)
     for _ in range(num_steps):
         batch = {

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxvision.train import plots
+from jaxvision.evaluation import plots
 from jaxvision.train.reporting import MetricsLog
 from jaxvision.train.tensorboard import TensorBoardWriter
 

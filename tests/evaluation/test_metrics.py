@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import sklearn.metrics
 
-from jaxvision.train import metrics
+from jaxvision.evaluation import metrics
 
 K, N = 7, 500
 

@@ -1,0 +1,31 @@
+"""Distils a ResNet-18 teacher into the Quickstart's simple CNN on the embedded digits.
+
+The teacher is a run of configs/resnet_digits.py; the student is configs/digits.py's simple
+CNN at the teacher's 8x8 input (shifted by up to a pixel), with half the Quickstart's steps.
+Function matching (big_vision): teacher and student see the same augmented, mixed-up image and
+the loss is the KL to the teacher at T = 1 (distill_weight 1.0); Hinton's recipe is
+distill_weight < 1 with a temperature.
+
+  python -m experiments.resnet_digits --workdir=/tmp/jaxvision/teacher
+  python -m experiments.distill --config=experiments/configs/distill_digits.py \
+      --workdir=/tmp/jaxvision/distilled --config.teacher=/tmp/jaxvision/teacher
+
+Measured for seeds 0-2, beside the student trained alone with the same settings, in
+experiments/RESULTS.md: the distilled student follows its teacher (agreement ~98%), so it
+matches the teacher's top-1 rather than exceeding it.
+"""
+
+from experiments.configs import digits
+from experiments.configs.common import distillation_fields
+
+
+def get_config():
+    config = distillation_fields(digits.get_config())
+    config.image_size = 8  # the teacher's input: both models see the same pixels
+    config.pad = 1
+    config.total_steps = 400
+    config.label_smoothing = 0.0  # the teacher's distribution is the target
+    config.mixup_alpha = 0.2  # function matching: both models see the same mixed image
+    config.distill_temperature = 1.0
+    config.distill_weight = 1.0
+    return config

@@ -1,0 +1,186 @@
+"""Knowledge distillation: a student classifier trained on a frozen teacher's outputs.
+
+  python -m experiments.distill --config=experiments/configs/distill_digits.py \
+      --workdir=DIR --config.teacher=TEACHER_WORKDIR
+
+The teacher is another run's workdir (its model, classes and preprocessing from model.json; its
+EMA weights when it kept them) or a weight file with `--config.teacher_model=NAME`. It sits
+frozen in the train state beside the student, sharded like it, and is saved with it, so a
+resumed run distils from the same teacher. The student's workdir evaluates, serves and
+initialises other runs like any classifier's.
+"""
+
+from jaxvision import signals
+
+signals.remember_sigterm()  # first: the imports below take seconds
+
+import functools  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from experiments import classification as cls  # noqa: E402
+from jaxvision import cli, models, predictor, weights  # noqa: E402
+from jaxvision.checkpoint import load_model  # noqa: E402
+from jaxvision.errors import UserError  # noqa: E402
+from jaxvision.sharding import param_specs, state_shardings  # noqa: E402
+from jaxvision.tasks.distillation import Distillation, DistillOptions, Teacher  # noqa: E402
+from jaxvision.train import loop, reporting, steps  # noqa: E402
+from jaxvision.train.state import (  # noqa: E402
+    count_params,
+    image_model_init,
+    init_model_state,
+    init_train_state,
+    logical_param_specs,
+)
+
+
+def load_teacher(config, dataset) -> tuple[Teacher, dict]:
+    """(the teacher, its variables as numpy) from `config.teacher`: a workdir or a weight file."""
+    path = config.teacher
+    if not path:
+        raise UserError(
+            "set --config.teacher to a trained workdir (or a weight file with "
+            "--config.teacher_model=NAME)"
+        )
+    if os.path.isdir(path):
+        record = predictor.read_record(path)
+        if record["class_names"] != [str(n) for n in dataset.class_names]:
+            raise UserError(
+                f"teacher {path} was trained on other classes than {config.dataset}: distil on "
+                "the teacher's data"
+            )
+        model = predictor.build_task(record).model
+        found, step, _ = load_model(path, None, record.get("model_key"))
+        variables = found["variables"]
+        if found["ema_params"] is not None:  # the average is the better teacher
+            variables = {**variables, "params": found["ema_params"]}
+        reporting.note(f"teacher {record['model']} from {path} (step {step})")
+        return Teacher(model, record["mean"], record["std"], record["image_size"]), variables
+    if not config.teacher_model:
+        raise UserError(
+            f"--config.teacher={path} is a weight file: name its model with "
+            "--config.teacher_model (e.g. resnet50)"
+        )
+    model = models.build(config.teacher_model, num_classes=dataset.num_classes)
+    size = config.teacher_image_size or config.image_size
+    channels = dataset.train[0]["image"].shape[-1]
+    fresh = jax.device_get(
+        image_model_init(model, np.zeros((1, size, size, channels)))(jax.random.PRNGKey(0))
+    )
+    variables, kept = weights.load_weights(path, config.teacher_model, fresh)
+    if kept:
+        raise UserError(
+            f"teacher {path} has another classifier ({', '.join(kept)}): a teacher "
+            f"must predict the {dataset.num_classes} classes of {config.dataset}"
+        )
+    reporting.note(f"teacher {config.teacher_model} from {path}")
+    return Teacher(model, dataset.mean, dataset.std, size), variables
+
+
+def setup(config) -> loop.Run:
+    """Classification's mesh, input, student and optimizer, plus the frozen teacher."""
+    mesh, data_sharding = cls.make_mesh_for(config)
+    dataset = cls.open_dataset(config)
+    channels = dataset.train[0]["image"].shape[-1]
+    total_steps = config.total_steps or math.ceil(
+        config.num_epochs * len(dataset.train) / config.batch_size
+    )
+    train_transform, eval_transform = cls.transforms(config)
+
+    kwargs = cls.model_options(config)
+    student = models.build(
+        config.model, num_classes=dataset.num_classes, dtype=cls.dtype(config.dtype), **kwargs
+    )
+    image_shape = (config.image_size, config.image_size, channels)
+    tx, schedule, frozen = cls.make_optimizer(
+        config, student, image_shape, total_steps, len(dataset.train) / config.batch_size
+    )
+    teacher, teacher_variables = load_teacher(config, dataset)
+    task = Distillation(
+        student,
+        teacher,
+        mean=dataset.mean,
+        std=dataset.std,
+        loss=cls.loss_options(config, dataset),
+        distill=DistillOptions(config.distill_temperature, config.distill_weight),
+    )
+    train_step = steps.make_train_step(
+        task,
+        tx,
+        steps.UpdateOptions(
+            config.microbatches, config.ema_decay, config.ema_warmup, frozen, schedule
+        ),
+    )
+
+    # State: the student with its optimizer, the teacher without one; both laid out by the
+    # same sharding rules.
+    example = {"image": np.zeros((1, *image_shape), np.uint8)}
+    teacher_shape = (teacher.image_size, teacher.image_size, channels)
+    teacher_example = np.zeros((1, *teacher_shape), np.uint8)
+
+    def init(rng):
+        student_rng, teacher_rng = jax.random.split(rng)
+        return init_train_state(
+            {
+                "student": init_model_state(
+                    task.init_variables(example), tx, student_rng, ema=config.ema_decay > 0
+                ),
+                "teacher": init_model_state(
+                    image_model_init(teacher.model, teacher_example), None, teacher_rng
+                ),
+            }
+        )
+
+    rng = jax.random.PRNGKey(config.seed)
+    abstract_state = jax.eval_shape(init, rng)
+    tensor = "tensor" in config.sharding
+    specs = {
+        name: param_specs(
+            abstract_state.models[name].params,
+            mesh,
+            config.sharding,
+            logical_specs=logical_param_specs(module, shape) if tensor else None,
+        )
+        for name, module, shape in (
+            ("student", student, image_shape),
+            ("teacher", teacher.model, teacher_shape),
+        )
+    }
+    state_sharding = state_shardings(abstract_state, mesh, specs)
+
+    def load_teacher_weights(state):
+        placed = jax.device_put(teacher_variables, state_sharding.models["teacher"].variables)
+        reporting.note(f"teacher: {count_params(placed['params']):,} parameters, frozen")
+        return state.replace_model("teacher", variables=placed)
+
+    return loop.Run(
+        mesh=mesh,
+        data_sharding=data_sharding,
+        task=task,
+        train_source=dataset.train,
+        train_transform=train_transform,
+        eval_transform=eval_transform,
+        evals=cls.evals(config, dataset),
+        class_names=dataset.class_names,
+        total_steps=total_steps,
+        train_step=train_step,
+        init=init,
+        rng=rng,
+        abstract_state=abstract_state,
+        state_sharding=state_sharding,
+        schedule=schedule,
+        predictor=cls.predictor_record(config, dataset, kwargs, channels, name="student"),
+        load_pretrained=load_teacher_weights,
+    )
+
+
+train_and_evaluate = functools.partial(loop.train_and_evaluate, setup=setup)
+
+if __name__ == "__main__":
+    cli.run(
+        train_and_evaluate,
+        default_config=os.path.join(os.path.dirname(__file__), "configs", "distill_digits.py"),
+    )

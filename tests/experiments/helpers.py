@@ -1,0 +1,61 @@
+"""What the experiment tests share: the repository's place, a command run in a fresh process, the
+run's `final:` line, a workdir's metrics.jsonl and a config file's config.
+
+Imported as `tests.experiments.helpers` (pytest puts the repository root on sys.path)."""
+
+import json
+import os
+import runpy
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIGS = os.path.join(ROOT, "experiments", "configs")
+
+
+def python_env(**variables):
+    """This process's environment plus `variables`, with the repository first on PYTHONPATH."""
+    env = dict(os.environ, **variables)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_module(module, *args, env=None, check=False, timeout=600, **kwargs):
+    """`python -m module *args` from the repository root, output captured as text; `env` adds
+    variables to the environment; `check` asserts that it exited 0."""
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=python_env(**(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def parse_final(stdout):
+    """The figures of the `final: {...}` line a run ends its stdout with."""
+    last = stdout.strip().splitlines()[-1]
+    assert last.startswith("final: "), last
+    return json.loads(last[len("final: ") :])
+
+
+def read_metrics(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def without_timings(records):
+    """The records without their throughput figure, which differs between identical runs."""
+    return [{k: v for k, v in r.items() if k != "train/img_per_s"} for r in records]
+
+
+def load_config(name, **overrides):
+    """The config of experiments/configs/`name`, with `overrides`."""
+    config = runpy.run_path(os.path.join(CONFIGS, name))["get_config"]()
+    config.update(overrides)
+    return config
