@@ -27,7 +27,7 @@ from jaxvision.checkpoint import load_model  # noqa: E402
 from jaxvision.errors import UserError  # noqa: E402
 from jaxvision.sharding import param_specs, state_shardings  # noqa: E402
 from jaxvision.tasks.distillation import Distillation, DistillOptions, Teacher  # noqa: E402
-from jaxvision.train import loop, reporting, steps  # noqa: E402
+from jaxvision.train import build, loop, reporting, steps  # noqa: E402
 from jaxvision.train.state import (  # noqa: E402
     count_params,
     image_model_init,
@@ -82,7 +82,7 @@ def load_teacher(config, dataset) -> tuple[Teacher, dict]:
 
 def setup(config) -> loop.Run:
     """Classification's mesh, input, student and optimizer, plus the frozen teacher."""
-    mesh, data_sharding = cls.make_mesh_for(config)
+    mesh, data_sharding = build.mesh(config)
     dataset = cls.open_dataset(config)
     channels = dataset.train[0]["image"].shape[-1]
     total_steps = config.total_steps or math.ceil(
@@ -90,12 +90,12 @@ def setup(config) -> loop.Run:
     )
     train_transform, eval_transform = cls.transforms(config)
 
-    kwargs = cls.model_options(config)
+    kwargs = build.model_options(config)
     student = models.build(
-        config.model, num_classes=dataset.num_classes, dtype=cls.dtype(config.dtype), **kwargs
+        config.model, num_classes=dataset.num_classes, dtype=build.dtype(config.dtype), **kwargs
     )
     image_shape = (config.image_size, config.image_size, channels)
-    tx, schedule, frozen = cls.make_optimizer(
+    tx, schedule, frozen = build.optimizer(
         config, student, image_shape, total_steps, len(dataset.train) / config.batch_size
     )
     teacher, teacher_variables = load_teacher(config, dataset)
@@ -163,7 +163,7 @@ def setup(config) -> loop.Run:
         train_source=dataset.train,
         train_transform=train_transform,
         eval_transform=eval_transform,
-        evals=cls.evals(config, dataset),
+        evals=build.evals(config, {"test": dataset.test, "train": dataset.train}),
         class_names=dataset.class_names,
         total_steps=total_steps,
         train_step=train_step,
