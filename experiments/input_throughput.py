@@ -63,10 +63,8 @@ def pipeline_img_per_s(root: str) -> float:
     dataset = data.open_dataset("folder", data_dir=root)
     batches = data.train_batches(
         dataset.train,
+        data.TrainTransform(_SIZE.value, crop="inception", flip=True),
         global_batch_size=_BATCH.value,
-        image_size=_SIZE.value,
-        crop="inception",
-        flip=True,
         seed=0,
         worker_count=_WORKERS.value,
     )

@@ -43,13 +43,12 @@ _HELD_OUT = flags.DEFINE_enum(
 def read_state(workdir: str):
     """(the newest readable state as a numpy tree, its meta, its step) of a member."""
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
-    steps = checkpointer.all_steps()
-    if not steps:
-        raise UserError(f"no checkpoint in {workdir}/checkpoints: train the member first")
+    saved = checkpointer.newest_item_metadata()
+    if saved is None:
+        raise UserError(f"no readable checkpoint in {workdir}/checkpoints: train the member first")
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree.map(
-        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
-        checkpointer.item_metadata(steps[-1]),
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), saved
     )
     try:
         state, meta, _ = checkpointer.restore_newest_readable(abstract)

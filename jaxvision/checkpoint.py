@@ -192,6 +192,16 @@ class Checkpointer:
         """The saved state's tree of array metadata (shapes, dtypes) at `step`."""
         return self._manager.item_metadata(step)["state"]
 
+    def newest_item_metadata(self):
+        """The saved state's array metadata of the newest checkpoint whose metadata reads (a
+        damaged newer one is left for `restore_newest_readable` to skip); None if none does."""
+        for step in reversed(self.all_steps()):
+            try:
+                return self.item_metadata(step)
+            except Exception:  # Orbax, TensorStore and JSON raise many types here
+                continue
+        return None
+
     def on_interval(self, step: int) -> bool:
         return self.save_every_steps > 0 and step % self.save_every_steps == 0
 
@@ -314,9 +324,16 @@ def load_model(path: str, step: int | None = None, model: str | None = None):
     # Whole arrays on this process's first device, whatever devices wrote them (a run on 8
     # devices or several hosts is read back on 1).
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    saved_tree = (
+        checkpointer.newest_item_metadata() if step is None else checkpointer.item_metadata(step)
+    )
+    if saved_tree is None:
+        raise UserError(
+            f"no checkpoint in {directory} can be read: point to a trained workdir, or restore "
+            "its checkpoints from a backup"
+        )
     abstract = jax.tree.map(
-        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
-        checkpointer.item_metadata(saved[-1] if step is None else step),
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), saved_tree
     )
     try:
         if step is None:

@@ -151,7 +151,8 @@ def _restore_or_init(run: Run, config, checkpointer: Checkpointer, workdir: str)
     if stored is not None:
         workdirs.check_resume(stored, config, checkpointer.directory)
     abstract = abstract_like(run.abstract_state, run.state_sharding)
-    legacy = "params" in checkpointer.item_metadata(checkpointer.latest_step())
+    saved = checkpointer.newest_item_metadata()
+    legacy = saved is not None and "params" in saved
     if legacy:  # written before runs held named models: read into the old layout
         abstract = legacy_layout(abstract)
     state, meta, skipped = checkpointer.restore_newest_readable(abstract)

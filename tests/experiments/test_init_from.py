@@ -1,8 +1,5 @@
 """Initialising an experiment from a weight file (init_from), with the same or a new head."""
 
-import os
-import runpy
-
 import jax
 import numpy as np
 import optax
@@ -11,17 +8,14 @@ import pytest
 from experiments.classification import train_and_evaluate
 from jaxvision import data, models, weights
 from jaxvision.checkpoint import load_variables
-from jaxvision.train import optim, steps
-from jaxvision.train.state import init_train_state
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from jaxvision.tasks.classification import Classification
+from jaxvision.train import build, optim, steps
+from jaxvision.train.state import abstract_params, init_model_state, init_train_state
+from tests.experiments.helpers import load_config
 
 
 def _digits_config(**overrides):
-    path = os.path.join(ROOT, "experiments", "configs", "resnet_digits.py")
-    config = runpy.run_path(path)["get_config"]()
-    config.update(overrides)
-    return config
+    return load_config("resnet_digits.py", **overrides)
 
 
 def _pretrained_file(tmp_path):
@@ -29,14 +23,16 @@ def _pretrained_file(tmp_path):
     dataset = data.open_dataset("digits")
     model = models.build("resnet18", num_classes=10, stem="small", width=16)
     tx = optim.make_optimizer("sgd", optax.constant_schedule(0.05), weight_decay=5e-4)
-    state = init_train_state(model, tx, jax.random.PRNGKey(0), (8, 8, 1))
-    step = jax.jit(steps.make_train_step(model, tx, mean=dataset.mean, std=dataset.std))
-    batches = data.train_batches(
-        dataset.train, global_batch_size=128, image_size=8, crop="none", flip=False, seed=0
-    )
+    task = Classification(model, mean=dataset.mean, std=dataset.std)
+    example = {"image": np.zeros((1, 8, 8, 1), np.uint8)}
+    model_state = init_model_state(task.init_variables(example), tx, jax.random.PRNGKey(0))
+    state = init_train_state({task.trained: model_state})
+    step = jax.jit(steps.make_train_step(task, tx))
+    transform = data.TrainTransform(8, crop="none", flip=False)
+    batches = data.train_batches(dataset.train, transform, global_batch_size=128, seed=0)
     for _ in range(60):
         state, _ = step(state, next(batches))
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    variables = state.models[task.trained].variables
     path = str(tmp_path / "digits_resnet18.safetensors")
     weights.save_safetensors(path, weights.export_weights("resnet18", variables))
     return path
@@ -106,12 +102,11 @@ def test_linear_probe_trains_the_head_alone(tmp_path):
 @pytest.mark.parametrize("name", ["vgg16", "densenet121", "vit_ti16"])
 def test_linear_probe_trains_each_models_own_classifier(name):
     """freeze_backbone leaves exactly the model's classifier trainable, whatever it is named."""
-    from experiments.classification import setup
-
     config = _digits_config(model=name, freeze_backbone=True, image_size=32)
     config.model_kwargs = {}
-    run = setup(config)
-    mask = optim.frozen_mask(run.frozen, run.abstract_state.params)
+    model = models.build(name, num_classes=10, **build.model_options(config))
+    _, _, frozen = build.optimizer(config, model, (32, 32, 1), total_steps=10, steps_per_epoch=1)
+    mask = optim.frozen_mask(frozen, abstract_params(model, (32, 32, 1)))
     trainable = sorted(k for k, v in mask.items() if not all(jax.tree.leaves(v)))
     assert trainable == [models.classifier(name)]
     assert not any(jax.tree.leaves(mask[models.classifier(name)]))

@@ -8,7 +8,6 @@ that need a real process (a kill, a signal during start-up, the exit status) sta
 import errno
 import json
 import os
-import runpy
 import signal
 import subprocess
 import sys
@@ -19,11 +18,13 @@ import pytest
 from PIL import Image
 
 from experiments import classification
-from jaxvision import checkpoint, evaluation
+from jaxvision import checkpoint, data
 from jaxvision import workdir as workdirs
 from jaxvision.errors import UserError
+from jaxvision.predictor import Predictor
+from jaxvision.train import loop
+from tests.experiments.helpers import ROOT, load_config, read_metrics, run_module, without_timings
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHORT = {
     "total_steps": 4,
     "batch_size": 32,
@@ -33,33 +34,11 @@ SHORT = {
 
 
 def _config(**overrides):
-    config = runpy.run_path(os.path.join(ROOT, "experiments", "configs", "digits.py"))[
-        "get_config"
-    ]()
-    config.update({**SHORT, **overrides})
-    return config
+    return load_config("digits.py", **{**SHORT, **overrides})
 
 
-def _records(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
-def _strip(records):
-    return [{k: v for k, v in r.items() if k != "train/img_per_s"} for r in records]
-
-
-def _run(*args, **kwargs):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.digits", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        **kwargs,
-    )
+def _run(*args):
+    return run_module("experiments.digits", *args, timeout=300)
 
 
 def _signal_at(batches, index: int, signum):
@@ -87,10 +66,10 @@ def _corrupt_png(path):
     """A PNG whose header and end are intact but whose pixel data does not inflate: it passes
     the check made when a folder opens and fails when it is decoded."""
     Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(path)
-    data = bytearray(path.read_bytes())
-    start = data.index(b"IDAT") + 4
-    data[start : start + 8] = b"\xff" * 8
-    path.write_bytes(bytes(data))
+    raw = bytearray(path.read_bytes())
+    start = raw.index(b"IDAT") + 4
+    raw[start : start + 8] = b"\xff" * 8
+    path.write_bytes(bytes(raw))
 
 
 def test_a_run_that_fails_in_its_final_evaluation_keeps_its_final_checkpoint(tmp_path):
@@ -121,7 +100,7 @@ def test_a_run_that_fails_in_its_final_evaluation_keeps_its_final_checkpoint(tmp
     rerun = _run(*args)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "at step 3" in rerun.stderr and "step 1/3" not in rerun.stderr
-    assert [r["step"] for r in _records(tmp_path / "w")] == [3, 3]  # train, eval: once each
+    assert [r["step"] for r in read_metrics(tmp_path / "w")] == [3, 3]  # train, eval: once each
 
 
 def test_an_error_right_after_a_save_lets_the_save_complete(tmp_path, monkeypatch):
@@ -131,7 +110,7 @@ def test_an_error_right_after_a_save_lets_the_save_complete(tmp_path, monkeypatc
     def fails(*args, **kwargs):
         raise RuntimeError("evaluation failed")
 
-    monkeypatch.setattr(classification, "evaluate", fails)
+    monkeypatch.setattr(loop, "evaluate", fails)
     with pytest.raises(RuntimeError, match="evaluation failed"):
         classification.train_and_evaluate(_config(checkpoint_every_steps=0), str(tmp_path))
     assert _checkpoints(tmp_path) == ["4"]  # not 4.orbax-checkpoint-tmp
@@ -139,14 +118,14 @@ def test_an_error_right_after_a_save_lets_the_save_complete(tmp_path, monkeypatc
 
 def test_sigterm_during_the_final_evaluation_stops_and_the_rerun_evaluates(tmp_path, monkeypatch):
     workdir = str(tmp_path / "w")
-    batches = _signal_at(classification.data.eval_batches, 0, signal.SIGTERM)
-    monkeypatch.setattr(evaluation.data, "eval_batches", batches)
+    batches = _signal_at(data.eval_batches, 0, signal.SIGTERM)
+    monkeypatch.setattr(data, "eval_batches", batches)
     result = classification.train_and_evaluate(_config(), workdir)
     assert result == {"step": 4, "stopped": "SIGTERM"}
-    assert all("eval/top1" not in r for r in _records(workdir))
+    assert all("eval/top1" not in r for r in read_metrics(workdir))
     monkeypatch.undo()
     final = classification.train_and_evaluate(_config(), workdir)
-    assert final["step"] == 4 and [r["step"] for r in _records(workdir)] == [2, 4, 4]
+    assert final["step"] == 4 and [r["step"] for r in read_metrics(workdir)] == [2, 4, 4]
 
 
 def test_sigterm_while_the_program_imports_stops_cleanly(tmp_path):
@@ -190,32 +169,32 @@ def test_disk_full_names_the_checkpoint_that_survives(tmp_path, monkeypatch):
 @pytest.mark.parametrize("damage", ["empty_metadata", "truncated_array"])
 def test_a_damaged_latest_checkpoint_is_skipped_for_the_newest_that_reads(tmp_path, damage):
     reference = classification.train_and_evaluate(_config(), str(tmp_path / "a"))
-    records = _strip(_records(tmp_path / "a"))
+    records = without_timings(read_metrics(tmp_path / "a"))
     workdir = tmp_path / "b"
     classification.train_and_evaluate(_config(), str(workdir))
     state_dir = workdir / "checkpoints" / "4" / "state"
     if damage == "empty_metadata":
         (state_dir / "_METADATA").write_text("")
     else:
-        data = max(state_dir.rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
-        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+        largest = max(state_dir.rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
+        largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])
     again = classification.train_and_evaluate(_config(), str(workdir))
     assert {k: v for k, v in again.items() if k != "elapsed_s"} == {
         k: v for k, v in reference.items() if k != "elapsed_s"
     }
-    assert _strip(_records(workdir)) == records
+    assert without_timings(read_metrics(workdir)) == records
     assert _checkpoints(workdir) == ["2", "4", "4.damaged"]  # kept for inspection
 
 
 def test_a_line_cut_short_in_the_log_does_not_stop_the_rerun(tmp_path):
     workdir = str(tmp_path)
     classification.train_and_evaluate(_config(total_steps=2), workdir)
-    records = _records(workdir)
+    records = read_metrics(workdir)
     with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
         f.write('{"step": 4, "train/lo')  # a kill in the middle of a write
     classification.train_and_evaluate(_config(), workdir)
-    assert [r["step"] for r in _records(workdir)][:2] == [r["step"] for r in records]
-    assert [r["step"] for r in _records(workdir)] == [2, 2, 4, 4]
+    assert [r["step"] for r in read_metrics(workdir)][:2] == [r["step"] for r in records]
+    assert [r["step"] for r in read_metrics(workdir)] == [2, 2, 4, 4]
 
 
 def test_rerunning_a_finished_run_adds_nothing(tmp_path):
@@ -246,14 +225,11 @@ def test_a_refused_resume_changes_nothing(tmp_path):
 
 
 def test_evaluate_leaves_a_training_runs_checkpoints_alone(tmp_path):
-    from experiments.evaluate import load_run
-
     workdir = str(tmp_path)
     classification.train_and_evaluate(_config(), workdir)
     in_flight = tmp_path / "checkpoints" / "6.orbax-checkpoint-tmp-1790000000"
     in_flight.mkdir()  # what a training run's save looks like while it is being written
-    _, _, state = load_run(workdir, None)
-    assert int(state.step) == 4 and in_flight.is_dir()
+    assert Predictor.from_workdir(workdir).step == 4 and in_flight.is_dir()
 
 
 # ---------------------------------------------------------------------------------------------
