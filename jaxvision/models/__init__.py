@@ -1,8 +1,12 @@
 """Models by name: `build("resnet50", num_classes=1000)`.
 
-Adding a model is adding a file that defines a Flax module (fields `num_classes` and `dtype`,
-`__call__(self, x, train=False)` returning float32 logits, and a class attribute `classifier`
-naming its top-level classifier module) and one line in `_MODELS`.
+Adding a model is adding a file that defines a Flax module and one line in `_MODELS`. The
+module has fields `num_classes` and `dtype`; a class attribute `classifier` naming its top-level
+classifier module; `__call__(self, x, train=False, features=False)` returning float32 logits, or
+with `features=True` a dict of "pre_logits" ([B, D] float32, what the classifier reads) and the
+named intermediate maps; and a method `feature_names()` listing those maps' names, shallow to
+deep, the last being the default layer for Grad-CAM (the last spatial map, or the last tokens).
+Init with `features=True` creates the same parameters as without (the head runs, unused).
 A registry entry is the module class, or a `functools.partial` of it that fixes some fields
 (e.g. a depth); the fields it fixes cannot be passed to `build`.
 """
@@ -81,6 +85,13 @@ def classifier(name: str) -> str:
     factory = _lookup(name)
     cls = factory.func if isinstance(factory, functools.partial) else factory
     return cls.classifier
+
+
+def feature_names(name: str, **options: Any) -> tuple[str, ...]:
+    """The intermediate maps `features=True` returns besides "pre_logits", shallow to deep, for
+    the model `name` built with `options` (depth options change them): e.g. ("C2", "C3", "C4",
+    "C5") for resnet50. The last is the default layer for Grad-CAM."""
+    return build(name, num_classes=1, **options).feature_names()
 
 
 def build(name: str, *, num_classes: int, dtype: Any = jnp.float32, **kwargs: Any) -> nn.Module:

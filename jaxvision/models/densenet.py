@@ -104,10 +104,19 @@ class DenseNet(nn.Module):
     drop_rate: float = 0.0
     dtype: Any = jnp.float32  # compute dtype; parameters and BN statistics stay float32
 
+    def feature_names(self) -> tuple[str, ...]:
+        """The maps `features=True` returns besides "pre_logits", shallow to deep: each dense
+        block's output, "block1".."block4" [B, h, w, c], strides 4, 8, 16, 32 (densenet121 at
+        224: 56x56x256, 28x28x512, 14x14x1024, 7x7x1024). Blocks before the last are taken
+        before their transition halves them; the last is after norm5 + ReLU, the map the
+        classifier pools."""
+        return tuple(f"block{i + 1}" for i in range(len(self.block_config)))
+
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False, features: bool = False):
         """images: [B, H, W, C] float → logits: [B, num_classes] float32, or with `features`
-        {"pre_logits": [B, D] float32} (D = 1024 for densenet121, 1664 for densenet169)."""
+        {"pre_logits": [B, D] float32 (D = 1024 for densenet121, 1664 for densenet169),
+        "block1"..: see `feature_names`, in the compute dtype}."""
         conv = functools.partial(
             nn.Conv,
             use_bias=False,
@@ -121,6 +130,7 @@ class DenseNet(nn.Module):
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
         channels = self.num_init_features
+        blocks = {}
         for i, num_layers in enumerate(self.block_config):
             x = DenseBlock(
                 num_layers,
@@ -134,22 +144,25 @@ class DenseNet(nn.Module):
             )(x)
             channels += num_layers * self.growth_rate
             if i != len(self.block_config) - 1:
+                blocks[f"block{i + 1}"] = x
                 channels //= 2
                 x = Transition(channels, conv, norm, name=f"transition{i + 1}")(x)
 
         x = nn.relu(norm(name="norm5")(x))
+        blocks[f"block{len(self.block_config)}"] = x
         x = jnp.mean(x, axis=(1, 2))
-        if features:
-            return {"pre_logits": x.astype(jnp.float32)}
-        x = nn.Dense(
+        head = nn.Dense(
             self.num_classes,
             dtype=self.dtype,
             param_dtype=jnp.float32,
             kernel_init=torch_linear_kernel_init,
             bias_init=nn.initializers.zeros,
             name="classifier",
-        )(x)
-        return x.astype(jnp.float32)
+        )
+        if features:
+            head(x)  # unused, but init in this mode must create the same parameters
+            return {"pre_logits": x.astype(jnp.float32), **blocks}
+        return head(x).astype(jnp.float32)
 
 
 DenseNet121 = functools.partial(

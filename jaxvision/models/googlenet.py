@@ -122,12 +122,20 @@ class GoogLeNet(nn.Module):
     aux_dropout_rate: float = 0.7
     dtype: Any = jnp.float32  # compute dtype; parameters and BN statistics stay float32
 
+    def feature_names(self) -> tuple[str, ...]:
+        """The maps `features=True` returns besides "pre_logits", shallow to deep: the last
+        inception block of each resolution, "inception3b" [B, h, w, 480], "inception4e"
+        [..., 832] and "inception5b" [..., 1024] (224 input: 28x28, 14x14, 7x7); the last is
+        the map the classifier pools."""
+        return ("inception3b", "inception4e", "inception5b")
+
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False, features: bool = False):
         """images: [B, H, W, 3] float → logits: [B, num_classes] float32.
 
         With `aux_logits` and `train`: the tuple (logits, aux2 logits, aux1 logits), torch's
-        GoogLeNetOutputs order. With `features`: {"pre_logits": [B, 1024] float32}.
+        GoogLeNetOutputs order. With `features`: {"pre_logits": [B, 1024] float32,
+        "inception3b", ...: see `feature_names`, in the compute dtype}.
         A 224 input gives 56x56 after the stem, 28 / 14 / 7 for the inception stages.
         """
         conv = functools.partial(
@@ -155,6 +163,7 @@ class GoogLeNet(nn.Module):
             train,
         )
 
+        stages = {}  # the feature maps `feature_names` lists
         if self.transform_input:
             x = transform_input(x)
         x = block(64, (7, 7), strides=2, padding=(3, 3), name="conv1")(x)
@@ -165,6 +174,7 @@ class GoogLeNet(nn.Module):
 
         x = inception(64, 96, 128, 16, 32, 32, name="inception3a")(x)
         x = inception(128, 128, 192, 32, 96, 64, name="inception3b")(x)
+        stages["inception3b"] = x
         x = max_pool(x, 3, 2, ceil_mode=True)
 
         x = inception(192, 96, 208, 16, 48, 64, name="inception4a")(x)
@@ -174,17 +184,20 @@ class GoogLeNet(nn.Module):
         x = inception(112, 144, 288, 32, 64, 64, name="inception4d")(x)
         aux2 = aux(name="aux2")(x) if with_aux else None
         x = inception(256, 160, 320, 32, 128, 128, name="inception4e")(x)
+        stages["inception4e"] = x
         x = max_pool(x, 2, 2, ceil_mode=True)
 
         x = inception(256, 160, 320, 32, 128, 128, name="inception5a")(x)
         x = inception(384, 192, 384, 48, 128, 128, name="inception5b")(x)
+        stages["inception5b"] = x
 
         x = jnp.mean(x, axis=(1, 2))  # [B, 1024]
+        head = dense(self.num_classes, bias_init=torch_linear_bias_init(1024), name="fc")
         if features:
-            return {"pre_logits": x.astype(jnp.float32)}
+            head(x)  # unused, but init in this mode must create the same parameters
+            return {"pre_logits": x.astype(jnp.float32), **stages}
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        x = dense(self.num_classes, bias_init=torch_linear_bias_init(1024), name="fc")(x)
-        logits = x.astype(jnp.float32)
+        logits = head(x).astype(jnp.float32)
         if self.aux_logits and train:
             return logits, aux2, aux1
         return logits

@@ -168,12 +168,19 @@ class InceptionV3(nn.Module):
     dropout_rate: float = 0.5
     dtype: Any = jnp.float32  # compute dtype; parameters and BN statistics stay float32
 
+    def feature_names(self) -> tuple[str, ...]:
+        """The maps `features=True` returns besides "pre_logits", shallow to deep: the last
+        block of each grid, "Mixed_5d" [B, h, w, 288], "Mixed_6e" [..., 768] and "Mixed_7c"
+        [..., 2048] (299 input: 35x35, 17x17, 8x8); the last is the map the classifier pools."""
+        return ("Mixed_5d", "Mixed_6e", "Mixed_7c")
+
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False, features: bool = False):
         """images: [B, H, W, 3] float → logits: [B, num_classes] float32.
 
         With `aux_logits` and `train`: the tuple (logits, aux logits), torch's InceptionOutputs
-        order. With `features`: {"pre_logits": [B, 2048] float32}. A 299 input gives 35x35
+        order. With `features`: {"pre_logits": [B, 2048] float32, "Mixed_5d", ...: see
+        `feature_names`, in the compute dtype}. A 299 input gives 35x35
         at Mixed_5b, 17x17 at Mixed_6a..6e and 8x8 at Mixed_7a..7c.
         """
         conv = functools.partial(
@@ -192,6 +199,7 @@ class InceptionV3(nn.Module):
             c = conv if kernel_init is None else functools.partial(conv, kernel_init=kernel_init)
             return BasicConv2d(features, kernel_size, c, norm, **kwargs)
 
+        stages = {}  # the feature maps `feature_names` lists
         if self.transform_input:
             x = transform_input(x)
         x = block(32, (3, 3), strides=2, name="Conv2d_1a_3x3")(x)
@@ -204,11 +212,13 @@ class InceptionV3(nn.Module):
         x = InceptionA(32, block, name="Mixed_5b")(x)
         x = InceptionA(64, block, name="Mixed_5c")(x)
         x = InceptionA(64, block, name="Mixed_5d")(x)
+        stages["Mixed_5d"] = x
         x = InceptionB(block, name="Mixed_6a")(x)
         x = InceptionC(128, block, name="Mixed_6b")(x)
         x = InceptionC(160, block, name="Mixed_6c")(x)
         x = InceptionC(160, block, name="Mixed_6d")(x)
         x = InceptionC(192, block, name="Mixed_6e")(x)
+        stages["Mixed_6e"] = x
         # The aux head runs in training only, but must exist at init to create its params.
         aux = None
         if self.aux_logits and (train or self.is_initializing()):
@@ -216,13 +226,15 @@ class InceptionV3(nn.Module):
         x = InceptionD(block, name="Mixed_7a")(x)
         x = InceptionE(block, name="Mixed_7b")(x)
         x = InceptionE(block, name="Mixed_7c")(x)
+        stages["Mixed_7c"] = x
 
         x = jnp.mean(x, axis=(1, 2))  # [B, 2048]
+        head = dense(self.num_classes, bias_init=torch_linear_bias_init(2048), name="fc")
         if features:
-            return {"pre_logits": x.astype(jnp.float32)}
+            head(x)  # unused, but init in this mode must create the same parameters
+            return {"pre_logits": x.astype(jnp.float32), **stages}
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        x = dense(self.num_classes, bias_init=torch_linear_bias_init(2048), name="fc")(x)
-        logits = x.astype(jnp.float32)
+        logits = head(x).astype(jnp.float32)
         if self.aux_logits and train:
             return logits, aux
         return logits

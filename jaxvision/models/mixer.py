@@ -75,12 +75,17 @@ class MlpMixer(nn.Module):
             )
         super().__post_init__()
 
+    def feature_names(self) -> tuple[str, ...]:
+        """The maps `features=True` returns besides "pre_logits", shallow to deep (`__call__`)."""
+        return (*(f"tokens_{i}" for i in range(self.depth)), "tokens")
+
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False, features: bool = False):
         """images: [B, H, W, C] float (normalised), H = W = image_size → logits [B, classes] f32.
 
         With `features=True` returns {"pre_logits": [B, D] float32 (mean token),
-        "tokens": [B, N, D] (after the final LayerNorm)}.
+        "tokens_0".."tokens_{depth-1}": each block's output [B, N, D], "tokens": [B, N, D] after
+        the final LayerNorm}, N = (image_size / patch_size)², row-major patches.
         """
         if x.shape[1:3] != (self.image_size, self.image_size):
             raise UserError(
@@ -90,6 +95,7 @@ class MlpMixer(nn.Module):
         x = _Stem(self.width, self.patch_size, self.dtype, name="stem")(x)
         b, h, w, d = x.shape
         x = x.reshape(b, h * w, d)
+        blocks = {}
         for i in range(self.depth):
             rate = self.drop_path_rate * i / (self.depth - 1) if self.depth > 1 else 0.0
             x = MixerBlock(
@@ -100,18 +106,20 @@ class MlpMixer(nn.Module):
                 rate,
                 name=f"blocks_{i}",
             )(x, train)
+            blocks[f"tokens_{i}"] = x
         tokens = layer_norm("norm", self.dtype)(x)
         pre_logits = jnp.mean(tokens.astype(jnp.float32), axis=1)
-        if features:
-            return {"pre_logits": pre_logits, "tokens": tokens}
-        logits = nn.Dense(
+        head = nn.Dense(
             self.num_classes,
             dtype=self.dtype,
             param_dtype=jnp.float32,
             kernel_init=nn.initializers.zeros,
             name="head",
-        )(pre_logits)
-        return logits.astype(jnp.float32)
+        )
+        if features:
+            head(pre_logits)  # unused, but init in this mode must create the same parameters
+            return {"pre_logits": pre_logits, **blocks, "tokens": tokens}
+        return head(pre_logits).astype(jnp.float32)
 
 
 class _Stem(nn.Module):

@@ -134,6 +134,11 @@ class ResNet(nn.Module):
             raise UserError(f"unknown ResNet stem {self.stem!r}: choose one of {', '.join(STEMS)}")
         super().__post_init__()
 
+    def feature_names(self) -> tuple[str, ...]:
+        """The maps `features=True` returns besides "pre_logits", shallow to deep: the stage
+        outputs "C2".."C5" (one per stage); the last is the map the classifier pools."""
+        return tuple(f"C{i + 2}" for i in range(len(self.stage_sizes)))
+
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False, features: bool = False):
         """images: [B, H, W, C] float (normalised) → logits: [B, num_classes] float32.
@@ -179,10 +184,7 @@ class ResNet(nn.Module):
             stages[f"C{i + 2}"] = x
 
         x = jnp.mean(x, axis=(1, 2))  # [B, C] pre-logits
-        if features:
-            return {"pre_logits": x.astype(jnp.float32), **stages}
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        x = nn.Dense(
+        head = nn.Dense(
             self.num_classes,
             dtype=self.dtype,
             param_dtype=jnp.float32,
@@ -190,8 +192,12 @@ class ResNet(nn.Module):
             kernel_init=torch_linear_kernel_init,
             bias_init=torch_linear_bias_init(x.shape[-1]),
             name="fc",
-        )(x)
-        return x.astype(jnp.float32)
+        )
+        if features:
+            head(x)  # unused, but init in this mode must create the same parameters
+            return {"pre_logits": x.astype(jnp.float32), **stages}
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        return head(x).astype(jnp.float32)
 
 
 ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock)

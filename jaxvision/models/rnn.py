@@ -54,6 +54,11 @@ class RowRNN(nn.Module):
             raise UserError(f"RowRNN num_layers must be at least 1, got {self.num_layers!r}")
         super().__post_init__()
 
+    def feature_names(self) -> tuple[str, ...]:
+        """The maps `features=True` returns besides "pre_logits", shallow to deep: each layer's
+        per-row outputs "rows_0".."rows_{num_layers-1}" (see `__call__`)."""
+        return tuple(f"rows_{i}" for i in range(self.num_layers))
+
     @nn.compact
     def __call__(
         self, x: jnp.ndarray, train: bool = False, features: bool = False
@@ -61,18 +66,17 @@ class RowRNN(nn.Module):
         """images: [B, H, W, C] float (normalised) → logits: [B, num_classes] float32.
 
         With `features=True` returns instead {"pre_logits": [B, 2 * hidden] float32,
-        "row_features": [B, H, 2 * hidden] float32}: row_features are the first layer's per-row
-        outputs, forward direction in [..., :hidden] (row h has read rows 0 .. h) and backward
-        in [..., hidden:] (row h has read rows H-1 .. h), both in row order. With a bfloat16
+        "rows_0".."rows_{num_layers-1}": [B, H, 2 * hidden] float32}: rows_i is layer i's
+        per-row outputs, forward direction in [..., :hidden] (row h has read rows 0 .. h of its
+        input) and backward in [..., hidden:] (rows H-1 .. h), both in row order. With a bfloat16
         `dtype` the matmuls run in bfloat16; the recurrent state stays float32.
         """
         b, h, w, c = x.shape
         y = x.reshape(b, h, w * c)  # time = rows
-        row_features = None
+        rows = {}
         for i in range(self.num_layers):
             y = nn.Bidirectional(self._rnn(), self._rnn(), name=f"layer{i}")(y)
-            if row_features is None:
-                row_features = y.astype(jnp.float32)
+            rows[f"rows_{i}"] = y.astype(jnp.float32)
 
         # Bidirectional keeps the backward outputs in row order, so its final state (after
         # reading row 0) is at row 0; the forward final state is at row H-1.
@@ -83,7 +87,7 @@ class RowRNN(nn.Module):
         logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32, name="fc")(z)
         logits = logits.astype(jnp.float32)
         if features:
-            return {"pre_logits": pre_logits, "row_features": row_features}
+            return {"pre_logits": pre_logits, **rows}
         return logits
 
     def _rnn(self) -> nn.RNN:

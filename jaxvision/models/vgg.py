@@ -54,10 +54,17 @@ class VGG(nn.Module):
             raise UserError(f"VGG cfg entries are channel counts or 'M', got {bad[0]!r}")
         super().__post_init__()
 
+    def feature_names(self) -> tuple[str, ...]:
+        """The maps `features=True` returns besides "pre_logits", shallow to deep: the output
+        of each max pool, "pool1".."pool5" [B, H/2**i, W/2**i, c] (vgg16 at 224: 112x112x64,
+        56x56x128, 28x28x256, 14x14x512, 7x7x512); the last is what the classifier reads."""
+        return tuple(f"pool{i + 1}" for i in range(self.cfg.count("M")))
+
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False, features: bool = False):
         """images: [B, H, W, C] float → logits: [B, num_classes] float32, or with `features`
-        {"pre_logits": [B, hidden] float32} (the input of the last linear layer)."""
+        {"pre_logits": [B, hidden] float32 (the input of the last linear layer), "pool1"..: see
+        `feature_names`, in the compute dtype}."""
         dense = functools.partial(
             nn.Dense,
             dtype=self.dtype,
@@ -66,9 +73,11 @@ class VGG(nn.Module):
             bias_init=nn.initializers.zeros,
         )
         index = 0  # position in torch's `features` nn.Sequential, which names the modules
+        pools = {}
         for v in self.cfg:
             if v == "M":
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                pools[f"pool{len(pools) + 1}"] = x
                 index += 1
                 continue
             x = nn.Conv(
@@ -99,11 +108,12 @@ class VGG(nn.Module):
         x = nn.relu(dense(self.hidden, name="classifier_0")(x))
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         x = nn.relu(dense(self.hidden, name="classifier_3")(x))
+        head = dense(self.num_classes, name="classifier_6")
         if features:
-            return {"pre_logits": x.astype(jnp.float32)}
+            head(x)  # unused, but init in this mode must create the same parameters
+            return {"pre_logits": x.astype(jnp.float32), **pools}
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        x = dense(self.num_classes, name="classifier_6")(x)
-        return x.astype(jnp.float32)
+        return head(x).astype(jnp.float32)
 
 
 VGG16 = functools.partial(VGG, cfg=CFGS["vgg16"])

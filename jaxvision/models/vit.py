@@ -381,13 +381,18 @@ class ViT(nn.Module):
         backbone = 4 * 2 ** (len(self.backbone_stages) - 1) if self.backbone_stages else 1
         return self.patch_size * backbone
 
+    def feature_names(self) -> tuple[str, ...]:
+        """The maps `features=True` returns besides "pre_logits", shallow to deep (`__call__`)."""
+        return (*(f"tokens_{i}" for i in range(self.depth)), "tokens")
+
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False, features: bool = False):
         """images: [B, H, W, C] float (normalised), H = W = image_size → logits [B, classes] f32.
 
-        With `features=True` returns {"pre_logits": [B, D] float32, "tokens": [B, N, D]}: the
-        pooled vector before the head, and every token after the final LayerNorm (N = grid² plus
-        the class token first, if any).
+        With `features=True` returns {"pre_logits": [B, D] float32, "tokens_0".."tokens_{depth-1}":
+        each block's output [B, N, D], "tokens": [B, N, D] after the final LayerNorm}: N = grid²
+        plus the class token first, if any. With pool="token" only the class token reaches the
+        head after the last block's attention: Grad-CAM over patches reads tokens_{depth-2}.
         """
         grid = self.image_size // self.stride
         if x.shape[1:3] != (self.image_size, self.image_size):
@@ -427,6 +432,7 @@ class ViT(nn.Module):
         # remat: keep only each block's input for the backward pass and recompute the rest,
         # trading ~1/3 more compute for activation memory that no longer grows with depth.
         block_cls = nn.remat(EncoderBlock, static_argnums=(2,)) if self.remat else EncoderBlock
+        blocks = {}
         for i in range(self.depth):
             # Stochastic depth grows linearly from 0 at the first block, as timm.
             rate = self.drop_path_rate * i / (self.depth - 1) if self.depth > 1 else 0.0
@@ -439,6 +445,7 @@ class ViT(nn.Module):
                 self.attention,
                 name=f"blocks_{i}",
             )(x, train)
+            blocks[f"tokens_{i}"] = x
         tokens = layer_norm("norm", self.dtype)(x)
 
         num_prefix = int(self.class_token)
@@ -447,16 +454,17 @@ class ViT(nn.Module):
         else:
             pre_logits = jnp.mean(tokens[:, num_prefix:].astype(jnp.float32), axis=1)
         pre_logits = pre_logits.astype(jnp.float32)
-        if features:
-            return {"pre_logits": pre_logits, "tokens": tokens}
-        logits = nn.Dense(
+        head = nn.Dense(
             self.num_classes,
             dtype=self.dtype,
             param_dtype=jnp.float32,
             kernel_init=nn.initializers.zeros,  # big_vision: a fresh head starts at zero
             name="head",
-        )(pre_logits)
-        return logits.astype(jnp.float32)
+        )
+        if features:
+            head(pre_logits)  # unused, but init in this mode must create the same parameters
+            return {"pre_logits": pre_logits, **blocks, "tokens": tokens}
+        return head(pre_logits).astype(jnp.float32)
 
 
 ViT_Ti16 = functools.partial(ViT, patch_size=16, width=192, depth=12, mlp_dim=768, num_heads=3)

@@ -30,12 +30,9 @@ def test_logits_and_features_shapes(cell, shape):
     logits = jax.eval_shape(model.apply, variables, x)
     assert (logits.shape, logits.dtype) == ((2, 10), jnp.float32)
     out = jax.eval_shape(functools.partial(model.apply, features=True), variables, x)
-    assert set(out) == {"pre_logits", "row_features"}
+    assert set(out) == {"pre_logits", "rows_0", "rows_1"}
     assert (out["pre_logits"].shape, out["pre_logits"].dtype) == ((2, 32), jnp.float32)
-    assert (out["row_features"].shape, out["row_features"].dtype) == (
-        (2, shape[1], 32),
-        jnp.float32,
-    )
+    assert (out["rows_0"].shape, out["rows_0"].dtype) == ((2, shape[1], 32), jnp.float32)
 
 
 def _lstm_params(d_in, h):
@@ -105,9 +102,9 @@ def test_flipping_rows_swaps_the_directions(small):
     # With the two directions' weights exchanged, the forward RNN reading the rows bottom-up must
     # compute exactly what the backward RNN computed on the original image, and vice versa.
     variables, x, features, h = small.variables, small.x, small.features, HIDDEN
-    rows = features(variables, x)["row_features"]
+    rows = features(variables, x)["rows_0"]
     swapped = {"params": _swap_directions(variables["params"])}
-    rows_flipped = features(swapped, x[:, ::-1])["row_features"]
+    rows_flipped = features(swapped, x[:, ::-1])["rows_0"]
     np.testing.assert_allclose(rows_flipped[:, :, :h], rows[:, ::-1, h:], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(rows_flipped[:, :, h:], rows[:, ::-1, :h], rtol=1e-5, atol=1e-6)
     # And the two directions really differ (not one RNN read twice).
@@ -118,8 +115,8 @@ def test_each_direction_sees_only_its_side_of_a_row(small):
     # Changing row t moves the forward outputs at rows >= t and the backward outputs at rows <= t
     # only: the forward direction reads top-down, the backward one bottom-up.
     variables, x, features, h, t = small.variables, small.x, small.features, HIDDEN, 3
-    rows = features(variables, x)["row_features"]
-    rows2 = features(variables, x.at[:, t].add(1.0))["row_features"]
+    rows = features(variables, x)["rows_0"]
+    rows2 = features(variables, x.at[:, t].add(1.0))["rows_0"]
     diff = np.abs(np.asarray(rows2 - rows))
     changed_fwd, changed_bwd = diff[..., :h].max(axis=(0, 2)), diff[..., h:].max(axis=(0, 2))
     np.testing.assert_array_equal(changed_fwd[:t], 0)
@@ -128,18 +125,21 @@ def test_each_direction_sees_only_its_side_of_a_row(small):
 
 
 def test_pre_logits_are_the_last_layers_final_states(small):
-    # Re-run the last layer's two RNNs on the row features (the first layer's outputs) by hand:
-    # the forward carry after row H-1 and the backward carry after row 0 are the pre-logits, and
-    # (not training, so no dropout) the logits are the head applied to them.
+    # Re-run the last layer's two RNNs on the first layer's per-row outputs by hand: their
+    # outputs are rows_1, the forward carry after row H-1 and the backward carry after row 0 are
+    # the pre-logits, and (not training, so no dropout) the logits are the head applied to them.
     model, variables = small.model, small.variables
     out = small.features(variables, small.x)
     cell_cls = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}[model.cell]
     rnn = nn.RNN(cell_cls(HIDDEN), return_carry=True)
     layer1 = variables["params"]["layer1"]
-    final = []
+    final, rows = [], []
     for direction, reverse in [("forward_rnn", False), ("backward_rnn", True)]:
-        carry, _ = rnn.apply({"params": layer1[direction]}, out["row_features"], reverse=reverse)
+        params = {"params": layer1[direction]}
+        carry, y = rnn.apply(params, out["rows_0"], reverse=reverse, keep_order=True)
         final.append(carry[1] if model.cell == "lstm" else carry)  # an LSTM carry is (c, h)
+        rows.append(y)
+    np.testing.assert_allclose(out["rows_1"], jnp.concatenate(rows, -1), rtol=1e-5, atol=1e-6)
     expected = jnp.concatenate(final, axis=-1)
     np.testing.assert_allclose(out["pre_logits"], expected, rtol=1e-5, atol=1e-6)
     fc = variables["params"]["fc"]
@@ -166,7 +166,7 @@ def test_bfloat16_compute_float32_params_and_logits(small):
     assert {p.dtype for p in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
     bf16 = RowRNN(num_classes=10, cell=small.model.cell, hidden=HIDDEN, dtype=jnp.bfloat16)
     out = jax.eval_shape(functools.partial(bf16.apply, features=True), variables, x)
-    assert out["pre_logits"].dtype == out["row_features"].dtype == jnp.float32
+    assert out["pre_logits"].dtype == out["rows_0"].dtype == out["rows_1"].dtype == jnp.float32
     logits = jax.jit(bf16.apply)(variables, x)
     assert logits.dtype == jnp.float32
     # Same parameters, float32 compute: bf16 only rounds, it computes the same function.

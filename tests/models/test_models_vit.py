@@ -136,7 +136,13 @@ def test_tiny_vit_logits_and_features(pool, class_token):
     assert np.all(np.isfinite(logits))
     feats = model.apply(variables, x, features=True)
     n = 16 + int(class_token)
-    assert feats["tokens"].shape == (2, n, 32)
+    assert set(feats) == {"pre_logits", "tokens_0", "tokens_1", "tokens"}
+    assert feats["tokens_0"].shape == feats["tokens_1"].shape == feats["tokens"].shape == (2, n, 32)
+    # "tokens" is the last block's output through the final norm.
+    norm = vit.layer_norm("norm", jnp.float32).apply(
+        {"params": variables["params"]["norm"]}, feats["tokens_1"]
+    )
+    np.testing.assert_allclose(feats["tokens"], norm, rtol=1e-5, atol=1e-5)
     assert (feats["pre_logits"].shape, feats["pre_logits"].dtype) == ((2, 32), jnp.float32)
     # The pooled vector is the class token, or the mean of the patch tokens (not the class token).
     expected = feats["tokens"][:, 0] if pool == "token" else feats["tokens"][:, n - 16 :].mean(1)
