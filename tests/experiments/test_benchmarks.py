@@ -7,7 +7,7 @@ import sys
 
 from PIL import Image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.experiments.helpers import ROOT, python_env
 
 # The GPU machines the throughput benchmark runs on have jax, flax, optax, absl, numpy and
 # matplotlib, but no TensorFlow, TFDS, ml_collections or grain: it must run without them.
@@ -25,18 +25,13 @@ runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
 
 
 def _rows(module, *args, without=(), env=None):
-    env = dict(
-        os.environ,
-        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-        **(env or {}),
-    )
     launch = ["-m", module]
     if without:
         launch = ["-c", RUN_WITHOUT.format(missing=set(without), module=module)]
     result = subprocess.run(
         [sys.executable, *launch, *args],
         cwd=ROOT,
-        env=env,
+        env=python_env(**(env or {})),
         capture_output=True,
         text=True,
         timeout=600,

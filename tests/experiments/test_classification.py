@@ -3,51 +3,21 @@ smoke path on TFDS mock data, the user's own image folder, and every bad-input m
 
 import json
 import os
-import runpy
 import shutil
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIGS = os.path.join(ROOT, "experiments", "configs")
-
-
-def _run(module, *args, env=None, check=True):
-    full_env = dict(os.environ, **(env or {}))
-    full_env["PYTHONPATH"] = ROOT + os.pathsep + full_env.get("PYTHONPATH", "")
-    result = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
-def _final(stdout):
-    last = stdout.strip().splitlines()[-1]
-    assert last.startswith("final: "), last
-    return json.loads(last[len("final: ") :])
-
-
-def _metrics(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
-def _config(name, **overrides):
-    config = runpy.run_path(os.path.join(CONFIGS, name))["get_config"]()
-    config.update(overrides)
-    return config
-
+from tests.experiments.helpers import (
+    CONFIGS,
+    load_config,
+    parse_final,
+    read_metrics,
+    run_module,
+    without_timings,
+)
 
 DIGITS_ARGS = (
     "--config.total_steps=40",
@@ -58,8 +28,8 @@ DIGITS_ARGS = (
 
 def test_digits_end_to_end_then_exact_resume(tmp_path):
     workdir = str(tmp_path / "digits")
-    result = _run("experiments.digits", f"--workdir={workdir}", *DIGITS_ARGS)
-    final = _final(result.stdout)
+    result = run_module("experiments.digits", f"--workdir={workdir}", *DIGITS_ARGS, check=True)
+    final = parse_final(result.stdout)
     assert final["step"] == 40
     assert {"step", "elapsed_s", "eval/loss", "eval/top1", "eval/top5"} <= set(final)
     # 40 steps already learn most digits: 0.906-0.964 over seeds 0-4 on AMD EPYC, chance is 0.1.
@@ -70,7 +40,7 @@ def test_digits_end_to_end_then_exact_resume(tmp_path):
 
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["total_steps"] == 40
-    records = _metrics(workdir)
+    records = read_metrics(workdir)
     train = [r for r in records if "train/loss" in r]
     assert [r["step"] for r in train] == [10, 20, 30, 40]
     assert {"train/loss", "train/top1", "train/lr", "train/img_per_s"} <= set(train[0])
@@ -80,24 +50,25 @@ def test_digits_end_to_end_then_exact_resume(tmp_path):
     # Lose everything after step 20, as a crash would; the rerun continues from 20 and must
     # reproduce the uninterrupted run exactly (same batches, same updates, same log).
     shutil.rmtree(os.path.join(workdir, "checkpoints", "40"))
-    resumed = _run("experiments.digits", f"--workdir={workdir}", *DIGITS_ARGS)
+    resumed = run_module("experiments.digits", f"--workdir={workdir}", *DIGITS_ARGS, check=True)
     assert "resumed from" in resumed.stderr
     assert "step 10/40" not in resumed.stderr
-    again = _final(resumed.stdout)
+    again = parse_final(resumed.stdout)
     assert {k: v for k, v in again.items() if k != "elapsed_s"} == {
         k: v for k, v in final.items() if k != "elapsed_s"
     }
-    strip = lambda rs: [{k: v for k, v in r.items() if k != "train/img_per_s"} for r in rs]  # noqa: E731
-    assert strip(_metrics(workdir)) == strip(records)
+    assert without_timings(read_metrics(workdir)) == without_timings(records)
 
     # A finished run rerun does no training: it reports the same final evaluation.
-    finished = _final(_run("experiments.digits", f"--workdir={workdir}", *DIGITS_ARGS).stdout)
+    finished = parse_final(
+        run_module("experiments.digits", f"--workdir={workdir}", *DIGITS_ARGS, check=True).stdout
+    )
     assert finished["eval/top1"] == final["eval/top1"]
 
 
 def test_config_overrides_reach_the_run(tmp_path):
     workdir = str(tmp_path / "w")
-    result = _run(
+    result = run_module(
         "experiments.resnet_digits",
         f"--workdir={workdir}",
         "--config.total_steps=3",
@@ -106,19 +77,20 @@ def test_config_overrides_reach_the_run(tmp_path):
         "--config.model=simple_cnn",
         "--config.model_kwargs.dropout_rate=0.25",  # an option the config file does not set
         "--config.log_every_steps=1",
+        check=True,
     )
-    assert _final(result.stdout)["step"] == 3
+    assert parse_final(result.stdout)["step"] == 3
     with open(os.path.join(workdir, "config.json")) as f:
         config = json.load(f)
     assert (config["total_steps"], config["batch_size"], config["seed"]) == (3, 32, 7)
     assert config["model_kwargs"]["dropout_rate"] == 0.25
-    assert [r["step"] for r in _metrics(workdir) if "train/loss" in r] == [1, 2, 3]
+    assert [r["step"] for r in read_metrics(workdir) if "train/loss" in r] == [1, 2, 3]
 
 
 def test_imagenet_recipe_smoke_on_mock_data(tmp_path, mock_tfds):
     from experiments.classification import train_and_evaluate
 
-    config = _config(
+    config = load_config(
         "resnet50_imagenet.py",
         total_steps=2,
         batch_size=4,
@@ -150,7 +122,7 @@ def test_folder_dataset_trains(tmp_path):
     from experiments.classification import train_and_evaluate
 
     _write_folder(tmp_path / "images")
-    config = _config(
+    config = load_config(
         "resnet_digits.py",
         dataset="folder",
         data_dir=str(tmp_path / "images"),
@@ -170,9 +142,7 @@ def test_folder_dataset_trains(tmp_path):
 
 
 def _bad(tmp_path, *args, env=None):
-    result = _run(
-        "experiments.resnet_digits", f"--workdir={tmp_path / 'w'}", *args, env=env, check=False
-    )
+    result = run_module("experiments.resnet_digits", f"--workdir={tmp_path / 'w'}", *args, env=env)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
@@ -221,7 +191,7 @@ def test_bad_input_batch_not_divisible_by_devices(tmp_path):
 
 
 def test_bad_input_missing_workdir():
-    result = _run("experiments.resnet_digits", check=False)
+    result = run_module("experiments.resnet_digits")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: --workdir is required")
 

@@ -10,8 +10,6 @@ compared bitwise with the uninterrupted 2-process run. That the processes' share
 same global batches is checked exactly in tests/data/test_pipeline.py.
 """
 
-import json
-import os
 import shutil
 import socket
 import subprocess
@@ -21,8 +19,15 @@ import jax
 import numpy as np
 
 from jaxvision.checkpoint import load_variables
+from tests.experiments.helpers import (
+    ROOT,
+    parse_final,
+    python_env,
+    read_metrics,
+    run_module,
+    without_timings,
+)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARGS = (
     "--config.total_steps=4",
     "--config.log_every_steps=1",
@@ -32,27 +37,14 @@ ARGS = (
 )
 
 
-def _env(devices):
-    return dict(
-        os.environ,
-        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-    )
+def _devices(count):
+    return {"XLA_FLAGS": f"--xla_force_host_platform_device_count={count}"}
 
 
 def _free_port():
     with socket.socket() as s:
         s.bind(("localhost", 0))
         return s.getsockname()[1]
-
-
-def _final(stdout):
-    return json.loads(stdout.strip().splitlines()[-1][len("final: ") :])
-
-
-def _metrics(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
 
 
 def _two_processes(workdir):
@@ -67,7 +59,7 @@ def _two_processes(workdir):
                 f"--coordinator_address={address}",
             ],
             cwd=ROOT,
-            env=_env(4),
+            env=python_env(**_devices(4)),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -81,13 +73,8 @@ def _two_processes(workdir):
 
 
 def test_two_processes_match_one_process_and_resume(tmp_path):
-    single = subprocess.run(
-        [sys.executable, "-m", "experiments.resnet_digits", f"--workdir={tmp_path / 'one'}", *ARGS],
-        cwd=ROOT,
-        env=_env(8),
-        capture_output=True,
-        text=True,
-        timeout=600,
+    single = run_module(
+        "experiments.resnet_digits", f"--workdir={tmp_path / 'one'}", *ARGS, env=_devices(8)
     )
     assert single.returncode == 0, single.stderr[-3000:]
 
@@ -95,13 +82,13 @@ def test_two_processes_match_one_process_and_resume(tmp_path):
     (out0, err0), (out1, err1) = _two_processes(workdir)
     # Process 0 reports; process 1 stays quiet (no final line, no progress).
     assert "final:" not in out1 and "step 4/4" not in err1
-    multi = _final(out0)
+    multi = parse_final(out0)
     assert multi["step"] == 4
-    records = _metrics(workdir)
+    records = read_metrics(workdir)
     assert [r["step"] for r in records] == [1, 2, 3, 4, 4]  # written once, by process 0
     # Step 1: the same global batch through the same initial parameters.
     np.testing.assert_allclose(
-        records[0]["train/loss"], _metrics(tmp_path / "one")[0]["train/loss"], rtol=1e-5
+        records[0]["train/loss"], read_metrics(tmp_path / "one")[0]["train/loss"], rtol=1e-5
     )
     # Two steps later (BatchNorm over the global batch, the same updates): the same variables.
     ours, _ = load_variables(str(workdir), step=2)
@@ -114,9 +101,8 @@ def test_two_processes_match_one_process_and_resume(tmp_path):
     shutil.rmtree(workdir / "checkpoints" / "4")
     (out0, err0), _ = _two_processes(workdir)
     assert "resumed from" in err0 and "at step 2" in err0
-    resumed = _final(out0)
+    resumed = parse_final(out0)
     assert {k: v for k, v in resumed.items() if k != "elapsed_s"} == {
         k: v for k, v in multi.items() if k != "elapsed_s"
     }
-    strip = lambda rs: [{k: v for k, v in r.items() if k != "train/img_per_s"} for r in rs]  # noqa: E731
-    assert strip(_metrics(workdir)) == strip(records)
+    assert without_timings(read_metrics(workdir)) == without_timings(records)

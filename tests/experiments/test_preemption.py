@@ -1,7 +1,6 @@
 """Preemption safety: SIGTERM and kill -9 at random steps, then a rerun of the same command,
 give exactly the uninterrupted run's metrics.jsonl and final line (timings aside)."""
 
-import json
 import os
 import random
 import signal
@@ -11,7 +10,15 @@ import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.experiments.helpers import (
+    ROOT,
+    parse_final,
+    python_env,
+    read_metrics,
+    run_module,
+    without_timings,
+)
+
 ARGS = (
     "--config.total_steps=60",
     "--config.log_every_steps=5",
@@ -24,16 +31,8 @@ def _command(workdir):
     return [sys.executable, "-m", "experiments.resnet_digits", f"--workdir={workdir}", *ARGS]
 
 
-def _env():
-    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-
-
 def _run_to_end(workdir):
-    result = subprocess.run(
-        _command(workdir), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+    return run_module("experiments.resnet_digits", f"--workdir={workdir}", *ARGS, check=True)
 
 
 def _interrupt_at(workdir, step, sig, extra_delay, line_start=None):
@@ -41,7 +40,7 @@ def _interrupt_at(workdir, step, sig, extra_delay, line_start=None):
     starts with `line_start`), then sends `sig`."""
     line_start = line_start or f"step {step}/"
     process = subprocess.Popen(
-        _command(workdir), cwd=ROOT, env=_env(), stderr=subprocess.PIPE, text=True
+        _command(workdir), cwd=ROOT, env=python_env(), stderr=subprocess.PIPE, text=True
     )
     seen = []
     for line in process.stderr:
@@ -55,12 +54,9 @@ def _interrupt_at(workdir, step, sig, extra_delay, line_start=None):
 
 
 def _comparable(workdir, stdout):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        records = [json.loads(line) for line in f]
-    records = [{k: v for k, v in r.items() if k != "train/img_per_s"} for r in records]
-    final = json.loads(stdout.strip().splitlines()[-1][len("final: ") :])
+    final = parse_final(stdout)
     final.pop("elapsed_s")
-    return records, final
+    return without_timings(read_metrics(workdir)), final
 
 
 @pytest.fixture(scope="module")
@@ -118,22 +114,15 @@ def test_interrupted_before_the_first_checkpoint(tmp_path, uninterrupted, sig, l
 def test_non_finite_loss_stops_without_overwriting_the_last_checkpoint(tmp_path):
     workdir = str(tmp_path)
     args = ("--config.total_steps=20", "--config.checkpoint_every_steps=5")
-    first = subprocess.run(
-        [*_command(workdir)[:4], "--config.total_steps=5", "--config.checkpoint_every_steps=5"],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
+    first = run_module(
+        "experiments.resnet_digits",
+        f"--workdir={workdir}",
+        "--config.total_steps=5",
+        "--config.checkpoint_every_steps=5",
     )
     assert first.returncode == 0, first.stderr[-2000:]
-    result = subprocess.run(
-        [*_command(workdir)[:4], *args, "--config.learning_rate=1e30"],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = run_module(
+        "experiments.resnet_digits", f"--workdir={workdir}", *args, "--config.learning_rate=1e30"
     )
     assert result.returncode == 2, result.stderr[-2000:]
     line = result.stderr.strip().splitlines()[-1]

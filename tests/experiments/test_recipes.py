@@ -1,12 +1,8 @@
 """Every recipe's smoke path (2 steps on mock or generated data), the digits recipe with the
 training tricks on (accuracy band, bitwise-identical reruns) and the evaluate command."""
 
-import json
 import os
 import re
-import runpy
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -16,28 +12,15 @@ from PIL import Image
 from experiments.classification import train_and_evaluate
 from jaxvision import models, weights
 from jaxvision.train.state import abstract_params
+from tests.experiments.helpers import (
+    load_config,
+    parse_final,
+    read_metrics,
+    run_module,
+    without_timings,
+)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIGS = os.path.join(ROOT, "experiments", "configs")
 SMOKE = {"total_steps": 2, "batch_size": 4, "image_size": 32, "worker_count": 0}
-
-
-def _config(name, **overrides):
-    config = runpy.run_path(os.path.join(CONFIGS, name))["get_config"]()
-    config.update(overrides)
-    return config
-
-
-def _run(module, *args):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 @pytest.mark.parametrize(
@@ -50,7 +33,7 @@ def _run(module, *args):
     ],
 )
 def test_recipe_smoke_on_mock_data(tmp_path, mock_tfds, recipe):
-    config = _config(recipe, data_dir=str(tmp_path / "tfds"), log_every_steps=1, **SMOKE)
+    config = load_config(recipe, data_dir=str(tmp_path / "tfds"), log_every_steps=1, **SMOKE)
     final = train_and_evaluate(config, str(tmp_path / "run"))
     assert final["step"] == 2 and np.isfinite(final["eval/loss"])
     if config.ema_decay:
@@ -75,7 +58,7 @@ def test_finetune_folder_recipe_from_a_weight_file(tmp_path, capsys):
     path = str(tmp_path / "resnet50.safetensors")
     weights.save_safetensors(path, weights.export_weights("resnet50", variables))
 
-    config = _config(
+    config = load_config(
         "finetune_folder.py", data_dir=str(tmp_path / "images"), init_from=path, **SMOKE
     )
     final = train_and_evaluate(config, str(tmp_path / "run"))
@@ -84,26 +67,23 @@ def test_finetune_folder_recipe_from_a_weight_file(tmp_path, capsys):
     assert "classifier kept fresh: params/fc/bias, params/fc/kernel" in err
 
 
-def _metrics(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [{k: v for k, v in json.loads(line).items() if k != "train/img_per_s"} for line in f]
-
-
 def test_digits_with_tricks_reaches_its_band_and_reruns_bitwise(tmp_path):
     args = ["--config=experiments/configs/digits_aug.py"]
     finals = []
     for name in ("a", "b"):
-        result = _run("experiments.digits", f"--workdir={tmp_path / name}", *args)
+        result = run_module("experiments.digits", f"--workdir={tmp_path / name}", *args)
         assert result.returncode == 0, result.stderr[-3000:]
-        final = json.loads(result.stdout.strip().splitlines()[-1][len("final: ") :])
+        final = parse_final(result.stdout)
         final.pop("elapsed_s")
         finals.append(final)
     assert finals[0] == finals[1]
-    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+    assert without_timings(read_metrics(tmp_path / "a")) == without_timings(
+        read_metrics(tmp_path / "b")
+    )
     assert finals[0]["eval/top1"] >= 0.97 and finals[0]["eval_ema/top1"] >= 0.97
 
     # The evaluate command on that workdir: the same numbers, and labels for single images.
-    table = _run("experiments.evaluate", f"--workdir={tmp_path / 'a'}")
+    table = run_module("experiments.evaluate", f"--workdir={tmp_path / 'a'}")
     assert table.returncode == 0, table.stderr[-3000:]
     assert not re.search(r"^I\d{4} ", table.stderr, re.M)  # no library INFO logging
     assert f"eval/top1{'':16}{finals[0]['eval/top1']:.4f}" in table.stdout
@@ -117,7 +97,7 @@ def test_digits_with_tricks_reaches_its_band_and_reruns_bitwise(tmp_path):
     for i in (0, 1):
         paths.append(str(tmp_path / f"digit{i}.png"))
         Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8)).save(paths[-1])
-    labels = _run(
+    labels = run_module(
         "experiments.evaluate",
         f"--workdir={tmp_path / 'a'}",
         "--images",  # the form of the command's docstring: --images a.png b.png
@@ -129,6 +109,6 @@ def test_digits_with_tricks_reaches_its_band_and_reruns_bitwise(tmp_path):
     assert lines[0].startswith(f"{paths[0]}: 0 ") and lines[1].startswith(f"{paths[1]}: 1 ")
     assert len(lines[0].split(", ")) == 3
 
-    missing = _run("experiments.evaluate", f"--workdir={tmp_path / 'a'}", "--step=7")
+    missing = run_module("experiments.evaluate", f"--workdir={tmp_path / 'a'}", "--step=7")
     assert missing.returncode == 2
     assert "no checkpoint for step 7" in missing.stderr.strip().splitlines()[-1]
