@@ -6,6 +6,8 @@ Each model family has a converter module with these functions:
   to_torch(model_name, flat) -> {torch name: array}
   adapt(model_name, converted, expected) -> converted    optional: fit shapes (ViT posemb)
   load_npz(model_name, path) -> {torch name: array}      optional: big_vision .npz files
+  import_weights(model_name, tensors, variables, new_head) -> (variables, kept paths)
+      optional: replaces the generic import (detectors also read classification backbones)
 
 and one line per model in `_CONVERTERS`. `import_weights` turns a file's tensors into variables
 shaped like a freshly initialised model's, keeping the fresh classifier when the number of classes
@@ -36,9 +38,14 @@ _TIMM = (
     "vit_ti16 vit_s16 vit_s4 vit_b16 vit_b32 vit_l16 vit_h14 vit_g14 vit_bigg14 vit_b16_r50 "
     "mixer_b16"
 )
+_TORCHVISION_DETECTION = (
+    "retinanet_resnet18_fpn retinanet_resnet18_fpn_small retinanet_resnet34_fpn "
+    "retinanet_resnet50_fpn ssd128_vgg16_small ssd300_vgg16"
+)
 _CONVERTERS: dict[str, str] = {
     **dict.fromkeys(_TORCHVISION.split(), "torchvision"),
     **dict.fromkeys(_TIMM.split(), "timm"),
+    **dict.fromkeys(_TORCHVISION_DETECTION.split(), "torchvision_detection"),
 }
 
 
@@ -64,6 +71,8 @@ def import_weights(
     when `new_head` or when its shape differs from the file's).
     """
     converter = _converter(model_name)
+    if hasattr(converter, "import_weights"):  # detectors: also classification backbone files
+        return converter.import_weights(model_name, tensors, variables, new_head=new_head)
     converted = converter.to_flax(model_name, tensors)
     expected = flatten(variables)
     if hasattr(converter, "adapt"):  # e.g. resample ViT position embeddings to a new resolution
@@ -82,17 +91,19 @@ def import_weights(
 
 
 def merge_variables(
-    loaded: dict, fresh: dict, *, head: tuple[str, ...] | None, new_head: bool = False
+    loaded: dict, fresh: dict, *, head, new_head: bool = False
 ) -> tuple[dict, list[str]]:
     """Variables of the same architecture (e.g. another jaxvision run's checkpoint) onto `fresh`.
 
-    Leaves under `head` (a path prefix such as ("params", "fc")) stay fresh when their shapes
-    differ or with `new_head`; any other difference is an error. Returns (variables, kept paths).
+    Leaves under `head` (a path prefix such as ("params", "fc"), or a list of them: a
+    detector's class outputs) stay fresh when their shapes differ or with `new_head`; any other
+    difference is an error. Returns (variables, kept paths).
     """
+    heads = [] if head is None else [head] if isinstance(head[0], str) else list(head)
     flat_loaded, expected = flatten(loaded), flatten(fresh)
     kept = []
     for key, value in expected.items():
-        under_head = head is not None and key[: len(head)] == head
+        under_head = any(key[: len(h)] == tuple(h) for h in heads)
         if under_head and (
             new_head or key not in flat_loaded or flat_loaded[key].shape != value.shape
         ):

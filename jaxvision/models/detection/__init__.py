@@ -1,0 +1,171 @@
+"""Detection networks by name: `build("retinanet_resnet50_fpn", num_classes=91)`.
+
+A detector is a Flax module with `num_classes` (K, background included) and `dtype` (compute;
+parameters stay float32), a class attribute `family` ("retinanet" or "ssd": which anchors,
+loss and post-processing apply) and
+
+    __call__(images [B, H, W, 3] float normalised, train=False, features=False)
+      -> {"cls_logits": float32 [B, A, K], "bbox_regression": float32 [B, A, 4]}
+
+with A in torchvision's head order (level by level, positions row-major, then the anchors of
+one position); with `features=True` the list of maps the head reads, finest first, whose
+shapes (`feature_shapes`) place the anchors. Anchor configuration: RetinaNet's
+`anchor_sizes()`, `anchor_aspect_ratios()`, `num_anchors()`; SSD's fields `aspect_ratios`,
+`scales`, `steps`, `clip`, `image_size` and `num_anchors()`. Both carry `image_mean` /
+`image_std`, the normalisation torchvision's transform applies to [0, 1] pixels.
+
+Names (an entry fixes the architecture and sets defaults that `build` options override):
+- retinanet_resnet50_fpn: torchvision's (34,014,999 params at K=91 with norm="frozen").
+- retinanet_resnet18_fpn, retinanet_resnet34_fpn: the same design on ResNet-18/34 bodies.
+- retinanet_resnet18_fpn_small: for ~96-128 px CPU runs (synthetic shapes): ResNet-18 body at
+  width 16, norm "batch", FPN 64 channels on P3-P5, 2 head convs, anchors from 16 px. At
+  128x128: maps 16x16, 8x8, 4x4 (64 channels), A = 336 * 9 = 3,024.
+- ssd300_vgg16: torchvision's (35,641,826 params at K=91).
+- ssd128_vgg16_small: for 128 px CPU runs: VGG-16 at width 16 (16 ... 128 channels), fc6/fc7
+  256, three stride-2 extras; at 128x128 maps 16, 8, 4, 2, 1 (128, 256, 128, 64, 64
+  channels), boxes per position (4, 6, 6, 4, 4), A = 1,524.
+"""
+
+import dataclasses
+import functools
+import importlib
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxvision.errors import UserError
+from jaxvision.models.detection.freezing import DEFAULT_TRAINABLE_LAYERS, frozen_backbone_layers
+
+_RETINANET_SMALL = {
+    "width": 16,
+    "norm": "batch",
+    "fpn_channels": 64,
+    "max_level": 5,
+    "head_convs": 2,
+    "anchor_size": 16,
+}
+_SSD_SMALL = {
+    "width": 16,
+    "fc_channels": 256,
+    "extra_blocks": ((64, 128, 2, 1), (32, 64, 2, 1), (32, 64, 2, 1)),
+    "image_size": 128,
+    "aspect_ratios": ((2,), (2, 3), (2, 3), (2,), (2,)),
+    "scales": (0.1, 0.2, 0.37, 0.54, 0.71, 0.88),
+    "steps": (8, 16, 32, 64, 128),
+}
+
+# name -> (module under jaxvision.models.detection, attribute, default options). The attribute
+# is a module class or a functools.partial fixing its architecture; imported on first use.
+_MODELS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "retinanet_resnet18_fpn": ("retinanet", "RetinaNetResNet18", {}),
+    "retinanet_resnet18_fpn_small": ("retinanet", "RetinaNetResNet18", _RETINANET_SMALL),
+    "retinanet_resnet34_fpn": ("retinanet", "RetinaNetResNet34", {}),
+    "retinanet_resnet50_fpn": ("retinanet", "RetinaNetResNet50", {}),
+    "ssd128_vgg16_small": ("ssd", "SSD", _SSD_SMALL),
+    "ssd300_vgg16": ("ssd", "SSD", {}),
+}
+
+_FLAX_FIELDS = frozenset({"parent", "name"})
+
+
+def names() -> list[str]:
+    """All detector names, sorted."""
+    return sorted(_MODELS)
+
+
+def options(name: str) -> list[str]:
+    """Keyword options `build(name, ...)` accepts besides `num_classes` and `dtype`, sorted."""
+    factory, _ = _lookup(name)
+    cls, fixed = factory, {}
+    if isinstance(factory, functools.partial):
+        cls, fixed = factory.func, factory.keywords
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    return sorted(fields - _FLAX_FIELDS - set(fixed) - {"num_classes", "dtype"})
+
+
+def defaults(name: str) -> dict[str, Any]:
+    """The options the entry sets beyond the module's own defaults (e.g. the small presets')."""
+    return dict(_lookup(name)[1])
+
+
+def family(name: str) -> str:
+    """ "retinanet" or "ssd": which anchors, loss and post-processing the detector `name` uses."""
+    factory, _ = _lookup(name)
+    return (factory.func if isinstance(factory, functools.partial) else factory).family
+
+
+def class_outputs(name: str) -> tuple[str, ...]:
+    """Path prefixes (under `params`) of the parameters whose shape follows num_classes: what a
+    new head replaces ("head/classification_head/cls_logits" for RetinaNet, whose conv tower
+    is class-agnostic; all of "head/classification_head" for SSD)."""
+    factory, _ = _lookup(name)
+    return (factory.func if isinstance(factory, functools.partial) else factory).class_outputs
+
+
+def build(name: str, *, num_classes: int, dtype: Any = jnp.float32, **kwargs: Any) -> nn.Module:
+    """The detector `name` (unbound) with compute `dtype`; parameters are float32.
+
+    `model.apply(variables, images, train)` (with `mutable=["batch_stats"]` when training a
+    norm="batch" RetinaNet) returns the head outputs (see the module docstring). num_classes
+    counts the background (COCO: 91). Raises UserError for an unknown name, num_classes < 2 or
+    an option the model lacks.
+    """
+    factory, preset = _lookup(name)
+    if not hasattr(num_classes, "__index__") or operator.index(num_classes) < 2:
+        raise UserError(
+            f"detector {name!r}: num_classes counts the background and must be an int >= 2, "
+            f"got {num_classes!r}"
+        )
+    valid = options(name)
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise UserError(
+            f"detector {name!r} has no option {unknown[0]!r}: choose from {', '.join(valid)}"
+        )
+    return factory(num_classes=operator.index(num_classes), dtype=dtype, **{**preset, **kwargs})
+
+
+def feature_shapes(model: nn.Module, height: int, width: int) -> tuple[tuple[int, int], ...]:
+    """(h, w) of each map the head reads, finest first, for [B, height, width, 3] inputs:
+    what places the anchors. Traced abstractly (nothing is compiled or allocated)."""
+    images = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
+    maps = jax.eval_shape(
+        lambda x: model.init_with_output(jax.random.key(0), x, features=True)[0], images
+    )
+    return tuple(tuple(m.shape[1:3]) for m in maps)
+
+
+def frozen_backbone(model: nn.Module, trainable_layers: int | None = None) -> Callable:
+    """The `frozen` predicate (for `train.optim.make_optimizer`) of torchvision's
+    `trainable_backbone_layers` for `model`'s family; None takes torchvision's default
+    (RetinaNet 3, SSD 4). Only for a pretrained backbone: torchvision trains all layers of a
+    detector started from scratch."""
+    if trainable_layers is None:
+        trainable_layers = DEFAULT_TRAINABLE_LAYERS[model.family]
+    return frozen_backbone_layers(model.family, trainable_layers)
+
+
+def _lookup(name: str) -> tuple[Callable[..., nn.Module], dict[str, Any]]:
+    if name not in _MODELS:
+        raise UserError(f"unknown detector {name!r}: choose one of {', '.join(names())}")
+    module, attribute, preset = _MODELS[name]
+    factory = getattr(importlib.import_module(f"jaxvision.models.detection.{module}"), attribute)
+    return factory, preset
+
+
+__all__ = [
+    "DEFAULT_TRAINABLE_LAYERS",
+    "build",
+    "class_outputs",
+    "defaults",
+    "family",
+    "feature_shapes",
+    "frozen_backbone",
+    "frozen_backbone_layers",
+    "names",
+    "options",
+]
