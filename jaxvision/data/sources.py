@@ -1,7 +1,9 @@
 """Datasets as random-access sources: `open_dataset(name)` -> train/test sequences plus metadata.
 
-Every source is a `Sequence` whose items are `{"image": uint8 [H, W, C], "label": int}`, so the
-input pipeline can address any element by index (needed for exact resume and per-element seeds).
+Every source is a `Sequence` whose items are `{"image": uint8 [H, W, C], "label": int}` for
+classification, or detection records `{"image", "boxes", "classes", "iscrowd", "area",
+"image_id"}` (see `jaxvision.data.coco`), so the input pipeline can address any element by index
+(needed for exact resume and per-element seeds).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -39,6 +41,10 @@ class Dataset:
         image_size: natural side length for fixed-size sets (digits 8, cifar 32); None if images
             vary in size.
         skipped: files left out because they cannot be read, one "path (why)" each.
+        notes: what opening the data changed or found, one line each, for the run to report
+            (detection sets: boxes clipped or dropped, images without annotations, ...).
+        max_boxes: detection sets: the most boxes (crowd ones included) of any one image, when
+            it is known without reading every record; None otherwise.
     """
 
     train: Sequence
@@ -49,6 +55,8 @@ class Dataset:
     std: tuple[float, ...]
     image_size: int | None
     skipped: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    max_boxes: int | None = None
 
 
 class ArraySource(Sequence):
@@ -109,6 +117,7 @@ def open_dataset(
     test_fraction: float = 0.2,
     split_seed: int = 0,
     strict: bool = False,
+    options: Mapping[str, object] | None = None,
 ) -> Dataset:
     """Opens a dataset by name without decoding its images.
 
@@ -116,6 +125,9 @@ def open_dataset(
         name: "digits" (scikit-learn's 1,797 8x8 digits), "folder" (images under
             `data_dir/<class>/*.{jpg,jpeg,png}`) or a TFDS name such as "imagenet2012",
             "cifar10", "mnist" or "imagenet2012:5.1.0" (prepared in array_record format).
+            Detection (records with boxes): "shapes" (synthetic, generated on access, see
+            `jaxvision.data.shapes`), "coco_json" (a COCO-format tree at `data_dir`) and
+            "coco/2017" or "coco/2017:1.1.0" (TFDS), see `jaxvision.data.coco` and `.coco_json`.
         data_dir: the image root for "folder"; the TFDS data dir for TFDS names (default:
             `$TFDS_DATA_DIR`, else TFDS's default).
         train_split: TFDS split for training; for "folder" with a `train/` + `val/` layout, the
@@ -125,12 +137,34 @@ def open_dataset(
         test_fraction: share of each class held out for testing when the dataset has no test
             split of its own (digits, single-level folders).
         split_seed: seed of that held-out split.
-        strict: for "folder", stop at the first unreadable file instead of leaving the
-            unreadable ones out (`Dataset.skipped` lists them).
+        strict: for "folder" and "coco_json", stop at the first unreadable file instead of
+            leaving the unreadable ones out (`Dataset.skipped` lists them).
+        options: settings only one dataset has: for "shapes", `image_size`, `num_train`,
+            `num_test`, `max_objects`, `seed` (see `shapes.open_shapes`). Others take none.
 
     Raises:
         UserError: the dataset is unknown, missing, not prepared or malformed.
     """
+    options = dict(options or {})
+    if options and name != "shapes":
+        raise UserError(
+            f"dataset {name!r} takes no options (got {', '.join(sorted(options))}): only "
+            "'shapes' has any; drop them"
+        )
+    if name == "shapes":
+        from jaxvision.data import shapes
+
+        return shapes.open_shapes(**_shape_options(options))
+    if name == "coco_json":
+        from jaxvision.data import coco_json
+
+        return coco_json.open_coco_json(
+            data_dir, train_split, test_split, test_fraction, split_seed, strict=strict
+        )
+    if name.split(":")[0].split("/")[0] == "coco":
+        from jaxvision.data import coco
+
+        return coco.open_tfds_coco(name, data_dir, train_split, test_split)
     if name == "digits":
         if test_split is not None:
             raise UserError(
@@ -145,6 +179,17 @@ def open_dataset(
             data_dir, train_split, test_split, test_fraction, split_seed, strict=strict
         )
     return _open_tfds(name, data_dir, train_split, test_split)
+
+
+def _shape_options(options: dict) -> dict:
+    from jaxvision.data import shapes
+
+    unknown = sorted(set(options) - set(shapes.OPTIONS))
+    if unknown:
+        raise UserError(
+            f"unknown option(s) {', '.join(unknown)} for 'shapes': use {', '.join(shapes.OPTIONS)}"
+        )
+    return options
 
 
 def check_fraction(test_fraction: float) -> None:
@@ -181,7 +226,9 @@ def _open_digits(test_fraction: float, split_seed: int) -> Dataset:
     )
 
 
-def _open_tfds(name: str, data_dir: str | None, train_split: str, test_split: str | None):
+def tfds_builder(name: str, data_dir: str | None):
+    """The TFDS builder of a dataset prepared in array_record format, or a UserError that says
+    how to prepare it. Never downloads: a missing ImageNet must fail fast, not start one."""
     # Imported here: TFDS takes ~0.5 s to import and only TFDS names need it.
     import tensorflow_datasets as tfds
 
@@ -191,14 +238,18 @@ def _open_tfds(name: str, data_dir: str | None, train_split: str, test_split: st
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
         raise UserError(
-            f"unknown dataset {name!r}: use 'digits', 'folder' (with data_dir=<root>/<class>/*.jpg)"
-            " or a TFDS name such as imagenet2012, cifar10, mnist"
+            f"unknown dataset {name!r}: use 'digits', 'folder' (with data_dir=<root>/<class>/"
+            "*.jpg), 'shapes', 'coco_json' (with data_dir=<COCO-format root>) or a TFDS name "
+            "such as imagenet2012, cifar10, mnist, coco/2017"
         ) from None
+    except ModuleNotFoundError:
+        # The builder's code needs TensorFlow (coco's does) to describe the dataset; a prepared
+        # copy describes itself in its files, which TFDS reads without it.
+        return _tfds_builder_from_files(name, data_dir)
     except (ValueError, AssertionError) as e:  # e.g. an unknown version or config
         raise UserError(f"cannot open TFDS dataset {name!r}: {_first_line(e)}") from None
 
     root = builder.data_dir_root
-    # Never call download_and_prepare: a missing ImageNet must fail fast, not start a download.
     if not builder.is_prepared():
         base = name.split(":")[0].split("/")[0]
         manual = ""
@@ -213,9 +264,35 @@ def _open_tfds(name: str, data_dir: str | None, train_split: str, test_split: st
             )
         raise UserError(
             f"dataset {name!r} is not prepared in {root} (looked for {builder.data_dir}): "
-            f"{manual}run `tfds build {name} --data_dir={root} --file_format=array_record` "
-            f"(building needs TensorFlow: pip install -e '.[tfds-build]')"
+            f"{manual}{_build_hint(name, root)}"
         )
+    _check_array_record(builder, name, root)
+    return builder
+
+
+def _build_hint(name: str, root: str) -> str:
+    return (
+        f"run `tfds build {name} --data_dir={root} --file_format=array_record` "
+        "(building needs TensorFlow: pip install -e '.[tfds-build]')"
+    )
+
+
+def _tfds_builder_from_files(name: str, data_dir: str | None):
+    import tensorflow_datasets as tfds
+
+    root = data_dir or tfds.core.constants.DATA_DIR
+    try:
+        builder = tfds.core.read_only_builder.builder_from_files(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise UserError(
+            f"dataset {name!r} is not prepared in {root}: {_build_hint(name, root)}"
+        ) from None
+    _check_array_record(builder, name, builder.data_dir_root)
+    return builder
+
+
+def _check_array_record(builder, name: str, root: str) -> None:
+    import tensorflow_datasets as tfds
 
     formats = [builder.info.file_format, *builder.info.alternative_file_formats]
     if tfds.core.FileFormat.ARRAY_RECORD not in formats:
@@ -228,6 +305,25 @@ def _open_tfds(name: str, data_dir: str | None, train_split: str, test_split: st
             "pip install -e '.[tfds-build]')"
         )
 
+
+def tfds_split_sources(builder, name: str, splits: Sequence[str], decoders=None) -> dict:
+    """{split: the builder's array_record data source}; UserError for a bad split name."""
+    sources = {}
+    for split in splits:
+        try:
+            sources[split] = builder.as_data_source(split=split, decoders=decoders)
+        except (ValueError, KeyError) as e:  # unknown split or bad slicing syntax
+            raise UserError(
+                f"cannot open split {split!r} of {name!r}: {_first_line(e)}; "
+                f"available splits: {', '.join(builder.info.splits) or 'unknown'}"
+            ) from None
+    return sources
+
+
+def _open_tfds(name: str, data_dir: str | None, train_split: str, test_split: str | None):
+    import tensorflow_datasets as tfds
+
+    builder = tfds_builder(name, data_dir)
     features = builder.info.features
     if "image" not in features or "label" not in features:
         raise UserError(
@@ -236,18 +332,10 @@ def _open_tfds(name: str, data_dir: str | None, train_split: str, test_split: st
         )
     if test_split is None:
         test_split = "validation" if "validation" in builder.info.splits else "test"
-    sources = {}
-    for split in (train_split, test_split):
-        try:
-            sources[split] = TfdsSource(
-                builder.as_data_source(split=split),
-                builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()}),
-            )
-        except (ValueError, KeyError) as e:  # unknown split or bad slicing syntax
-            raise UserError(
-                f"cannot open split {split!r} of {name!r}: {_first_line(e)}; "
-                f"available splits: {', '.join(builder.info.splits) or 'unknown'}"
-            ) from None
+    splits = (train_split, test_split)
+    decoded = tfds_split_sources(builder, name, splits)
+    encoded = tfds_split_sources(builder, name, splits, {"image": tfds.decode.SkipDecoding()})
+    sources = {split: TfdsSource(decoded[split], encoded[split]) for split in splits}
 
     label = features["label"]
     if not isinstance(label, tfds.features.ClassLabel):
