@@ -53,7 +53,8 @@ def evaluate_split(
     should_stop: Callable[[int], bool] | None = None,
 ) -> None:
     """One pass of the jitted `eval_step` over `source` (examples prepared by `transform`),
-    each batch's outputs added to `evaluator`.
+    each batch's outputs added to `evaluator` with this process's host batch (what a picture
+    of the results draws on).
 
     should_stop: asked with the batch index after each batch (a preemption watch); True
     abandons the pass with EvaluationStopped.
@@ -69,7 +70,8 @@ def evaluate_split(
         worker_count=worker_count,
     )
     for index, local_batch in enumerate(batches, 1):
-        evaluator.add(eval_step(state, data.make_global_batch(local_batch, sharding)))
+        outputs = eval_step(state, data.make_global_batch(local_batch, sharding))
+        evaluator.add(outputs, local_batch)
         if should_stop is not None and should_stop(index):
             raise EvaluationStopped(f"evaluation stopped after {index} batches")
 

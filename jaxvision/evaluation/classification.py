@@ -24,7 +24,8 @@ class ClassificationEvaluator:
         self.class_names = list(class_names)
         self.sums = None
 
-    def add(self, outputs: dict) -> None:
+    def add(self, outputs: dict, batch: dict | None = None) -> None:
+        """outputs: one eval batch's sums; batch: its host arrays (unused here)."""
         self.sums = outputs if self.sums is None else jax.tree.map(jnp.add, self.sums, outputs)
 
     def result(self, prefix: str, *, workdir: str | None = None, step: int = 0) -> dict:
