@@ -3,16 +3,21 @@
   python -m experiments.evaluate --workdir=DIR [--step=N] [--split=test|train]
   python -m experiments.evaluate --workdir=DIR --images a.png b.jpg [--top_k=5]
   python -m experiments.evaluate --workdir=A --workdir=B [--workdir=C ...] [--images ...]
+  python -m experiments.evaluate --workdir=DETECTOR --images a.jpg [--out=DIR]
 
 One workdir: restores the newest readable (or `--step`) checkpoint and prints the metrics
 (top-1/top-5/loss, macro precision/recall/F1 and a per-class table) for the raw weights and
 their EMA when the run kept one. Several: an ensemble that averages the members' probabilities
 (members of one architecture run as one vmapped forward); it prints each member's and the
 ensemble's top-1/top-5/NLL and expected calibration error. `--images` prints, for each file,
-the top-k class names with their probabilities. Models and preprocessing come from each
+the top-k class names with their probabilities; for a detector, its boxes (x1, y1, x2, y2 in the
+image's own pixels) with class names and scores, and writes each image with them drawn to
+`--out` (default `<workdir>/predictions/`). A detector's metrics are the 12 COCO box stats and
+each class's AP. Models and preprocessing come from each
 workdir's model.json: only a split's evaluation opens the data (as the run's config.json says).
 """
 
+import os
 import sys
 
 import numpy as np
@@ -35,6 +40,37 @@ _IMAGES = flags.DEFINE_multi_string(
     "images", [], "Image files to label instead: --images a.png b.jpg (or --images=a.png ...)."
 )
 _TOP_K = flags.DEFINE_integer("top_k", 5, "Labels per image.")
+_OUT = flags.DEFINE_string(
+    "out",
+    None,
+    "Detectors: where --images writes the drawn images (default <workdir>/predictions).",
+)
+_SCORE = flags.DEFINE_float(
+    "score_threshold", 0.3, "Detectors: the least score of a box that --images prints and draws."
+)
+
+
+def print_detections(predictor: Predictor, paths: list[str], pixels: list, out: str) -> None:
+    """Each image's boxes above the score threshold, printed and drawn into `out`."""
+    from PIL import Image
+
+    from jaxvision.evaluation.draw import draw_detections
+
+    outputs = predictor.predict(pixels)
+    os.makedirs(out, exist_ok=True)
+    names = predictor.class_names
+    for i, (path, image) in enumerate(zip(paths, pixels, strict=True)):
+        keep = outputs["valid"][i] & (outputs["scores"][i] >= _SCORE.value)
+        boxes, scores = outputs["boxes"][i][keep], outputs["scores"][i][keep]
+        classes = outputs["classes"][i][keep]
+        print(f"{path}: {len(boxes)} boxes")
+        for box, c, score in zip(boxes, classes, scores, strict=True):
+            x1, y1, x2, y2 = (f"{v:.1f}" for v in box)
+            print(f"  {names[c]} {score:.3f} [{x1}, {y1}, {x2}, {y2}]")
+        drawn = draw_detections(image, boxes, classes, scores, names)
+        target = os.path.join(out, os.path.splitext(os.path.basename(path))[0] + ".png")
+        Image.fromarray(drawn).save(target)
+    print(f"drawn images in {out}")
 
 
 def main(argv):
@@ -47,9 +83,15 @@ def main(argv):
         cli.fail("--workdir is required: the directory of a training run (several: an ensemble)")
     try:
         predictors = [Predictor.from_workdir(w, _STEP.value) for w in workdirs]
+        first = predictors[0]
+        if first.task.kind == "detection" and len(predictors) > 1:
+            raise UserError("ensembles are for classifiers: evaluate one detector workdir")
         if images:
-            first = predictors[0]
             pixels = [files.load_image(p, first.record["channels"]) for p in images]
+            if first.task.kind == "detection":
+                out = _OUT.value or os.path.join(workdirs[0], "predictions")
+                print_detections(first, images, pixels, out)
+                return
             probs = np.mean([p.predict(pixels)["probs"] for p in predictors], axis=0)
             for path, top in zip(images, first.top_k(probs, _TOP_K.value), strict=True):
                 print(f"{path}: {', '.join(f'{name} {p:.3f}' for name, p in top)}")

@@ -10,10 +10,10 @@ import ml_collections
 import numpy as np
 
 from experiments.classification import open_dataset
-from experiments.configs.common import base_config
+from experiments.configs.common import base_config, detection_fields
 from jaxvision import data, ensembles
 from jaxvision.errors import UserError
-from jaxvision.predictor import Predictor
+from jaxvision.predictor import Predictor, eval_transform
 from jaxvision.sharding import batch_sharding, batch_split, make_mesh, replicated
 from jaxvision.train.losses import topk_correct
 from jaxvision.train.state import ModelState
@@ -28,6 +28,8 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     with open(path) as f:
         stored = json.load(f)
     config = base_config()
+    if "detection" in stored:
+        detection_fields(config)
     for key, value in stored.items():
         if key not in config:
             continue
@@ -41,17 +43,23 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 def split_source(workdir: str, split: str):
     config = load_config(workdir)
-    dataset = open_dataset(config)
+    if "detection" in config:
+        from experiments.detection import open_dataset as open_detection_dataset
+
+        dataset = open_detection_dataset(config)
+    else:
+        dataset = open_dataset(config)
     return dataset.test if split == "test" else dataset.train, config.batch_size
 
 
 def _batches(predictor: Predictor, source, batch_size: int, mesh):
-    """Padded eval batches of `source` on the mesh, prepared as `predictor` expects."""
+    """(host batch, the same on the mesh): padded eval batches of `source`, prepared as
+    `predictor`'s run evaluated them."""
     split = batch_split(mesh)
     batch_size = -(-batch_size // split) * split
-    transform = data.EvalTransform(predictor.image_size, predictor.record["crop_ratio"])
+    transform = eval_transform(predictor.record)
     for local in data.eval_batches(source, transform, global_batch_size=batch_size):
-        yield data.make_global_batch(local, batch_sharding(mesh))
+        yield local, data.make_global_batch(local, batch_sharding(mesh))
 
 
 def split_metrics(predictor: Predictor, variables, source, batch_size: int, name: str):
@@ -67,8 +75,8 @@ def split_metrics(predictor: Predictor, variables, source, batch_size: int, name
 
     variables = jax.device_put(variables, replicated(mesh))
     evaluator = task.evaluator(predictor.class_names)
-    for batch in _batches(predictor, source, batch_size, mesh):
-        evaluator.add(outputs(variables, batch))
+    for local, batch in _batches(predictor, source, batch_size, mesh):
+        evaluator.add(outputs(variables, batch), local)
     return evaluator.result(name), evaluator
 
 
@@ -94,7 +102,7 @@ def group_probs(predictors: list[Predictor], source, batch_size: int, mesh):
 
     forward = jax.jit(lambda v, images: ensembles.member_probs(apply, v, images))
     probs, labels = [], []
-    for batch in _batches(first, source, batch_size, mesh):
+    for _, batch in _batches(first, source, batch_size, mesh):
         mask = np.asarray(batch["mask"])
         probs.append(np.asarray(forward(stacked, batch["image"]))[:, mask])
         labels.append(np.asarray(batch["label"])[mask])

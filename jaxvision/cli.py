@@ -90,9 +90,10 @@ def initialize_distributed(
         jax.distributed.initialize()
 
 
-# Config fields that hold a model's own options: `--config.model_kwargs.NAME=VALUE` may set any
-# option of the configured model, whether or not the config file sets it.
-OPEN_FIELDS = ("model_kwargs",)
+# Config fields that hold a model's or dataset's own options: `--config.model_kwargs.NAME=VALUE`
+# may set any option of the configured model, whether or not the config file sets it (likewise a
+# detector's post-processing options, `detection`, and a dataset's, `dataset_options`).
+OPEN_FIELDS = ("model_kwargs", "detection", "dataset_options")
 
 
 def _literal(text: str):
@@ -121,13 +122,18 @@ def split_open_overrides(
         config = runpy.run_path(_config_path(argv[1:], default_config))["get_config"]()
     except Exception:  # reported by the normal parse, with its own message
         return argv, {}
-    if not all(isinstance(config.get(f), ml_collections.ConfigDict) for f in OPEN_FIELDS):
-        return argv, {}
+    open_fields = [f for f in OPEN_FIELDS if isinstance(config.get(f), ml_collections.ConfigDict)]
     rest, extra = [argv[0]], {}
     for arg in argv[1:]:
         path, _, value = arg[len("--config.") :].partition("=")
         field, _, name = path.partition(".")
-        if arg in wanted and "=" in arg and "." not in name and name not in config[field]:
+        if (
+            arg in wanted
+            and field in open_fields
+            and "=" in arg
+            and "." not in name
+            and name not in config[field]
+        ):
             extra.setdefault(field, {})[name] = _literal(value)
         else:
             rest.append(arg)
@@ -144,9 +150,11 @@ def _apply_open_overrides(config: ml_collections.ConfigDict, extra: dict[str, di
     model_options = extra.get("model_kwargs")
     if model_options and "model" in config:
         from jaxvision import models
+        from jaxvision.models import detection
 
+        registry = detection if config.model in detection.names() else models
         try:
-            valid = models.options(config.model)
+            valid = registry.options(config.model)
         except UserError as e:
             fail(str(e))
         unknown = sorted(set(model_options) - set(valid))

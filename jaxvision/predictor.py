@@ -4,6 +4,9 @@
     outputs = predictor.predict([image_a, image_b])               # uint8 [H, W, C], any size
     outputs["probs"]                                              # [2, K] float32
 
+A detector's outputs are its detections in each image's own pixels: {"boxes": [N, D, 4],
+"scores": [N, D], "classes": [N, D], "valid": [N, D]}.
+
 Built from a workdir's `model.json` (task, model, classes, preprocessing; written by the training
 loop) and one checkpoint: it never opens the training data. The forward is jitted once per batch
 bucket (1, 2, 4, ... up to `max_batch`): a batch is padded to the next bucket.
@@ -24,7 +27,7 @@ from jaxvision.errors import UserError
 from jaxvision.tasks.classification import Classification
 from jaxvision.train.state import ModelState
 
-TASKS = {"classification": Classification}
+TASKS = ("classification", "detection")
 
 
 def read_record(workdir: str) -> dict:
@@ -43,15 +46,40 @@ def read_record(workdir: str) -> dict:
 
 def build_task(record: dict):
     """The task of a `model.json` record, its model built as trained."""
-    if record.get("task") not in TASKS:
-        raise UserError(f"task {record.get('task')!r} has no predictor: use one of {list(TASKS)}")
-    model = models.build(
-        record["model"],
+    kind = record.get("task")
+    if kind not in TASKS:
+        raise UserError(f"task {kind!r} has no predictor: use one of {', '.join(TASKS)}")
+    build_options = dict(
         num_classes=record["num_classes"],
         dtype=jnp.dtype(record.get("dtype", "float32")),
         **record.get("model_kwargs", {}),
     )
-    return TASKS[record["task"]](model, mean=record["mean"], std=record["std"])
+    if kind == "detection":
+        from jaxvision.models import detection as detectors
+        from jaxvision.tasks.detection import Detection, family_options
+
+        model = detectors.build(record["model"], **build_options)
+        options = family_options(model.family, **record.get("options", {}))
+        return Detection(model, canvas=record["image_size"], options=options)
+    model = models.build(record["model"], **build_options)
+    return Classification(model, mean=record["mean"], std=record["std"])
+
+
+def eval_transform(record: dict):
+    """The evaluation preprocessing of one example, as the run evaluated: what a split of the
+    run's data goes through before the model (`jaxvision.data` transforms)."""
+    from jaxvision import data
+
+    if record["task"] == "detection":
+        from jaxvision.data.detection_transforms import DetectionEvalTransform
+
+        return DetectionEvalTransform(
+            record["image_size"],
+            record.get("min_size") or None,
+            record.get("max_size") or None,
+            record.get("max_boxes") or 100,
+        )
+    return data.EvalTransform(record["image_size"], record["crop_ratio"])
 
 
 class Predictor:
@@ -101,14 +129,17 @@ class Predictor:
             max_batch=max_batch,
         )
 
-    def _predict_batch(self, variables, images):
+    def _predict_batch(self, variables, inputs: dict):
         model = ModelState(variables=variables, opt_state=None, step=0, rng=None)
-        return self.task.predict({self.task.trained: model}, images)
+        return self.task.predict({self.task.trained: model}, **inputs)
 
-    def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """uint8 [H, W, C] images of any size -> [N, S, S, C] as in evaluation."""
+    def preprocess(self, images: Sequence[np.ndarray]) -> tuple[dict, np.ndarray | None]:
+        """uint8 [H, W, C] images of any size -> (the model's inputs as in evaluation, per-image
+        scales). Classification: {"images": [N, S, S, C]}, resized and center-cropped.
+        Detection: {"images": [N, S, S, 3] canvases, "sizes": [N, 2]} and the scales [N, 2]
+        (sy, sx) that map its boxes back to each image's pixels."""
         channels = self.record["channels"]
-        out = []
+        checked = []
         for image in images:
             image = np.asarray(image)
             if image.ndim == 2:
@@ -118,10 +149,28 @@ class Predictor:
                     f"an image of {image.dtype} {image.shape} cannot be labelled: the model "
                     f"takes uint8 [H, W, {channels}]"
                 )
-            out.append(
-                transforms.resize_center_crop(image, self.image_size, self.record["crop_ratio"])
-            )
-        return np.stack(out)
+            checked.append(image)
+        if self.task.kind == "detection":
+            from jaxvision.data.detection_transforms import resize_pad
+
+            resized = [
+                resize_pad(
+                    image,
+                    np.zeros((0, 4), np.float32),
+                    self.image_size,
+                    self.record.get("min_size") or None,
+                    self.record.get("max_size") or None,
+                )
+                for image in checked
+            ]
+            inputs = {
+                "images": np.stack([r[0] for r in resized]),
+                "sizes": np.stack([r[3] for r in resized]).astype(np.int32),
+            }
+            return inputs, np.stack([r[2] for r in resized])
+        crop = self.record["crop_ratio"]
+        resized = [transforms.resize_center_crop(i, self.image_size, crop) for i in checked]
+        return {"images": np.stack(resized)}, None
 
     def bucket(self, n: int) -> int:
         """The compiled batch size a batch of `n` is padded to: the next power of two."""
@@ -129,17 +178,26 @@ class Predictor:
 
     def predict(self, images: Sequence[np.ndarray]) -> dict:
         """images: uint8 [H, W, C] of any size (or an [N, H, W, C] array) -> the task's outputs
-        as numpy, one row per image (classification: {"probs": [N, K] float32})."""
-        batch = self.preprocess(list(images))
+        as numpy, one row per image (classification: {"probs": [N, K] float32}; detection:
+        {"boxes": [N, D, 4] in each image's pixels, "scores", "classes", "valid": [N, D]})."""
+        inputs, scales = self.preprocess(list(images))
+        total = len(next(iter(inputs.values())))
         outputs = []
-        for start in range(0, len(batch), self.max_batch):
-            chunk = batch[start : start + self.max_batch]
-            size = self.bucket(len(chunk))
-            padded = np.concatenate([chunk, np.repeat(chunk[:1], size - len(chunk), 0)])
+        for start in range(0, total, self.max_batch):
+            chunk = {k: v[start : start + self.max_batch] for k, v in inputs.items()}
+            count = len(next(iter(chunk.values())))
+            size = self.bucket(count)
+            padded = {
+                k: np.concatenate([v, np.repeat(v[:1], size - count, 0)]) for k, v in chunk.items()
+            }
             result = jax.device_get(self._forward(self.variables, padded))
-            count = len(chunk)
             outputs.append(jax.tree.map(lambda x, count=count: x[:count], result))
-        return jax.tree.map(lambda *xs: np.concatenate(xs), *outputs)
+        outputs = jax.tree.map(lambda *xs: np.concatenate(xs), *outputs)
+        if scales is not None:  # canvas pixels -> each image's own
+            sy, sx = scales[:, 0], scales[:, 1]
+            factors = np.stack([sx, sy, sx, sy], axis=-1)[:, None, :]
+            outputs["boxes"] = (outputs["boxes"] / factors).astype(np.float32)
+        return outputs
 
     def top_k(self, probs: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
         """[(class name, probability)] of the `k` most probable classes, per row of `probs`."""

@@ -86,3 +86,30 @@ def distillation_fields(config: ml_collections.ConfigDict) -> ml_collections.Con
     config.distill_temperature = 1.0  # T of the softened distributions
     config.distill_weight = 1.0  # weight of the KL term; 1 - it on the labels' cross-entropy
     return config
+
+
+def detection_fields(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The fields of a detection run (experiments.detection), added to the common ones.
+
+    image_size is the square canvas every image is resized into and padded to (fixed shapes on
+    the device); crop, pad and eval_crop_ratio do not apply.
+    """
+    config.dataset = "shapes"  # "shapes" (embedded), "coco_json" (data_dir) or "coco/2017"
+    # Options of the dataset itself: "shapes" takes image_size, num_train, num_test,
+    # max_objects and seed.
+    config.dataset_options = ml_collections.ConfigDict()
+    config.min_size = 0  # resize keeping the aspect: shorter side to this (0: to the canvas)
+    config.max_size = 0  # ... and the longer side at most this (0: the canvas)
+    config.max_boxes = 0  # box rows per image in a batch (0: the dataset's most, else 100)
+    config.scale_jitter = ()  # (lo, hi): the shorter side drawn per training image
+    config.photometric = False  # SSD's photometric distortion
+    config.zoom_out = False  # SSD's zoom-out (the image on a mean-filled canvas up to 4x)
+    config.iou_crop = False  # SSD's minimum-IoU crop
+    config.random_crop = ()  # (lo, hi): a crop of lo..hi of each side, boxes clipped
+    config.min_visible = 0.25  # a cropped box keeping less of its area is dropped
+    config.trainable_backbone_layers = -1  # 0..5 backbone stages that train (-1: torchvision's)
+    # The detector family's matching and post-processing options (jaxvision.tasks.retinanet /
+    # ssd): fg_iou_thresh, score_thresh, nms_thresh, detections_per_img, topk_candidates, ...
+    config.detection = ml_collections.ConfigDict()
+    config.model = "retinanet_resnet18_fpn_small"
+    return config

@@ -67,6 +67,8 @@ class Classification:
         self.model, self.mean, self.std, self.options = model, mean, std, loss
         self.trained = name  # the model the train step updates
         self.num_classes = model.num_classes
+        # What a new head replaces (init_from with other classes): the model's classifier.
+        self.head_paths = [("params", model.classifier)]
 
     def init_variables(self, batch: dict):
         """`rng -> variables` of the model, from an example batch."""

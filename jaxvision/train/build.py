@@ -33,12 +33,12 @@ def mesh(config):
     return mesh, batch_sharding(mesh)
 
 
-def model_options(config) -> dict:
-    """config.model_kwargs as `models.build` takes them: ViTs size their position embeddings
-    for the input; options another model lacks (after --config.model=...) are dropped, and said
-    so."""
+def model_options(config, registry=models) -> dict:
+    """config.model_kwargs as `registry.build` takes them (`registry`: jaxvision.models, or
+    jaxvision.models.detection for detectors): ViTs size their position embeddings for the
+    input; options another model lacks (after --config.model=...) are dropped, and said so."""
     kwargs = config.model_kwargs.to_dict()
-    options = models.options(config.model)
+    options = registry.options(config.model)
     if "image_size" in options:
         kwargs.setdefault("image_size", config.image_size)
     if config.remat:
@@ -51,9 +51,10 @@ def model_options(config) -> dict:
     return {k: v for k, v in kwargs.items() if k not in ignored}
 
 
-def optimizer(config, model, image_shape, total_steps: int, steps_per_epoch: float):
+def optimizer(config, model, image_shape, total_steps: int, steps_per_epoch: float, frozen=None):
     """(tx, schedule, frozen) from the config. The learning rate scales linearly with the
-    global batch."""
+    global batch. frozen: the task's own frozen-parameter predicate (a detector's frozen
+    backbone layers); classifiers take theirs from freeze_backbone."""
     base_lr = config.learning_rate * config.batch_size / config.lr_batch_base
     schedule = optim.make_schedule(
         config.schedule,
@@ -73,7 +74,6 @@ def optimizer(config, model, image_shape, total_steps: int, steps_per_epoch: flo
             abstract_params(model, image_shape), config.layer_decay, model.depth
         )
     # Linear probe: only the model's own classifier learns.
-    frozen = None
     if config.freeze_backbone:
         frozen = optim.frozen_except(models.classifier(config.model))
     tx = optim.make_optimizer(

@@ -142,6 +142,7 @@ def _restore_or_init(run: Run, config, checkpointer: Checkpointer, workdir: str)
                 state.models[name],
                 run.state_sharding.models[name],
                 new_head=config.init_new_head,
+                heads=run.task.head_paths,
             )
             state = state.replace(models={**state.models, name: model})
         if run.load_pretrained is not None:

@@ -1,0 +1,189 @@
+"""Object detection: data -> sharded detector -> the shared train loop -> COCO evaluation.
+
+  python -m experiments.detection --workdir=DIR   # RetinaNet on the embedded shapes set
+  python -m experiments.detection --config=experiments/configs/retinanet_r50_fpn_coco.py \
+      --workdir=DIR --config.data_dir=COCO_ROOT
+
+`setup` reads top to bottom: mesh, input (records with boxes, box-aware transforms), detector
+and optimizer, task (anchors, loss, post-processing), state and shardings; the loop (resume,
+train, evaluate, checkpoint, stop) is the library's, `jaxvision.train.loop`. Rerunning with the
+same workdir resumes.
+"""
+
+from jaxvision import signals
+
+if __name__ == "__main__":
+    signals.remember_sigterm()  # first: the imports below take seconds
+
+import functools  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxvision import cli, data  # noqa: E402
+from jaxvision.data.detection_transforms import (  # noqa: E402
+    DetectionEvalTransform,
+    DetectionTrainTransform,
+)
+from jaxvision.errors import UserError, listing  # noqa: E402
+from jaxvision.models import detection as detectors  # noqa: E402
+from jaxvision.sharding import param_specs, state_shardings  # noqa: E402
+from jaxvision.tasks.detection import Detection, family_options  # noqa: E402
+from jaxvision.train import build, loop, reporting, steps  # noqa: E402
+from jaxvision.train.state import (  # noqa: E402
+    TrainState,
+    init_model_state,
+    init_train_state,
+    logical_param_specs,
+)
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "shapes_retinanet.py")
+
+
+def open_dataset(config) -> data.Dataset:
+    dataset = data.open_dataset(
+        config.dataset,
+        data_dir=config.data_dir,
+        train_split=config.train_split,
+        test_split=config.test_split,
+        test_fraction=config.test_fraction,
+        strict=config.data_strict,
+        options=config.dataset_options.to_dict() or None,
+    )
+    for line in dataset.notes:
+        reporting.note(line)
+    if dataset.skipped:
+        reporting.note(
+            f"left out {reporting.plural(len(dataset.skipped), 'image')} of {config.data_dir}: "
+            f"{listing(dataset.skipped)} (data_strict=True stops instead)"
+        )
+    return dataset
+
+
+def transforms(config, max_boxes: int):
+    """(train, eval) transforms: resize keeping the aspect (min_size/max_size) or to the canvas
+    (min_size 0), padded to the square canvas `image_size`."""
+    min_size = config.min_size or None
+    max_size = config.max_size or None
+    train = DetectionTrainTransform(
+        config.image_size,
+        min_size,
+        max_size,
+        max_boxes,
+        jitter=tuple(config.scale_jitter) or None,
+        flip=config.flip,
+        photometric=config.photometric,
+        zoom_out=config.zoom_out,
+        iou_crop=config.iou_crop,
+        crop=tuple(config.random_crop) or None,
+        min_visible=config.min_visible,
+    )
+    return train, DetectionEvalTransform(config.image_size, min_size, max_size, max_boxes)
+
+
+def predictor_record(config, dataset, kwargs, options) -> dict:
+    """What `<workdir>/model.json` keeps for inference (jaxvision.predictor)."""
+    return {
+        "task": "detection",
+        "model": config.model,
+        "model_kwargs": kwargs,
+        "model_key": "model",
+        "dtype": config.dtype,
+        "num_classes": int(dataset.num_classes),
+        "class_names": [str(n) for n in dataset.class_names],
+        "image_size": config.image_size,
+        "min_size": config.min_size,
+        "max_size": config.max_size,
+        "max_boxes": 0,
+        "channels": 3,
+        "options": options,
+    }
+
+
+def setup(config) -> loop.Run:
+    """Mesh, input, detector, optimizer, task and the state's structure and shardings."""
+    mesh, data_sharding = build.mesh(config)
+
+    # Input: records with boxes; transforms that move the boxes with the image.
+    dataset = open_dataset(config)
+    max_boxes = config.max_boxes or dataset.max_boxes or 100
+    total_steps = config.total_steps or math.ceil(
+        config.num_epochs * len(dataset.train) / config.batch_size
+    )
+    train_transform, eval_transform = transforms(config, max_boxes)
+
+    # Detector and optimizer (torchvision's trainable_backbone_layers freezes the first stages).
+    if config.freeze_backbone:
+        raise UserError(
+            "freeze_backbone is for classifiers: a detector freezes its first backbone stages "
+            "with trainable_backbone_layers (0..5)"
+        )
+    kwargs = build.model_options(config, registry=detectors)
+    model = detectors.build(
+        config.model, num_classes=dataset.num_classes, dtype=build.dtype(config.dtype), **kwargs
+    )
+    trainable = None if config.trainable_backbone_layers < 0 else config.trainable_backbone_layers
+    image_shape = (config.image_size, config.image_size, 3)
+    tx, schedule, frozen = build.optimizer(
+        config,
+        model,
+        image_shape,
+        total_steps,
+        len(dataset.train) / config.batch_size,
+        frozen=detectors.frozen_backbone(model, trainable),
+    )
+
+    # Task: anchors for the canvas, the family's loss and post-processing.
+    options = family_options(model.family, **config.detection.to_dict())
+    task = Detection(model, canvas=config.image_size, options=options)
+    train_step = steps.make_train_step(
+        task,
+        tx,
+        steps.UpdateOptions(
+            config.microbatches, config.ema_decay, config.ema_warmup, frozen, schedule
+        ),
+    )
+
+    # State and its shardings, by the same rules as a classifier's.
+    example = {"image": np.zeros((1, *image_shape), np.uint8)}
+
+    def init(rng) -> TrainState:
+        model_state = init_model_state(
+            task.init_variables(example), tx, rng, ema=config.ema_decay > 0
+        )
+        return init_train_state({task.trained: model_state})
+
+    rng = jax.random.PRNGKey(config.seed)
+    abstract_state = jax.eval_shape(init, rng)
+    logical = logical_param_specs(model, image_shape) if "tensor" in config.sharding else None
+    specs = param_specs(
+        abstract_state.models[task.trained].params, mesh, config.sharding, logical_specs=logical
+    )
+    record = predictor_record(config, dataset, kwargs, config.detection.to_dict())
+    record["max_boxes"] = max_boxes
+    return loop.Run(
+        mesh=mesh,
+        data_sharding=data_sharding,
+        task=task,
+        train_source=dataset.train,
+        train_transform=train_transform,
+        eval_transform=eval_transform,
+        evals=build.evals(config, {"test": dataset.test, "train": dataset.train}),
+        class_names=dataset.class_names,
+        total_steps=total_steps,
+        train_step=train_step,
+        init=init,
+        rng=rng,
+        abstract_state=abstract_state,
+        state_sharding=state_shardings(abstract_state, mesh, {task.trained: specs}),
+        schedule=schedule,
+        predictor=record,
+    )
+
+
+train_and_evaluate = functools.partial(loop.train_and_evaluate, setup=setup)
+
+if __name__ == "__main__":
+    cli.run(train_and_evaluate, default_config=DEFAULT_CONFIG)

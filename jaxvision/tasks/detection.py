@@ -1,0 +1,164 @@
+"""Object detection with one-stage detectors: RetinaNet (focal loss over anchors) and SSD (hard
+negative mining over default boxes), trained on padded boxes; COCO metrics in evaluation.
+
+Batches (jaxvision.data.detection_transforms): {"image": [B, S, S, 3] uint8 canvas, "boxes":
+[B, M, 4] xyxy canvas pixels, "boxes_mask": [B, M], "classes": [B, M] int32 (1..K-1), "size":
+[B, 2] (h, w) of the image inside the canvas, "scale": [B, 2] (sy, sx) canvas pixels per
+original pixel, "image_id": [B]; in evaluation also "iscrowd", "area" [B, M] and "mask" [B]}.
+The anchors are fixed by the canvas, so they are computed once, on the host, when the task is
+built; the model family's math (jaxvision.tasks.retinanet / .ssd) turns head outputs into the
+loss and into detections.
+"""
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from jaxvision.errors import UserError
+from jaxvision.evaluation.coco import CocoEvaluator
+from jaxvision.models import detection as detectors
+from jaxvision.ops import anchors as anchor_ops
+from jaxvision.tasks import retinanet, ssd
+from jaxvision.tasks.classification import apply_model
+from jaxvision.train.state import image_model_init
+from jaxvision.train.steps import normalize
+
+# family -> (its math module, its options dataclass)
+FAMILIES = {"retinanet": (retinanet, retinanet.RetinaNetOptions), "ssd": (ssd, ssd.SSDOptions)}
+
+
+def family_options(family: str, **overrides):
+    """The family's post-processing and matching options (torchvision's defaults) with
+    `overrides` (e.g. score_thresh, detections_per_img)."""
+    cls = FAMILIES[family][1]
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise UserError(
+            f"--config.detection.{unknown[0]}: {family} has no option '{unknown[0]}'; its "
+            f"options are {', '.join(known)}"
+        )
+    return cls(**overrides)
+
+
+def model_anchors(model: nn.Module, canvas: int) -> tuple[np.ndarray, tuple[int, ...]]:
+    """(anchors float32 [A, 4] xyxy canvas pixels, anchors per pyramid level) of `model` on an
+    S x S canvas, as torchvision's AnchorGenerator / DefaultBoxGenerator place them."""
+    shapes = detectors.feature_shapes(model, canvas, canvas)
+    if model.family == "retinanet":
+        sizes, ratios = model.anchor_sizes(), model.anchor_aspect_ratios()
+        anchors = anchor_ops.anchor_grid((canvas, canvas), shapes, sizes, ratios)
+        return anchors, anchor_ops.anchors_per_level(shapes, sizes, ratios)
+    anchors = anchor_ops.default_boxes(
+        (canvas, canvas),
+        shapes,
+        model.aspect_ratios,
+        scales=model.scales,
+        steps=model.steps,
+        clip=model.clip,
+    )
+    per_level = tuple(h * w * n for (h, w), n in zip(shapes, model.num_anchors(), strict=True))
+    return anchors, per_level
+
+
+class Detection:
+    """The detection task for `model` (a jaxvision.models.detection detector) on an S x S canvas.
+
+    Images are normalised on the device with the model's own statistics (torchvision's detectors
+    each have theirs: SSD300 subtracts the mean only), so imported weights see what they were
+    trained on.
+    """
+
+    kind = "detection"
+
+    def __init__(self, model: nn.Module, *, canvas: int, options=None, name: str = "model"):
+        self.model, self.canvas, self.trained = model, canvas, name
+        self.family = model.family
+        self.math = FAMILIES[self.family][0]
+        self.options = options if options is not None else family_options(self.family)
+        self.anchors, self.anchors_per_level = model_anchors(model, canvas)
+        self.mean = tuple(255.0 * v for v in model.image_mean)
+        self.std = tuple(255.0 * v for v in model.image_std)
+        self.num_classes = model.num_classes
+        # What a new head replaces (init_from with other classes): the class outputs.
+        self.head_paths = [("params", *path.split("/")) for path in model.class_outputs]
+
+    def init_variables(self, batch: dict):
+        """`rng -> variables` of the detector, from an example batch's canvas."""
+        return image_model_init(self.model, batch["image"])
+
+    def prepare(self, batch: dict, rng, models: dict):
+        inputs = {
+            "image": normalize(batch["image"], self.mean, self.std),
+            "boxes": batch["boxes"],
+            "classes": batch["classes"],
+            "boxes_mask": batch["boxes_mask"],
+        }
+        return inputs, rng
+
+    def loss(self, params, mutable: dict, inputs: dict, rng, models: dict):
+        variables = {"params": params, **mutable}
+        outputs, new_mutable = apply_model(
+            self.model, variables, inputs["image"], train=True, rng=rng
+        )
+        loss, parts = self.math.loss(
+            outputs,
+            self.anchors,
+            inputs["boxes"],
+            inputs["classes"],
+            inputs["boxes_mask"],
+            self.options,
+        )
+        return loss, (parts, new_mutable)
+
+    def head_outputs(self, models: dict, images) -> dict:
+        """The detector's raw outputs in eval mode; images: [B, S, S, 3] uint8 canvases."""
+        variables = models[self.trained].variables
+        x = normalize(images, self.mean, self.std)
+        return apply_model(self.model, variables, x, train=False)[0]
+
+    def predict(self, models: dict, images, sizes=None) -> dict:
+        """images: [B, S, S, 3] uint8 canvases; sizes: [B, 2] (h, w) of each image inside its
+        canvas (None: the whole canvas) -> {"boxes": [B, D, 4] canvas pixels, "scores",
+        "classes", "valid"} (jaxvision.tasks.retinanet.postprocess)."""
+        if sizes is None:
+            sizes = jnp.full((images.shape[0], 2), self.canvas, jnp.int32)
+        outputs = self.head_outputs(models, images)
+        if self.family == "retinanet":
+            return self.math.postprocess(
+                outputs, self.anchors, self.anchors_per_level, sizes, self.options
+            )
+        return self.math.postprocess(outputs, self.anchors, sizes, self.options)
+
+    def eval_outputs(self, models: dict, batch: dict) -> dict:
+        """The batch's detections plus its ground truth, for the host-side COCO evaluator."""
+        detections = self.predict(models, batch["image"], batch["size"])
+        return detections | {
+            "gt_boxes": batch["boxes"],
+            "gt_classes": batch["classes"],
+            "gt_mask": batch["boxes_mask"],
+            "gt_iscrowd": batch["iscrowd"],
+            "gt_area": batch["area"],
+            "image_id": batch["image_id"],
+            "scale": batch["scale"],
+            "mask": batch["mask"],
+        }
+
+    def evaluator(self, class_names: Sequence[str]) -> CocoEvaluator:
+        return CocoEvaluator(class_names)
+
+
+def to_original_pixels(detections: dict, scale: np.ndarray) -> dict:
+    """One image's valid detections (numpy rows of `predict`) in original-image pixels; scale:
+    (sy, sx) canvas pixels per original pixel."""
+    sy, sx = np.broadcast_to(np.asarray(scale, np.float64), (2,))
+    valid = np.asarray(detections["valid"], bool)
+    boxes = np.asarray(detections["boxes"], np.float64)[valid] / np.array([sx, sy, sx, sy])
+    return {
+        "boxes": boxes.astype(np.float32),
+        "scores": np.asarray(detections["scores"])[valid],
+        "classes": np.asarray(detections["classes"])[valid],
+    }

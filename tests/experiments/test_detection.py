@@ -1,0 +1,206 @@
+"""Detection end to end at tiny settings: the shapes program trains, evaluates with COCO metrics
+and resumes exactly; `experiments.evaluate` prints the COCO table and draws boxes in the images'
+own pixels; init_from takes a classification backbone or a detector's torchvision-named file;
+the COCO recipes build; bad COCO input ends in one line."""
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from experiments import detection
+from jaxvision import weights
+from jaxvision.checkpoint import load_variables
+from jaxvision.evaluation.coco import STAT_NAMES
+from jaxvision.models import detection as detectors
+from jaxvision.predictor import Predictor
+from jaxvision.train.state import ModelState
+from tests.experiments.helpers import load_config, read_metrics, run_module, without_timings
+
+# 64 px shapes, 64 training images: a few seconds per run once compiled. Every box a barely
+# trained model proposes is kept (score_thresh 0), so there are detections to map and draw.
+TINY = {
+    "detection": {"score_thresh": 0.0, "detections_per_img": 20},
+    "dataset_options": {"image_size": 64, "num_train": 64, "num_test": 16, "max_objects": 4},
+    "image_size": 64,
+    "batch_size": 8,
+    "total_steps": 4,
+    "log_every_steps": 2,
+    "checkpoint_every_steps": 2,
+}
+
+
+def _config(name="shapes_retinanet.py", **overrides):
+    return load_config(name, **{**TINY, **overrides})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny shapes run: (workdir, its final metrics)."""
+    workdir = str(tmp_path_factory.mktemp("shapes") / "run")
+    return workdir, detection.train_and_evaluate(_config(), workdir)
+
+
+def test_shapes_run_reports_coco_metrics_and_resumes_exactly(trained, tmp_path):
+    workdir, final = trained
+    assert final["step"] == 4
+    assert {f"eval/{name}" for name in STAT_NAMES} <= set(final)
+    assert all(-1.0 <= final[f"eval/{name}"] <= 1.0 for name in STAT_NAMES)
+    records = read_metrics(workdir)
+    train = [r for r in records if "train/loss" in r]
+    assert [r["step"] for r in train] == [2, 4]
+    assert {"train/cls_loss", "train/box_loss", "train/lr", "train/grad_norm"} <= set(train[0])
+    assert records[-1]["eval/AP50"] == pytest.approx(final["eval/AP50"], abs=1e-6)
+    with open(os.path.join(workdir, "eval", "eval_step4.json")) as f:
+        report = json.load(f)
+    assert set(report["per_class"]) == {"circle", "rectangle", "triangle", "star", "cross"}
+    for name in ("pr_eval.png", "detections_eval.png", "curves.png"):
+        assert os.path.getsize(os.path.join(workdir, "plots", name)) > 0
+
+    # Lose the last checkpoint, as a crash would: the rerun replays steps 3-4 exactly.
+    copy = str(tmp_path / "copy")
+    shutil.copytree(workdir, copy)
+    shutil.rmtree(os.path.join(copy, "checkpoints", "4"))
+    again = detection.train_and_evaluate(_config(), copy)
+    assert {k: v for k, v in again.items() if k != "elapsed_s"} == {
+        k: v for k, v in final.items() if k != "elapsed_s"
+    }
+    assert without_timings(read_metrics(copy)) == without_timings(records)
+
+
+def test_evaluate_prints_the_coco_table_and_draws_boxes_in_image_pixels(trained, tmp_path):
+    workdir, final = trained
+    result = run_module("experiments.evaluate", f"--workdir={workdir}", check=True)
+    rows = dict(line.split()[:2] for line in result.stdout.splitlines() if line.startswith("eval/"))
+    assert float(rows["eval/AP50"]) == pytest.approx(final["eval/AP50"], abs=1e-4)
+    assert "class" in result.stdout and "circle" in result.stdout
+
+    # A test image at twice its size: the boxes come back in its own pixels.
+    predictor = Predictor.from_workdir(workdir)
+    test_source = detection.open_dataset(_config()).test
+    image = test_source[0]["image"]
+    big = np.asarray(Image.fromarray(image).resize((128, 96), Image.BILINEAR))
+    inputs, scales = predictor.preprocess([big])
+    np.testing.assert_allclose(scales, [[64 / 96, 64 / 128]])
+    outputs = predictor.predict([big])
+    model = {"model": ModelState(predictor.variables, opt_state=None, step=0, rng=None)}
+    canvas = jax.device_get(predictor.task.predict(model, inputs["images"], inputs["sizes"]))
+    np.testing.assert_allclose(
+        outputs["boxes"], canvas["boxes"] / [64 / 128, 64 / 96, 64 / 128, 64 / 96], rtol=1e-6
+    )
+
+    paths = []
+    for name, pixels in (("small.png", image), ("big.png", big)):
+        paths.append(str(tmp_path / name))
+        Image.fromarray(pixels).save(paths[-1])
+    out = tmp_path / "drawn"
+    result = run_module(
+        "experiments.evaluate",
+        f"--workdir={workdir}",
+        "--images",
+        *paths,
+        f"--out={out}",
+        "--score_threshold=0",
+        check=True,
+    )
+    assert f"{paths[1]}: " in result.stdout and " boxes" in result.stdout
+    lines = [line for line in result.stdout.splitlines() if line.startswith("  ")]
+    x2 = [float(line.split("[")[1].rstrip("]").split(", ")[2]) for line in lines]
+    assert lines and max(x2) <= 128.0  # clipped to the larger image, not to the canvas
+    assert Image.open(out / "big.png").size == (128, 96)
+    assert Image.open(out / "small.png").size == (64, 64)
+
+
+def test_init_from_a_classification_backbone_or_a_detector_file(tmp_path, capsys):
+    config = _config(total_steps=1, learning_rate=0.0, warmup_epochs=0.0)
+    kwargs = detectors.defaults(config.model)
+    # A ResNet-18 classifier at the detector's body width, saved with torchvision's names.
+    from jaxvision import models
+
+    classifier = models.build("resnet18", num_classes=10, width=kwargs["width"])
+    variables = jax.jit(classifier.init)(jax.random.key(3), np.zeros((1, 32, 32, 3)))
+    backbone_file = str(tmp_path / "resnet18.safetensors")
+    weights.save_safetensors(backbone_file, weights.export_weights("resnet18", variables))
+    config.init_from = backbone_file
+    workdir = str(tmp_path / "from_backbone")
+    detection.train_and_evaluate(config, workdir)
+    err = capsys.readouterr().err
+    assert f"initialised {config.model} from {backbone_file} (kept fresh, not in the file:" in err
+    loaded, _ = load_variables(workdir)
+    np.testing.assert_array_equal(
+        loaded["params"]["backbone"]["layer1_0"]["conv1"]["kernel"],
+        variables["params"]["layer1_0"]["conv1"]["kernel"],
+    )
+
+    # That detector, exported with torchvision's names, initialises another run exactly (its
+    # parameters: a training step at rate 0 still moves the BatchNorm statistics).
+    detector_file = str(tmp_path / "detector.safetensors")
+    weights.save_safetensors(detector_file, weights.export_weights(config.model, loaded))
+    config.init_from = detector_file
+    again = str(tmp_path / "from_detector")
+    detection.train_and_evaluate(config, again)
+    jax.tree.map(
+        np.testing.assert_array_equal, load_variables(again)[0]["params"], loaded["params"]
+    )
+
+
+def test_ssd_trains_through_the_same_loop(tmp_path):
+    final = detection.train_and_evaluate(_config("shapes_ssd.py"), str(tmp_path))
+    assert final["step"] == 4 and np.isfinite(final["eval/AP"])
+
+
+@pytest.mark.parametrize(
+    "name, model, params",
+    [
+        ("retinanet_r50_fpn_coco.py", "retinanet_resnet50_fpn", 34_014_999),
+        ("ssd300_vgg16_coco.py", "ssd300_vgg16", 35_641_826),
+    ],
+)
+def test_coco_recipes_build_torchvisions_models(name, model, params, tmp_path):
+    """The recipes' runs on a COCO-format tree with COCO's 91 ids: torchvision's parameter
+    counts, anchors for the recipe's canvas; built abstractly (nothing compiled)."""
+    root = _coco_tree(tmp_path)
+    config = load_config(name, dataset="coco_json", data_dir=str(root))
+    run = detection.setup(config)
+    assert config.model == model
+    state = run.abstract_state.models["model"]
+    assert sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params)) == params
+    assert run.task.anchors.shape == (sum(run.task.anchors_per_level), 4)
+
+
+def _coco_tree(root):
+    """A COCO-format tree of two images whose categories span COCO's ids 1..90."""
+    for split in ("train2017", "val2017"):
+        os.makedirs(root / split, exist_ok=True)
+        Image.fromarray(np.full((48, 64, 3), 120, np.uint8)).save(root / split / "a.jpg")
+    categories = [{"id": 1, "name": "person"}, {"id": 90, "name": "toothbrush"}]
+    for split in ("train2017", "val2017"):
+        os.makedirs(root / "annotations", exist_ok=True)
+        data = {
+            "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
+            "annotations": [
+                {"id": 1, "image_id": 1, "category_id": 90, "bbox": [4, 4, 20, 10], "iscrowd": 0}
+            ],
+            "categories": categories,
+        }
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
+    return root
+
+
+def test_malformed_coco_json_is_one_line(tmp_path):
+    root = _coco_tree(tmp_path)
+    (root / "annotations" / "instances_train2017.json").write_text('{"images": [')
+    result = run_module(
+        "experiments.detection",
+        f"--workdir={tmp_path / 'w'}",
+        "--config.dataset=coco_json",
+        f"--config.data_dir={root}",
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "instances_train2017.json" in last
