@@ -6,6 +6,7 @@ Module paths map by rule (jaxvision.models.detection names its modules after tor
              backbone.fpn.inner_blocks.1.0        ↔ fpn/inner_blocks_1  (layer_blocks alike)
              backbone.fpn.extra_blocks.p6         ↔ fpn/p6
              head.classification_head.conv.2.0    ↔ head/classification_head/conv_2
+             head.classification_head.conv.2.1    ↔ head/classification_head/conv_2_norm
              head.regression_head.bbox_reg        ↔ head/regression_head/bbox_reg
   SSD        backbone.features.21 / extra.0.7.1   ↔ backbone/features_21 / extra_0_7_1
              backbone.scale_weight                ↔ params/backbone/scale_weight
@@ -58,6 +59,8 @@ _RETINANET_RULES = (
     ),
     (r"backbone\.fpn\.extra_blocks\.(p6|p7)", lambda m: ("fpn", m[1])),
     (rf"head\.{_HEADS}\.conv\.(\d+)\.0", lambda m: ("head", m[1], f"conv_{m[2]}")),
+    # GroupNorm after a tower conv (head_norm="group", torchvision's v2 head)
+    (rf"head\.{_HEADS}\.conv\.(\d+)\.1", lambda m: ("head", m[1], f"conv_{m[2]}_norm")),
     # Before torchvision 0.8 the tower was one nn.Sequential of conv, ReLU, conv, ...
     (rf"head\.{_HEADS}\.conv\.(\d*[02468])", lambda m: ("head", m[1], f"conv_{int(m[2]) // 2}")),
     (r"head\.(classification_head)\.(cls_logits)", lambda m: ("head", m[1], m[2])),
@@ -93,6 +96,7 @@ def _module_to_torch(family: str, path: tuple[str, ...]) -> str:
             return f"backbone.fpn.extra_blocks.{name}"
         return "backbone.fpn." + re.sub(r"_(\d+)$", r".\1.0", name)
     head, name = rest
+    name = re.sub(r"^conv_(\d+)_norm$", r"conv.\1.1", name)
     return f"head.{head}." + re.sub(r"^conv_(\d+)$", r"conv.\1.0", name)
 
 
@@ -154,6 +158,8 @@ def to_flax(model_name: str, tensors: dict[str, np.ndarray]) -> dict[tuple[str, 
                 flat[("params", *path, "bias")] = value
             elif leaf == "weight" and value.ndim == 4:
                 flat[("params", *path, "kernel")] = conv_to_flax(value)
+            elif leaf == "weight" and value.ndim == 1 and path[-1].endswith("_norm"):
+                flat[("params", *path, "scale")] = value  # a head GroupNorm
             else:
                 raise UserError(
                     f"unexpected tensor {module}.{leaf} {tuple(value.shape)} for a torchvision "

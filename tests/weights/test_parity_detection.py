@@ -168,3 +168,34 @@ def test_ssd300_vgg16_matches_torchvision():
         lambda dtype: detection.build("ssd300_vgg16", num_classes=91, dtype=dtype),
         x64=True,
     )
+
+
+def test_retinanet_group_norm_head_matches_torchvisions_v2_head(retinanet):
+    """head_norm="group": torchvision's RetinaNetHead with GroupNorm(32) after each tower conv
+    (retinanet_resnet50_fpn_v2's head) on the same randomised backbone."""
+    import functools
+
+    trained, images = retinanet
+    head = tvd.retinanet.RetinaNetHead(
+        256, 9, 91, norm_layer=functools.partial(torch.nn.GroupNorm, 32)
+    )
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for module in head.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.weight.normal_(0, (2 / module.weight[0].numel()) ** 0.5, generator=generator)
+            elif isinstance(module, torch.nn.GroupNorm):
+                module.weight.uniform_(0.5, 1.5, generator=generator)
+                module.bias.normal_(0, 0.1, generator=generator)
+    model = copy.deepcopy(trained)
+    model.head = head
+    model.eval()
+    compare(
+        "retinanet_resnet50_fpn, GroupNorm head (torchvision's v2 head)",
+        model,
+        images,
+        "retinanet_resnet50_fpn",
+        lambda dtype: detection.build(
+            "retinanet_resnet50_fpn", num_classes=91, norm="batch", head_norm="group", dtype=dtype
+        ),
+    )

@@ -257,3 +257,21 @@ def test_files_for_other_architectures_are_user_errors():
         import_weights("retinanet_resnet18_fpn", tensors, wider)
     with pytest.raises(UserError, match="unexpected module"):
         import_weights("retinanet_resnet18_fpn", {"head.other.weight": np.zeros(1)}, wider)
+
+
+def test_group_norm_head_has_torchvisions_v2_names_and_round_trips():
+    """head_norm="group": each tower conv loses its bias and its GroupNorm is torch's
+    `conv.i.1` (retinanet_resnet50_fpn_v2's head); export then import gives the variables back.
+    Parity with torchvision's v2 head: tests/weights/test_parity_detection.py."""
+    model = retinanet_batch(norm="batch").clone(head_norm="group", head_convs=2)
+    variables = jax.device_get(jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
+    tensors = export_weights("retinanet_resnet18_fpn", variables)
+    tower = sorted(k for k in tensors if ".conv." in k and "classification_head" in k)
+    assert tower == [
+        f"head.classification_head.conv.{i}.{j}"
+        for i in range(2)
+        for j in ("0.weight", "1.bias", "1.weight")
+    ]
+    back, kept = import_weights("retinanet_resnet18_fpn", tensors, variables)
+    assert kept == []
+    jax.tree.map(np.testing.assert_array_equal, back, variables)
