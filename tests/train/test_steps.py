@@ -278,6 +278,7 @@ class _TwoHeads(nn.Module):
     """A classifier with an auxiliary head that, like GoogLeNet's, answers only in training."""
 
     num_classes: int = 10
+    classifier: ClassVar[str] = "fc"
     aux_loss_weight: ClassVar[float] = 0.3
 
     @nn.compact
