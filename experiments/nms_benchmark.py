@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from experiments.peers import import_torch
 from jaxvision.ops.nms import batched_nms, nms
 
 _SIZES = flags.DEFINE_list("sizes", ["1000", "5000", "20000"], "Numbers of boxes.")
@@ -52,19 +53,6 @@ def median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _import_torch(mode: str):
-    if mode == "no":
-        return None
-    try:
-        import torch
-        import torchvision
-    except ImportError:
-        if mode == "yes":
-            raise
-        return None
-    return torch, torchvision
-
-
 def _torch_call(torchvision, torch, op, boxes, scores, labels):
     tb, ts, tc = (torch.from_numpy(x) for x in (boxes, scores, labels))
     if op == "nms":
@@ -83,7 +71,7 @@ def _our_call(op, max_output, boxes, scores, labels):
 
 def benchmark_rows(sizes, classes, max_outputs, repeats, torch_mode="auto"):
     """One dict per (op, N, max_output): our median ms, and torchvision's where available."""
-    torch_modules = _import_torch(torch_mode)
+    torch_modules = import_torch(torch_mode)
     rows = []
     for n in sizes:
         boxes, scores, labels = random_boxes(n, classes)

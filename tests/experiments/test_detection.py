@@ -89,8 +89,9 @@ def test_evaluate_prints_the_coco_table_and_draws_boxes_in_image_pixels(trained,
     outputs = predictor.predict([big])
     model = {"model": ModelState(predictor.variables, opt_state=None, step=0, rng=None)}
     canvas = jax.device_get(predictor.task.predict(model, inputs["images"], inputs["sizes"]))
+    # Two compiled programs (the Predictor's, this one): equal up to float32 rounding.
     np.testing.assert_allclose(
-        outputs["boxes"], canvas["boxes"] / [64 / 128, 64 / 96, 64 / 128, 64 / 96], rtol=1e-6
+        outputs["boxes"], canvas["boxes"] / [64 / 128, 64 / 96, 64 / 128, 64 / 96], atol=1e-3
     )
 
     paths = []
@@ -117,11 +118,11 @@ def test_evaluate_prints_the_coco_table_and_draws_boxes_in_image_pixels(trained,
 
 def test_init_from_a_classification_backbone_or_a_detector_file(tmp_path, capsys):
     config = _config(total_steps=1, learning_rate=0.0, warmup_epochs=0.0)
-    kwargs = detectors.defaults(config.model)
+    width = config.model_kwargs.get("width", detectors.defaults(config.model)["width"])
     # A ResNet-18 classifier at the detector's body width, saved with torchvision's names.
     from jaxvision import models
 
-    classifier = models.build("resnet18", num_classes=10, width=kwargs["width"])
+    classifier = models.build("resnet18", num_classes=10, width=width)
     variables = jax.jit(classifier.init)(jax.random.key(3), np.zeros((1, 32, 32, 3)))
     backbone_file = str(tmp_path / "resnet18.safetensors")
     weights.save_safetensors(backbone_file, weights.export_weights("resnet18", variables))
@@ -204,3 +205,21 @@ def test_malformed_coco_json_is_one_line(tmp_path):
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "instances_train2017.json" in last
+
+
+def test_detection_benchmark_prints_its_row():
+    result = run_module(
+        "experiments.detection_benchmark",
+        "--model=retinanet_resnet18_fpn_small",
+        "--height=64",
+        "--width=96",
+        "--batch=2",
+        "--repeats=1",
+        "--torch=no",
+        '--model_kwargs={"head_norm": "group"}',
+        check=True,
+    )
+    row = json.loads(result.stdout.strip().splitlines()[-1])
+    assert row["model"] == "retinanet_resnet18_fpn_small" and row["batch"] == 2
+    assert list(row["ms"]) == ["jaxvision"] and row["ms"]["jaxvision"] > 0
+    assert "batch 2 at 64x96" in result.stdout
