@@ -72,6 +72,39 @@ def test_shapes_run_reports_coco_metrics_and_resumes_exactly(trained, tmp_path):
     assert without_timings(read_metrics(copy)) == without_timings(records)
 
 
+def _flags(options: dict, prefix="--config.") -> list[str]:
+    """TINY as command-line overrides (nested dicts become dotted names)."""
+    flags = []
+    for key, value in options.items():
+        if isinstance(value, dict):
+            flags += _flags(value, f"{prefix}{key}.")
+        else:
+            flags.append(f"{prefix}{key}={value}")
+    return flags
+
+
+def test_fsdp_over_8_devices_trains_as_one_device(trained, tmp_path):
+    """The same run sharded (data 2 x fsdp 4, simulated devices): the same losses and AP,
+    within float tolerance (another layout reduces in another order)."""
+    workdir = str(tmp_path / "fsdp")
+    result = run_module(
+        "experiments.detection",
+        f"--workdir={workdir}",
+        *_flags(TINY),
+        "--config.sharding=fsdp",
+        '--config.mesh=(("data", 2), ("fsdp", -1))',
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+        check=True,
+    )
+    ours = [r for r in read_metrics(workdir) if "train/loss" in r]
+    one = [r for r in read_metrics(trained[0]) if "train/loss" in r]
+    for key in ("train/loss", "train/cls_loss", "train/box_loss"):
+        np.testing.assert_allclose([r[key] for r in ours], [r[key] for r in one], rtol=1e-4)
+    assert "8 devices, mesh {'data': 2, 'fsdp': 4}" in result.stderr
+    final = json.loads(result.stdout.strip().splitlines()[-1].removeprefix("final: "))
+    assert final["eval/AP50"] == pytest.approx(trained[1]["eval/AP50"], abs=0.01)
+
+
 def test_evaluate_prints_the_coco_table_and_draws_boxes_in_image_pixels(trained, tmp_path):
     workdir, final = trained
     result = run_module("experiments.evaluate", f"--workdir={workdir}", check=True)
