@@ -100,6 +100,7 @@ class Predictor:
     ):
         self.record = record
         self.task = build_task(record)
+        self.kind = self.task.kind
         self.trained_variables = jax.device_put(variables)
         self.ema_variables = None
         if ema_params is not None:
@@ -150,7 +151,7 @@ class Predictor:
                     f"takes uint8 [H, W, {channels}]"
                 )
             checked.append(image)
-        if self.task.kind == "detection":
+        if self.kind == "detection":
             from jaxvision.data.detection_transforms import resize_pad
 
             resized = [

@@ -256,3 +256,21 @@ def test_detection_benchmark_prints_its_row():
     assert row["model"] == "retinanet_resnet18_fpn_small" and row["batch"] == 2
     assert list(row["ms"]) == ["jaxvision"] and row["ms"]["jaxvision"] > 0
     assert "batch 2 at 64x96" in result.stdout
+
+
+def test_a_detector_bundle_predicts_as_its_workdir(trained, tmp_path):
+    from jaxvision import bundle
+
+    workdir, _ = trained
+    predictor = Predictor.from_workdir(workdir, max_batch=2)
+    out = str(tmp_path / "bundle")
+    metadata = bundle.write(predictor, out, platforms=("cpu",), source={"step": predictor.step})
+    assert metadata["buckets"] == [1, 2] and metadata["model"]["task"] == "detection"
+    test_source = detection.open_dataset(_config()).test
+    images = [test_source[i]["image"] for i in range(3)]
+    images[1] = np.asarray(Image.fromarray(images[1]).resize((96, 48)))  # boxes in its pixels
+    expected = predictor.predict(images)
+    got = bundle.load(out).predict(images)
+    assert set(got) == set(expected) and expected["valid"].any()
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)

@@ -1,15 +1,21 @@
 """The second task and the model-fusion programs end to end, at tiny settings: distillation
 (a frozen teacher beside the student), ensembles (one vmapped forward per architecture) and
-model soups (a new workdir that evaluates and trains like any other)."""
+model soups (a new workdir that evaluates and trains like any other), exported bundles."""
+
+import json
+import os
 
 import jax
 import numpy as np
 import pytest
+from jax import export
 
 from experiments import distill
 from experiments.classification import train_and_evaluate
 from experiments.runs import group_probs, split_source
+from jaxvision import bundle
 from jaxvision.checkpoint import load_model, load_variables
+from jaxvision.errors import UserError
 from jaxvision.predictor import Predictor
 from jaxvision.sharding import make_mesh
 from tests.experiments.helpers import load_config, parse_final, run_module
@@ -117,3 +123,36 @@ def test_soup_is_a_workdir_that_evaluates_and_trains(tmp_path, members):
     )
     assert parse_final(rerun.stdout)["eval/top1"] == pytest.approx(soup_top1, abs=1e-4)
     assert load_model(out)[1] == TINY["total_steps"]
+
+
+def test_export_writes_a_bundle_that_predicts_as_the_workdir(tmp_path, members):
+    (workdir, _), (final, _) = members
+    out = str(tmp_path / "bundle")
+    result = run_module(
+        "experiments.export", f"--workdir={workdir}", f"--out={out}", "--max_batch=4", check=True
+    )
+    assert "buckets [1, 2, 4], platforms cpu, cuda" in result.stdout
+    with open(os.path.join(out, "metadata.json")) as f:
+        metadata = json.load(f)
+    assert metadata["model"]["task"] == "classification"
+    assert metadata["model"]["class_names"] == [str(i) for i in range(10)]
+    assert metadata["source"]["step"] == final["step"] == 40
+    assert metadata["source"]["metrics"]["eval/top1"] == pytest.approx(final["eval/top1"])
+    assert metadata["versions"]["jax"] == jax.__version__
+    with open(os.path.join(out, "forward_4.jaxexport"), "rb") as f:
+        assert export.deserialize(bytearray(f.read())).platforms == ("cpu", "cuda")
+
+    # Six images of other sizes: buckets 4 and 2, the same preprocessing, bitwise the same.
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (9 + i, 7 + 2 * i, 1), dtype=np.uint8) for i in range(6)]
+    loaded = bundle.load(out)
+    expected = Predictor.from_workdir(workdir, max_batch=4).predict(images)["probs"]
+    np.testing.assert_array_equal(loaded.predict(images)["probs"], expected)
+    assert loaded.class_names == metadata["model"]["class_names"]
+
+    again = run_module("experiments.export", f"--workdir={workdir}", f"--out={out}")
+    assert again.returncode == 2 and again.stderr.strip().splitlines()[-1] == (
+        f"error: --out {out} is not empty: give a new directory for the bundle"
+    )
+    with pytest.raises(UserError, match="metadata.json not found"):
+        bundle.load(str(tmp_path))

@@ -1,0 +1,142 @@
+"""Exported bundles: a trained model that predicts without jaxvision's model code, the run's
+config or its data.
+
+    python -m experiments.export --workdir=DIR --out=BUNDLE
+    predictor = bundle.load("BUNDLE")            # the Predictor's interface and outputs
+    predictor.predict([image_a, image_b])
+
+A bundle is a directory:
+- `forward_<B>.jaxexport`: the Predictor's jitted forward (network and post-processing) as a
+  serialized `jax.export` artefact, one per batch bucket B (1, 2, 4, ... up to max_batch),
+  lowered for every platform asked for (default cpu and cuda: a CPU machine exports for a GPU
+  server). The weights are an argument, not constants, so the artefacts stay small.
+- `weights.msgpack`: the variables the forward takes (flax's msgpack: arrays only, no pickles).
+- `metadata.json`: the workdir's model.json record (task, classes, input size, preprocessing,
+  normalisation), the source workdir and checkpoint step, the buckets and platforms, the
+  jaxvision and jax versions, and the run's last evaluation metrics.
+
+On the machine that exported it, a bundle's predictions equal the workdir's Predictor bitwise on
+CPU: the same function is compiled from the same program for each bucket.
+"""
+
+import json
+import os
+
+import flax.serialization
+import jax
+import numpy as np
+from jax import export
+
+import jaxvision
+from jaxvision.errors import UserError
+from jaxvision.predictor import Predictor
+
+METADATA, WEIGHTS = "metadata.json", "weights.msgpack"
+FORMAT = 1  # metadata["format"]: bumped when the layout changes
+
+
+def _artefact(bucket: int) -> str:
+    return f"forward_{bucket}.jaxexport"
+
+
+def last_eval(workdir: str) -> dict:
+    """The run's last evaluation record in metrics.jsonl (step and eval metrics), or {}."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    found = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                record = json.loads(line)
+                if any(k.startswith("eval") and "/" in k for k in record):
+                    found = record
+    return found
+
+
+def write(predictor: Predictor, out: str, *, platforms=("cpu", "cuda"), source: dict) -> dict:
+    """Exports `predictor` into the directory `out` (created; must be empty or absent);
+    returns the metadata written. `source`: where the model came from (workdir, step, metrics)."""
+    if os.path.isdir(out) and os.listdir(out):
+        raise UserError(f"--out {out} is not empty: give a new directory for the bundle")
+    os.makedirs(out, exist_ok=True)
+    variables = flax.serialization.to_state_dict(jax.device_get(predictor.variables))
+    specs = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), variables
+    )
+    size, channels = predictor.image_size, predictor.record["channels"]
+    example, _ = predictor.preprocess([np.zeros((size, size, channels), np.uint8)])
+    buckets = []
+    bucket = 1
+    while True:
+        inputs = {
+            k: jax.ShapeDtypeStruct((bucket, *v.shape[1:]), v.dtype) for k, v in example.items()
+        }
+        exported = export.export(predictor._forward, platforms=tuple(platforms))(specs, inputs)
+        with open(os.path.join(out, _artefact(bucket)), "wb") as f:
+            f.write(exported.serialize())
+        buckets.append(bucket)
+        if bucket >= predictor.max_batch:
+            break
+        bucket = predictor.bucket(bucket + 1)
+    with open(os.path.join(out, WEIGHTS), "wb") as f:
+        f.write(flax.serialization.msgpack_serialize(variables))
+    metadata = {
+        "format": FORMAT,
+        "model": predictor.record,
+        "source": source,
+        "buckets": buckets,
+        "platforms": list(platforms),
+        "versions": {"jaxvision": jaxvision.__version__, "jax": jax.__version__},
+    }
+    with open(os.path.join(out, METADATA), "w") as f:
+        json.dump(metadata, f, indent=2)
+    return metadata
+
+
+class ExportedPredictor(Predictor):
+    """A Predictor whose forward is a bundle's exported artefacts: the same preprocessing and
+    outputs, no model code. metadata: the bundle's metadata.json."""
+
+    def __init__(self, path: str):
+        metadata = read_metadata(path)
+        self.metadata, self.record = metadata, metadata["model"]
+        self.kind = self.record["task"]
+        self.class_names = list(self.record["class_names"])
+        self.image_size = self.record["image_size"]
+        self.step = metadata["source"].get("step", 0)
+        self.max_batch = max(metadata["buckets"])
+        with open(os.path.join(path, WEIGHTS), "rb") as f:
+            self.variables = jax.device_put(flax.serialization.msgpack_restore(f.read()))
+        self._exported = {}
+        for bucket in metadata["buckets"]:
+            with open(os.path.join(path, _artefact(bucket)), "rb") as f:
+                self._exported[bucket] = export.deserialize(bytearray(f.read()))
+        platform = jax.default_backend()
+        if platform not in metadata["platforms"]:
+            raise UserError(
+                f"bundle {path} was exported for {', '.join(metadata['platforms'])}, not "
+                f"{platform}: export it again with --platforms={platform}"
+            )
+
+    def _forward(self, variables, inputs: dict):
+        bucket = len(next(iter(inputs.values())))
+        return self._exported[bucket].call(variables, inputs)
+
+
+def read_metadata(path: str) -> dict:
+    """A bundle's metadata.json, with a one-line error when `path` is not a bundle."""
+    file = os.path.join(path, METADATA)
+    if not os.path.isfile(file):
+        raise UserError(f"{file} not found: --bundle must be a directory experiments.export wrote")
+    with open(file) as f:
+        metadata = json.load(f)
+    if metadata.get("format") != FORMAT:
+        raise UserError(
+            f"bundle {path} has format {metadata.get('format')}, this jaxvision reads {FORMAT}: "
+            "export it again with this version"
+        )
+    return metadata
+
+
+def load(path: str) -> ExportedPredictor:
+    """The bundle at `path` as a Predictor."""
+    return ExportedPredictor(path)
