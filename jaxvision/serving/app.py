@@ -1,0 +1,252 @@
+"""The HTTP service: a Predictor (from a bundle or a workdir) behind FastAPI, with dynamic
+batching, readiness after every bucket is compiled, Prometheus metrics and 4xx answers for bad
+input. `experiments.serve` runs it with uvicorn.
+
+  POST /v1/predict   multipart files in field "image" (one or many), or JSON
+                     {"images": ["<base64>", ...]}; ?top_k=N for classifiers
+  GET  /healthz      200 while the process is up
+  GET  /readyz       200 once every batch bucket is compiled (503 before)
+  GET  /v1/metadata  the model: task, classes, input size, preprocessing, source, versions
+  GET  /metrics      Prometheus: requests by status, latency, batch sizes, queue depth
+"""
+
+import base64
+import binascii
+import contextlib
+import dataclasses
+import json
+import threading
+import time
+
+import numpy as np
+import prometheus_client as prom
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from jaxvision.serving.batcher import Batcher, QueueFull
+from jaxvision.serving.images import BadImage, decode
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one request may send, and how batches form."""
+
+    max_batch_size: int = 32  # images per device batch
+    max_delay_ms: float = 5.0  # how long the first request of a batch waits for others
+    queue_size: int = 256  # requests waiting; beyond: 503
+    timeout_s: float = 30.0  # per request; beyond: 504
+    max_body_bytes: int = 20 * 2**20
+    max_images: int = 32  # per request
+    max_pixels: int = 40_000_000  # per image, from its header, before decoding
+    top_k: int = 5
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+def warm_up(predictor) -> None:
+    """Compiles every batch bucket, so that no request pays a compile."""
+    size, channels = predictor.image_size, predictor.record["channels"]
+    image = np.zeros((size, size, channels), np.uint8)
+    bucket = 1
+    while True:
+        predictor.predict([image] * bucket)
+        if bucket >= predictor.max_batch:
+            break
+        bucket = predictor.bucket(bucket + 1)
+
+
+def create_app(predictor, metadata: dict, limits: Limits = Limits()) -> FastAPI:
+    """The service around `predictor` (a jaxvision Predictor or bundle); `metadata` is what
+    /v1/metadata answers. Buckets compile in a background thread; /readyz says when done."""
+    registry = prom.CollectorRegistry()
+    requests = prom.Counter(
+        "jaxvision_requests", "Predict requests by HTTP status.", ["status"], registry=registry
+    )
+    latency = prom.Histogram(
+        "jaxvision_request_seconds",
+        "Predict request latency (receipt to answer).",
+        buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30),
+        registry=registry,
+    )
+    batch_sizes = prom.Histogram(
+        "jaxvision_batch_size",
+        "Images per device batch.",
+        buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+        registry=registry,
+    )
+    depth = prom.Gauge("jaxvision_queue_depth", "Requests waiting.", registry=registry)
+    batcher = Batcher(
+        predictor.predict,
+        max_batch_size=limits.max_batch_size,
+        max_delay_ms=limits.max_delay_ms,
+        queue_size=limits.queue_size,
+        timeout_s=limits.timeout_s,
+        observe_batch=batch_sizes.observe,
+        observe_queue=depth.set,
+    )
+    ready = threading.Event()
+
+    def compile_buckets():
+        warm_up(predictor)
+        ready.set()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        threading.Thread(target=compile_buckets, name="warm-up", daemon=True).start()
+        yield
+        batcher.close()
+
+    app = FastAPI(title="jaxvision", docs_url=None, redoc_url=None, lifespan=lifespan)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, e: ApiError):
+        return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz():
+        if not ready.is_set():
+            return JSONResponse({"status": "compiling"}, status_code=503)
+        return {"status": "ready"}
+
+    @app.get("/v1/metadata")
+    async def model_metadata():
+        return metadata
+
+    @app.get("/metrics")
+    async def metrics():
+        return Response(prom.generate_latest(registry), media_type=prom.CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/predict")
+    async def predict(request: Request):
+        start = time.perf_counter()
+        try:
+            top_k = _top_k(request, limits, len(predictor.class_names))
+            images = [
+                decode(
+                    data,
+                    channels=predictor.record["channels"],
+                    max_pixels=limits.max_pixels,
+                    name=name,
+                )
+                for name, data in await _uploads(request, limits)
+            ]
+            if not ready.is_set():
+                raise ApiError(503, "the model is still compiling", {"Retry-After": "1"})
+            try:
+                outputs = await batcher.submit(images)
+            except QueueFull:
+                raise ApiError(503, "the server is busy: retry", {"Retry-After": "1"}) from None
+            except TimeoutError:
+                raise ApiError(504, f"no answer within {limits.timeout_s} s") from None
+            body = {"predictions": _answers(predictor, outputs, top_k)}
+            status, response = 200, JSONResponse(body)
+        except BadImage as e:
+            status, response = e.status, JSONResponse({"error": e.message}, status_code=e.status)
+        except ApiError as e:
+            status = e.status
+            response = JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
+        requests.labels(str(status)).inc()
+        latency.observe(time.perf_counter() - start)
+        return response
+
+    return app
+
+
+def _top_k(request: Request, limits: Limits, num_classes: int) -> int:
+    raw = request.query_params.get("top_k", str(limits.top_k))
+    if not raw.isdigit() or int(raw) < 1:
+        raise ApiError(400, f"top_k={raw!r}: give a whole number of at least 1")
+    return min(int(raw), num_classes)
+
+
+async def _uploads(request: Request, limits: Limits) -> list[tuple[str, bytes]]:
+    """(name, bytes) of each image the request carries; ApiError for a malformed request."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
+        raise ApiError(413, f"the body is over the limit of {limits.max_body_bytes:,} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limits.max_body_bytes:
+            raise ApiError(413, f"the body is over the limit of {limits.max_body_bytes:,} bytes")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/json":
+        uploads = _json_images(body)
+    elif kind == "multipart/form-data":
+        request._body = body  # the form parser reads the body already received
+        form = await request.form(max_files=limits.max_images + 1, max_fields=limits.max_images)
+        unknown = sorted(set(form.keys()) - {"image"})
+        if unknown:
+            raise ApiError(422, f"unknown form fields {unknown}: send the files as 'image'")
+        uploads = []
+        for i, item in enumerate(form.getlist("image")):
+            if isinstance(item, str):
+                raise ApiError(422, "form field 'image' must be a file, not text")
+            uploads.append((item.filename or f"image {i}", await item.read()))
+    else:
+        raise ApiError(
+            415, f"content type {kind or 'none'!r}: send multipart/form-data or application/json"
+        )
+    if not uploads:
+        raise ApiError(422, "no images: send one or more as 'image' files or JSON 'images'")
+    if len(uploads) > limits.max_images:
+        raise ApiError(413, f"{len(uploads)} images, over the limit of {limits.max_images}")
+    return uploads
+
+
+def _json_images(body: bytes) -> list[tuple[str, bytes]]:
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "the body is not valid JSON") from None
+    if not isinstance(payload, dict) or set(payload) != {"images"}:
+        raise ApiError(422, 'send {"images": ["<base64>", ...]} and nothing else')
+    images = payload["images"]
+    if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
+        raise ApiError(422, '"images" must be a list of base64 strings')
+    uploads = []
+    for i, text in enumerate(images):
+        try:
+            uploads.append((f"images[{i}]", base64.b64decode(text, validate=True)))
+        except (binascii.Error, ValueError):
+            raise ApiError(400, f"images[{i}] is not valid base64") from None
+    return uploads
+
+
+def _answers(predictor, outputs: dict, top_k: int) -> list[dict]:
+    names = predictor.class_names
+    if predictor.kind == "detection":
+        answers = []
+        for boxes, scores, classes, valid in zip(
+            outputs["boxes"], outputs["scores"], outputs["classes"], outputs["valid"], strict=True
+        ):
+            answers.append(
+                {
+                    "detections": [
+                        {"box": [float(v) for v in b], "class": names[c], "score": float(s)}
+                        for b, s, c, ok in zip(boxes, scores, classes, valid, strict=True)
+                        if ok
+                    ]
+                }
+            )
+        return answers
+    answers = []
+    for probs in outputs["probs"]:
+        order = np.argsort(-probs, kind="stable")[:top_k]
+        answers.append(
+            {
+                "labels": [
+                    {"label": names[i], "index": int(i), "probability": float(probs[i])}
+                    for i in order
+                ]
+            }
+        )
+    return answers
