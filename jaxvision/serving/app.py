@@ -10,6 +10,7 @@ input. `experiments.serve` runs it with uvicorn.
   GET  /metrics      Prometheus: requests by status, latency, batch sizes, queue depth
 """
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -128,16 +129,20 @@ def create_app(predictor, metadata: dict, limits: Limits = Limits()) -> FastAPI:
     async def predict(request: Request):
         start = time.perf_counter()
         try:
-            top_k = _top_k(request, limits, len(predictor.class_names))
-            images = [
-                decode(
-                    data,
-                    channels=predictor.record["channels"],
-                    max_pixels=limits.max_pixels,
-                    name=name,
+            batcher.expecting(+1)  # a batch forming now waits for this one
+            try:
+                top_k = _top_k(request, limits, len(predictor.class_names))
+                uploads = await _uploads(request, limits)
+                channels = predictor.record["channels"]
+                # Decoded off the event loop: other requests are read meanwhile.
+                images = await asyncio.to_thread(
+                    lambda: [
+                        decode(data, channels=channels, max_pixels=limits.max_pixels, name=name)
+                        for name, data in uploads
+                    ]
                 )
-                for name, data in await _uploads(request, limits)
-            ]
+            finally:
+                batcher.expecting(-1)
             if not ready.is_set():
                 raise ApiError(503, "the model is still compiling", {"Retry-After": "1"})
             try:

@@ -3,9 +3,13 @@
 Requests (each one or more images) wait in a bounded queue. One worker thread takes the oldest,
 then keeps taking until the batch holds `max_batch_size` images or `max_delay_ms` have passed
 since that first request arrived, runs the Predictor once (it pads to the next compiled bucket)
-and answers every request with its own rows, in order. A full queue refuses at once (QueueFull:
-the server's 503 with Retry-After); a request not answered within `timeout_s` gets
-asyncio.TimeoutError (the server's 504) and its rows are dropped when they come.
+and answers every request with its own rows, in order. It waits for company only while more is
+coming: requests the server has received but not yet queued (`expecting`, still being read and
+decoded), or load (the last batch served several requests). A lone request runs at once.
+
+A full queue refuses at once (QueueFull: the server's 503 with Retry-After); a request not
+answered within `timeout_s` gets asyncio.TimeoutError (the server's 504) and its rows are
+dropped when they come.
 """
 
 import asyncio
@@ -53,8 +57,15 @@ class Batcher:
         self.observe_batch, self.observe_queue = observe_batch, observe_queue
         self._queue: queue.Queue[_Request | None] = queue.Queue(maxsize=queue_size)
         self._held: _Request | None = None  # taken, but did not fit the last batch
+        self._last_requests = 0  # requests in the last batch: > 1 means under load
+        self._expecting = 0  # received by the server, not yet queued
         self._worker = threading.Thread(target=self._run, name="device-worker", daemon=True)
         self._worker.start()
+
+    def expecting(self, change: int) -> None:
+        """The server has received (+1) or queued / refused (-1) a request: while any is on its
+        way, a batch waits for it (up to max_delay_ms). Called from the event loop only."""
+        self._expecting += change
 
     async def submit(self, images: list[np.ndarray]) -> dict:
         """The outputs for `images` (rows in their order); QueueFull or asyncio.TimeoutError."""
@@ -88,14 +99,20 @@ class Batcher:
         batch, count = [first], len(first.images)
         deadline = first.arrived + self.max_delay_s
         while count < self.max_batch_size:
-            request = self._next(timeout=max(deadline - time.monotonic(), 0))
+            coming = self._expecting > 0 or self._last_requests > 1
+            left = deadline - time.monotonic()
+            # Polled in 1 ms slices while waiting: `expecting` may fall to 0 meanwhile.
+            request = self._next(timeout=min(left, 1e-3) if coming and left > 0 else 0)
             if request is None:
+                if coming and left > 0:
+                    continue
                 break
             if count + len(request.images) > self.max_batch_size:
                 self._held = request  # opens the next batch
                 break
             batch.append(request)
             count += len(request.images)
+        self._last_requests = len(batch)
         return batch
 
     def _run(self) -> None:
