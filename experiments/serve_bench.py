@@ -3,6 +3,10 @@ localhost) at several client concurrencies, with batching and with max_batch_siz
 
   python -m experiments.serve_bench --workdir=DIR [--requests=256] [--concurrency=1,8,32] \\
       [--max_batch_size=32] [--max_delay_ms=5]
+  python -m experiments.serve_bench --model=resnet50 --image_size=224 --requests=64
+
+With --model the model has random weights (ImageNet's 1,000 classes and normalisation) and is
+exported to a bundle in a temporary directory, which the server loads.
 
 Each request carries one PNG of the model's input size. Client threads run on the same machine
 as the server, so on a small CPU they take some of its time: the server's figures are a lower
@@ -16,6 +20,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +33,8 @@ from jaxvision import cli
 from jaxvision.predictor import Predictor
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
+_MODEL = flags.DEFINE_string("model", None, "Or a zoo model with random weights.")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "With --model: its input size.")
 _REQUESTS = flags.DEFINE_integer("requests", 256, "Requests per server case.")
 _CONCURRENCY = flags.DEFINE_list("concurrency", ["1", "8", "32"], "Client threads per case.")
 _MAX_BATCH = flags.DEFINE_integer("max_batch_size", 32, "The server's batch limit.")
@@ -54,13 +61,36 @@ def raw_rows(predictor: Predictor, images: list[np.ndarray], repeats: int = 5) -
         bucket = predictor.bucket(bucket + 1)
 
 
-def _serve(max_batch_size: int):
+def random_predictor(name: str, image_size: int, max_batch: int) -> Predictor:
+    """A zoo classifier with random weights, as a workdir's Predictor would hold it."""
+    import jax
+
+    from jaxvision import models
+
+    record = {
+        "task": "classification",
+        "model": name,
+        "num_classes": 1000,
+        "class_names": [f"class {i}" for i in range(1000)],
+        "image_size": image_size,
+        "crop_ratio": 0.875,
+        "channels": 3,
+        "mean": [123.675, 116.28, 103.53],
+        "std": [58.395, 57.12, 57.375],
+    }
+    model = models.build(name, num_classes=1000)
+    shape = (1, image_size, image_size, 3)
+    variables = jax.jit(model.init)(jax.random.key(0), np.zeros(shape, np.float32))
+    return Predictor(record, dict(variables), max_batch=max_batch)
+
+
+def _serve(max_batch_size: int, source: str):
     import requests
 
     url = f"http://127.0.0.1:{_PORT.value}"
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "experiments.serve", f"--workdir={_WORKDIR.value}",
+            sys.executable, "-m", "experiments.serve", source,
             f"--port={_PORT.value}", f"--max_batch_size={max_batch_size}",
             f"--max_delay_ms={_MAX_DELAY.value}", f"--queue_size={4 * _REQUESTS.value}",
         ],
@@ -78,10 +108,10 @@ def _serve(max_batch_size: int):
     cli.fail("the server under test did not become ready")
 
 
-def server_rows(pngs: list[bytes], expected: np.ndarray, max_batch_size: int) -> list[dict]:
+def server_rows(pngs, expected: np.ndarray, max_batch_size: int, source: str) -> list[dict]:
     import requests
 
-    process, url = _serve(max_batch_size)
+    process, url = _serve(max_batch_size, source)
     rows = []
     try:
         session_per_thread = {}
@@ -126,9 +156,18 @@ def server_rows(pngs: list[bytes], expected: np.ndarray, max_batch_size: int) ->
 
 
 def main(argv):
-    if len(argv) > 1 or not _WORKDIR.value:
-        cli.fail("give --workdir=DIR (a training run) and no other arguments")
-    predictor = Predictor.from_workdir(_WORKDIR.value, max_batch=_MAX_BATCH.value)
+    if len(argv) > 1 or bool(_WORKDIR.value) == bool(_MODEL.value):
+        cli.fail("give --workdir=DIR (a training run) or --model=NAME, and no other arguments")
+    if _WORKDIR.value:
+        predictor = Predictor.from_workdir(_WORKDIR.value, max_batch=_MAX_BATCH.value)
+        source = f"--workdir={_WORKDIR.value}"
+    else:
+        from jaxvision import bundle
+
+        predictor = random_predictor(_MODEL.value, _IMAGE_SIZE.value, _MAX_BATCH.value)
+        path = tempfile.mkdtemp(prefix="serve_bench_")
+        bundle.write(predictor, path, platforms=("cpu",), source={"model": _MODEL.value})
+        source = f"--bundle={path}"
     size, channels = predictor.image_size, predictor.record["channels"]
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (size, size, channels), np.uint8) for _ in range(64)]
@@ -140,7 +179,7 @@ def main(argv):
         pngs.append(out.getvalue())
     rows = raw_rows(predictor, (images * 2)[: predictor.max_batch])
     for max_batch_size in (_MAX_BATCH.value, 1):
-        rows += server_rows(pngs, expected, max_batch_size)
+        rows += server_rows(pngs, expected, max_batch_size, source)
     for row in rows:
         if row["case"] == "raw":
             print(f"raw predictor   batch {row['batch']:4d}  {row['img_s']:9.1f} img/s  "

@@ -114,7 +114,8 @@ def test_concurrent_requests_are_batched_in_order(server):
         answers = list(pool.map(one, range(len(images))))
     for i, (status, label) in enumerate(answers):
         assert status == 200 and label["index"] == int(np.argmax(expected[i]))
-        assert np.float32(label["probability"]) == expected[i].max()
+        # Batched with others into another bucket: another program, equal to float rounding.
+        assert label["probability"] == pytest.approx(expected[i].max(), rel=1e-5)
     metrics = requests.get(f"{url}/metrics", timeout=5).text
     # Some device batch held more than one image (the histogram's count above its 1.0 bucket).
     count = float(re.search(r"^jaxvision_batch_size_count (\S+)", metrics, re.M).group(1))
