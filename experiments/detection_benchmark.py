@@ -17,15 +17,13 @@ candidates above the threshold: both do their full work. Prints one row per impl
 """
 
 import json
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from experiments.peers import import_torch
+from experiments.peers import import_torch, median_seconds
 from jaxvision.models import detection as detectors
 from jaxvision.tasks.detection import FAMILIES
 from jaxvision.train.state import ModelState
@@ -40,16 +38,6 @@ _KWARGS = flags.DEFINE_string(
     "model_kwargs", "{}", "Model options as JSON, e.g. '{\"width\": 32}'."
 )
 _NUM_CLASSES = 91
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # compiles / warms caches
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def ours(images: np.ndarray):

@@ -13,15 +13,13 @@ row per case, and one JSON line per row.
 """
 
 import json
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from experiments.peers import import_torch
+from experiments.peers import import_torch, median_seconds
 from jaxvision.ops.nms import batched_nms, nms
 
 _SIZES = flags.DEFINE_list("sizes", ["1000", "5000", "20000"], "Numbers of boxes.")
@@ -40,17 +38,6 @@ def random_boxes(n: int, classes: int, seed: int = 0):
     boxes = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
     scores = rng.random(n).astype(np.float32)
     return boxes, scores, rng.integers(0, classes, n).astype(np.int32)
-
-
-def median_seconds(fn, repeats: int) -> float:
-    """Median wall time of fn() after one untimed call (compilation, caches)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _torch_call(torchvision, torch, op, boxes, scores, labels):

@@ -1,4 +1,19 @@
-"""The PyTorch peers of the benchmarks: torch and torchvision when they are wanted and installed."""
+"""What the benchmarks share: their timing, and their PyTorch peers (torch and torchvision when
+they are wanted and installed)."""
+
+import statistics
+import time
+
+
+def median_seconds(fn, repeats: int) -> float:
+    """Median wall time of fn() after one untimed call (compilation, caches)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def import_torch(mode: str):

@@ -17,7 +17,6 @@ Predictor's own top-1).
 
 import io
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
+from experiments.peers import median_seconds
 from jaxvision import cli
 from jaxvision.predictor import Predictor
 
@@ -43,22 +43,13 @@ _PORT = flags.DEFINE_integer("port", 8765, "Local port for the server under test
 
 
 def raw_rows(predictor: Predictor, images: list[np.ndarray], repeats: int = 5) -> list[dict]:
-    rows, bucket = [], 1
-    while True:
-        batch = images[:bucket]
-        predictor.predict(batch)  # compiled
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            predictor.predict(batch)
-            times.append(time.perf_counter() - start)
-        seconds = statistics.median(times)
+    rows = []
+    for bucket in predictor.buckets():
+        seconds = median_seconds(lambda b=bucket: predictor.predict(images[:b]), repeats)
         rows.append(
             {"case": "raw", "batch": bucket, "ms": seconds * 1e3, "img_s": bucket / seconds}
         )
-        if bucket >= predictor.max_batch:
-            return rows
-        bucket = predictor.bucket(bucket + 1)
+    return rows
 
 
 def random_predictor(name: str, image_size: int, max_batch: int) -> Predictor:

@@ -64,19 +64,14 @@ def write(predictor: Predictor, out: str, *, platforms=("cpu", "cuda"), source: 
     )
     size, channels = predictor.image_size, predictor.record["channels"]
     example, _ = predictor.preprocess([np.zeros((size, size, channels), np.uint8)])
-    buckets = []
-    bucket = 1
-    while True:
+    buckets = predictor.buckets()
+    for bucket in buckets:
         inputs = {
             k: jax.ShapeDtypeStruct((bucket, *v.shape[1:]), v.dtype) for k, v in example.items()
         }
         exported = export.export(predictor._forward, platforms=tuple(platforms))(specs, inputs)
         with open(os.path.join(out, _artefact(bucket)), "wb") as f:
             f.write(exported.serialize())
-        buckets.append(bucket)
-        if bucket >= predictor.max_batch:
-            break
-        bucket = predictor.bucket(bucket + 1)
     with open(os.path.join(out, WEIGHTS), "wb") as f:
         f.write(flax.serialization.msgpack_serialize(variables))
     metadata = {

@@ -177,6 +177,13 @@ class Predictor:
         """The compiled batch size a batch of `n` is padded to: the next power of two."""
         return min(1 << max(n - 1, 0).bit_length(), self.max_batch)
 
+    def buckets(self) -> list[int]:
+        """Every batch size the forward compiles for: 1, 2, 4, ... up to max_batch."""
+        sizes = [1]
+        while sizes[-1] < self.max_batch:
+            sizes.append(self.bucket(sizes[-1] + 1))
+        return sizes
+
     def predict(self, images: Sequence[np.ndarray]) -> dict:
         """images: uint8 [H, W, C] of any size (or an [N, H, W, C] array) -> the task's outputs
         as numpy, one row per image (classification: {"probs": [N, K] float32}; detection:

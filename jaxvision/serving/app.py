@@ -52,12 +52,8 @@ def warm_up(predictor) -> None:
     """Compiles every batch bucket, so that no request pays a compile."""
     size, channels = predictor.image_size, predictor.record["channels"]
     image = np.zeros((size, size, channels), np.uint8)
-    bucket = 1
-    while True:
+    for bucket in predictor.buckets():
         predictor.predict([image] * bucket)
-        if bucket >= predictor.max_batch:
-            break
-        bucket = predictor.bucket(bucket + 1)
 
 
 def create_app(predictor, metadata: dict, limits: Limits = Limits()) -> FastAPI:
