@@ -8,6 +8,7 @@ input. `experiments.serve` runs it with uvicorn.
   GET  /readyz       200 once every batch bucket is compiled (503 before)
   GET  /v1/metadata  the model: task, classes, input size, preprocessing, source, versions
   GET  /metrics      Prometheus: requests by status, latency, batch sizes, queue depth
+  GET  /             a web page: choose or drop an image, see the answer drawn on it
 """
 
 import asyncio
@@ -15,6 +16,7 @@ import base64
 import binascii
 import contextlib
 import dataclasses
+import importlib.resources
 import json
 import threading
 import time
@@ -22,7 +24,7 @@ import time
 import numpy as np
 import prometheus_client as prom
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from jaxvision.serving.batcher import Batcher, QueueFull
 from jaxvision.serving.images import BadImage, decode
@@ -86,6 +88,7 @@ def create_app(predictor, metadata: dict, limits: Limits = Limits()) -> FastAPI:
         observe_queue=depth.set,
     )
     ready = threading.Event()
+    page = importlib.resources.files(__package__).joinpath("page.html").read_text()
 
     def compile_buckets():
         warm_up(predictor)
@@ -102,6 +105,10 @@ def create_app(predictor, metadata: dict, limits: Limits = Limits()) -> FastAPI:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, e: ApiError):
         return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index():
+        return page
 
     @app.get("/healthz")
     async def healthz():
@@ -154,8 +161,10 @@ def create_app(predictor, metadata: dict, limits: Limits = Limits()) -> FastAPI:
         except ApiError as e:
             status = e.status
             response = JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
+        seconds = time.perf_counter() - start
         requests.labels(str(status)).inc()
-        latency.observe(time.perf_counter() - start)
+        latency.observe(seconds)
+        response.headers["Server-Timing"] = f"predict;dur={1000 * seconds:.2f}"
         return response
 
     return app

@@ -1,0 +1,57 @@
+"""The served models the serving tests share (a classifier and a detector): one of each per
+test session and worker."""
+
+import pytest
+
+from experiments import detection
+from experiments.classification import train_and_evaluate
+from tests.experiments.helpers import load_config, run_module
+from tests.serving.helpers import serve
+
+TINY = dict(image_size=8, pad=1, total_steps=20, log_every_steps=10, checkpoint_every_steps=0)
+# A few steps of the shapes RetinaNet at 64 px; every box it proposes is kept (score_thresh 0),
+# so each answer carries detections to compare and draw.
+TINY_DETECTOR = {
+    "detection": {"score_thresh": 0.0, "detections_per_img": 5},
+    "dataset_options": {"image_size": 64, "num_train": 32, "num_test": 8, "max_objects": 4},
+    "image_size": 64,
+    "batch_size": 8,
+    "total_steps": 2,
+    "log_every_steps": 2,
+    "checkpoint_every_steps": 0,
+}
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """(base url, bundle path): a tiny digits run, exported with buckets 1-8 and served with
+    small limits the bad-input tests cross."""
+    root = tmp_path_factory.mktemp("serve")
+    workdir, out = str(root / "run"), str(root / "bundle")
+    train_and_evaluate(load_config("digits.py", **TINY), workdir)
+    run_module(
+        "experiments.export", f"--workdir={workdir}", f"--out={out}", "--max_batch=8", check=True
+    )
+    flags = ["--max_batch_size=8", "--max_delay_ms=30", "--max_images=4"]
+    flags += ["--max_body_mb=0.25", "--max_pixels=250000"]
+    process, url = serve(out, *flags)
+    yield url, out
+    process.terminate()
+    process.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def detector_server(tmp_path_factory):
+    """(base url, bundle path, shapes config): a tiny shapes RetinaNet, exported with buckets
+    1-2 and served."""
+    root = tmp_path_factory.mktemp("serve_detector")
+    workdir, out = str(root / "run"), str(root / "bundle")
+    config = load_config("shapes_retinanet.py", **TINY_DETECTOR)
+    detection.train_and_evaluate(config, workdir)
+    run_module(
+        "experiments.export", f"--workdir={workdir}", f"--out={out}", "--max_batch=2", check=True
+    )
+    process, url = serve(out, "--max_batch_size=2")
+    yield url, out, config
+    process.terminate()
+    process.wait(timeout=20)
