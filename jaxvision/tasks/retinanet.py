@@ -15,8 +15,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from jaxvision.errors import UserError
 from jaxvision.ops.boxes import BoxCoder, box_iou, clip_boxes
-from jaxvision.ops.losses import sigmoid_focal_loss
+from jaxvision.ops.losses import generalized_box_iou_loss, sigmoid_focal_loss
 from jaxvision.ops.matching import BETWEEN_THRESHOLDS, match_anchors
 from jaxvision.ops.nms import select_detections
 
@@ -28,7 +29,9 @@ class RetinaNetOptions:
     """torchvision RetinaNet's defaults.
 
     Matching: IoU >= fg_iou_thresh is foreground, < bg_iou_thresh background, between ignored;
-    each ground truth also keeps its best anchors. Post-processing: per level, scores >
+    each ground truth also keeps its best anchors. box_loss: "l1" on the BoxCoder codes
+    (torchvision's retinanet_resnet50_fpn) or "giou", 1 - GIoU of the decoded boxes
+    (its retinanet_resnet50_fpn_v2). Post-processing: per level, scores >
     score_thresh, the topk_candidates best; then class-aware NMS at nms_thresh and the
     detections_per_img best.
     """
@@ -37,10 +40,15 @@ class RetinaNetOptions:
     bg_iou_thresh: float = 0.4
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+    box_loss: str = "l1"
     score_thresh: float = 0.05
     nms_thresh: float = 0.5
     detections_per_img: int = 300
     topk_candidates: int = 1000
+
+    def __post_init__(self):
+        if self.box_loss not in ("l1", "giou"):
+            raise UserError(f"--config.detection.box_loss={self.box_loss!r}: use 'l1' or 'giou'")
 
 
 def _image_loss(logits, regression, anchors, boxes, classes, boxes_mask, options):
@@ -57,8 +65,13 @@ def _image_loss(logits, regression, anchors, boxes, classes, boxes_mask, options
     cls_loss = jnp.sum(jnp.where(considered, focal, 0)) / normaliser
     # Non-foreground anchors get themselves as target (code 0) so no log(0) reaches a gradient.
     target_boxes = jnp.where(foreground[:, None], boxes[gt], anchors)
-    codes = BOX_CODER.encode(target_boxes, anchors)
-    box_loss = jnp.sum(jnp.where(foreground[:, None], jnp.abs(regression - codes), 0))
+    if options.box_loss == "giou":
+        decoded = BOX_CODER.decode(regression, anchors)
+        per_anchor = generalized_box_iou_loss(decoded, target_boxes)
+    else:
+        codes = BOX_CODER.encode(target_boxes, anchors)
+        per_anchor = jnp.sum(jnp.abs(regression - codes), axis=-1)
+    box_loss = jnp.sum(jnp.where(foreground, per_anchor, 0))
     return cls_loss, box_loss / normaliser
 
 
@@ -75,7 +88,7 @@ def loss(
     outputs: {"cls_logits": [B, A, K], "bbox_regression": [B, A, 4]}; anchors: [A, 4] xyxy;
     boxes: [B, M, 4] xyxy ground truth; classes: [B, M] int32 (column of cls_logits);
     boxes_mask: [B, M] bool (False: padding). Per image: the focal loss summed over the anchors
-    not ignored and L1 on the BoxCoder(1, 1, 1, 1) codes of the foreground anchors, each
+    not ignored and the box loss (options.box_loss) of the foreground anchors, each
     divided by max(1, number of foreground anchors); both averaged over the images. An image
     without boxes is all background.
 

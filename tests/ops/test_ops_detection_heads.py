@@ -24,6 +24,12 @@ def test_retinanet_loss_matches_torchvision(cases):
         assert_close(parts["cls_loss"], case["cls_loss"], 0, 1e-5, label="retinanet cls_loss")
         assert_close(parts["box_loss"], case["box_loss"], 0, 1e-5, label="retinanet box_loss")
         np.testing.assert_allclose(total, case["cls_loss"] + case["box_loss"], rtol=1e-5)
+        giou = retinanet.RetinaNetOptions(box_loss="giou")
+        _, parts = jax.jit(functools.partial(retinanet.loss, options=giou))(
+            _outputs(case), case["anchors"], case["boxes"], case["classes"], case["mask"]
+        )
+        assert_close(parts["box_loss"], case["box_loss_giou"], 0, 1e-5, label="giou box_loss")
+        assert not np.isclose(case["box_loss_giou"], case["box_loss"])
 
 
 def test_retinanet_postprocess_matches_torchvision(cases):
