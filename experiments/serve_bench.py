@@ -54,25 +54,7 @@ def raw_rows(predictor: Predictor, images: list[np.ndarray], repeats: int = 5) -
 
 def random_predictor(name: str, image_size: int, max_batch: int) -> Predictor:
     """A zoo classifier with random weights, as a workdir's Predictor would hold it."""
-    import jax
-
-    from jaxvision import models
-
-    record = {
-        "task": "classification",
-        "model": name,
-        "num_classes": 1000,
-        "class_names": [f"class {i}" for i in range(1000)],
-        "image_size": image_size,
-        "crop_ratio": 0.875,
-        "channels": 3,
-        "mean": [123.675, 116.28, 103.53],
-        "std": [58.395, 57.12, 57.375],
-    }
-    model = models.build(name, num_classes=1000)
-    shape = (1, image_size, image_size, 3)
-    variables = jax.jit(model.init)(jax.random.key(0), np.zeros(shape, np.float32))
-    return Predictor(record, dict(variables), max_batch=max_batch)
+    return Predictor.random(name, image_size=image_size, max_batch=max_batch)
 
 
 def _serve(max_batch_size: int, source: str):

@@ -130,6 +130,40 @@ class Predictor:
             max_batch=max_batch,
         )
 
+    @classmethod
+    def random(
+        cls,
+        name: str,
+        *,
+        image_size: int,
+        num_classes: int = 1000,
+        channels: int = 3,
+        seed: int = 0,
+        max_batch: int = 64,
+        **model_kwargs,
+    ) -> "Predictor":
+        """A zoo classifier with freshly initialised weights, as a workdir's Predictor would
+        hold it (ImageNet normalisation, crop 0.875): for benchmarks and tests. A model with
+        an image_size option (ViTs) is built for `image_size`."""
+        if "image_size" in models.options(name):
+            model_kwargs = {"image_size": image_size, **model_kwargs}
+        record = {
+            "task": "classification",
+            "model": name,
+            "model_kwargs": model_kwargs,
+            "num_classes": num_classes,
+            "class_names": [f"class {i}" for i in range(num_classes)],
+            "image_size": image_size,
+            "crop_ratio": 0.875,
+            "channels": channels,
+            "mean": [123.675, 116.28, 103.53][:channels],
+            "std": [58.395, 57.12, 57.375][:channels],
+        }
+        model = build_task(record).model
+        shape = (1, image_size, image_size, channels)
+        variables = jax.jit(model.init)(jax.random.key(seed), jnp.zeros(shape, jnp.float32))
+        return cls(record, dict(variables), max_batch=max_batch)
+
     def _predict_batch(self, variables, inputs: dict):
         model = ModelState(variables=variables, opt_state=None, step=0, rng=None)
         return self.task.predict({self.task.trained: model}, **inputs)

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxvision.models.layers import torch_batch_norm
+from jaxvision.models.layers import tap, torch_batch_norm
 from jaxvision.models.resnet import torch_linear_kernel_init
 
 ModuleDef = Any
@@ -144,12 +144,13 @@ class DenseNet(nn.Module):
             )(x)
             channels += num_layers * self.growth_rate
             if i != len(self.block_config) - 1:
-                blocks[f"block{i + 1}"] = x
+                blocks[f"block{i + 1}"] = x = tap(f"block{i + 1}", x)
                 channels //= 2
                 x = Transition(channels, conv, norm, name=f"transition{i + 1}")(x)
 
         x = nn.relu(norm(name="norm5")(x))
-        blocks[f"block{len(self.block_config)}"] = x
+        name = f"block{len(self.block_config)}"
+        blocks[name] = x = tap(name, x)
         x = jnp.mean(x, axis=(1, 2))
         head = nn.Dense(
             self.num_classes,

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxvision.models.layers import torch_batch_norm
+from jaxvision.models.layers import tap, torch_batch_norm
 from jaxvision.models.pooling import adaptive_avg_pool, max_pool
 from jaxvision.models.resnet import torch_linear_bias_init
 
@@ -174,7 +174,7 @@ class GoogLeNet(nn.Module):
 
         x = inception(64, 96, 128, 16, 32, 32, name="inception3a")(x)
         x = inception(128, 128, 192, 32, 96, 64, name="inception3b")(x)
-        stages["inception3b"] = x
+        stages["inception3b"] = x = tap("inception3b", x)
         x = max_pool(x, 3, 2, ceil_mode=True)
 
         x = inception(192, 96, 208, 16, 48, 64, name="inception4a")(x)
@@ -184,12 +184,12 @@ class GoogLeNet(nn.Module):
         x = inception(112, 144, 288, 32, 64, 64, name="inception4d")(x)
         aux2 = aux(name="aux2")(x) if with_aux else None
         x = inception(256, 160, 320, 32, 128, 128, name="inception4e")(x)
-        stages["inception4e"] = x
+        stages["inception4e"] = x = tap("inception4e", x)
         x = max_pool(x, 2, 2, ceil_mode=True)
 
         x = inception(256, 160, 320, 32, 128, 128, name="inception5a")(x)
         x = inception(384, 192, 384, 48, 128, 128, name="inception5b")(x)
-        stages["inception5b"] = x
+        stages["inception5b"] = x = tap("inception5b", x)
 
         x = jnp.mean(x, axis=(1, 2))  # [B, 1024]
         head = dense(self.num_classes, bias_init=torch_linear_bias_init(1024), name="fc")

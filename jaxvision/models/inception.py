@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxvision.models.googlenet import BasicConv2d, transform_input
-from jaxvision.models.layers import torch_batch_norm
+from jaxvision.models.layers import tap, torch_batch_norm
 from jaxvision.models.pooling import avg_pool
 from jaxvision.models.resnet import torch_linear_bias_init
 
@@ -212,13 +212,13 @@ class InceptionV3(nn.Module):
         x = InceptionA(32, block, name="Mixed_5b")(x)
         x = InceptionA(64, block, name="Mixed_5c")(x)
         x = InceptionA(64, block, name="Mixed_5d")(x)
-        stages["Mixed_5d"] = x
+        stages["Mixed_5d"] = x = tap("Mixed_5d", x)
         x = InceptionB(block, name="Mixed_6a")(x)
         x = InceptionC(128, block, name="Mixed_6b")(x)
         x = InceptionC(160, block, name="Mixed_6c")(x)
         x = InceptionC(160, block, name="Mixed_6d")(x)
         x = InceptionC(192, block, name="Mixed_6e")(x)
-        stages["Mixed_6e"] = x
+        stages["Mixed_6e"] = x = tap("Mixed_6e", x)
         # The aux head runs in training only, but must exist at init to create its params.
         aux = None
         if self.aux_logits and (train or self.is_initializing()):
@@ -226,7 +226,7 @@ class InceptionV3(nn.Module):
         x = InceptionD(block, name="Mixed_7a")(x)
         x = InceptionE(block, name="Mixed_7b")(x)
         x = InceptionE(block, name="Mixed_7c")(x)
-        stages["Mixed_7c"] = x
+        stages["Mixed_7c"] = x = tap("Mixed_7c", x)
 
         x = jnp.mean(x, axis=(1, 2))  # [B, 2048]
         head = dense(self.num_classes, bias_init=torch_linear_bias_init(2048), name="fc")

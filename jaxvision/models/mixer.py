@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxvision.errors import UserError
-from jaxvision.models.layers import DropPath
+from jaxvision.models.layers import DropPath, tap
 from jaxvision.models.vit import MlpBlock, layer_norm
 
 
@@ -106,8 +106,8 @@ class MlpMixer(nn.Module):
                 rate,
                 name=f"blocks_{i}",
             )(x, train)
-            blocks[f"tokens_{i}"] = x
-        tokens = layer_norm("norm", self.dtype)(x)
+            blocks[f"tokens_{i}"] = x = tap(f"tokens_{i}", x)
+        tokens = tap("tokens", layer_norm("norm", self.dtype)(x))
         pre_logits = jnp.mean(tokens.astype(jnp.float32), axis=1)
         head = nn.Dense(
             self.num_classes,

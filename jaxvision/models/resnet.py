@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvision.errors import UserError
-from jaxvision.models.layers import DropPath, torch_batch_norm
+from jaxvision.models.layers import DropPath, tap, torch_batch_norm
 
 ModuleDef = Any
 
@@ -181,7 +181,7 @@ class ResNet(nn.Module):
                     drop_path_rate=rate,
                     name=f"layer{i + 1}_{j}",
                 )(x, train)
-            stages[f"C{i + 2}"] = x
+            stages[f"C{i + 2}"] = x = tap(f"C{i + 2}", x)
 
         x = jnp.mean(x, axis=(1, 2))  # [B, C] pre-logits
         head = nn.Dense(

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxvision.errors import UserError
+from jaxvision.models.layers import tap
 
 # cell name -> flax cell class. OptimizedLSTMCell has the same parameters as nn.LSTMCell but
 # does one matmul per step for the four gates, which is what dominates a small RNN's step.
@@ -76,6 +77,7 @@ class RowRNN(nn.Module):
         rows = {}
         for i in range(self.num_layers):
             y = nn.Bidirectional(self._rnn(), self._rnn(), name=f"layer{i}")(y)
+            y = tap(f"rows_{i}", y)
             rows[f"rows_{i}"] = y.astype(jnp.float32)
 
         # Bidirectional keeps the backward outputs in row order, so its final state (after

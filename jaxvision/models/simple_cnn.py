@@ -5,6 +5,8 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxvision.models.layers import tap
+
 
 class SimpleCNN(nn.Module):
     """conv(32) → pool → conv(64) → pool → dense(256) → dropout → dense(num_classes).
@@ -34,9 +36,9 @@ class SimpleCNN(nn.Module):
         "conv2": see `feature_names`, in the compute dtype}."""
         dense = dict(dtype=self.dtype, param_dtype=jnp.float32)
         x = nn.Conv(32, (3, 3), padding="SAME", name="conv1", **dense)(x)
-        conv1 = x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+        conv1 = x = tap("conv1", nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2)))
         x = nn.Conv(64, (3, 3), padding="SAME", name="conv2", **dense)(x)
-        conv2 = x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+        conv2 = x = tap("conv2", nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2)))
         x = x.reshape(x.shape[0], -1)
         x = nn.relu(nn.Dense(256, name="fc1", **dense)(x))
         head = nn.Dense(self.num_classes, name="fc2", **dense)

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxvision.errors import UserError
+from jaxvision.models.layers import tap
 from jaxvision.models.pooling import adaptive_avg_pool
 
 # torchvision's configurations: channel counts of the 3x3 convs, "M" a 2x2/2 max pool.
@@ -77,7 +78,8 @@ class VGG(nn.Module):
         for v in self.cfg:
             if v == "M":
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
-                pools[f"pool{len(pools) + 1}"] = x
+                name = f"pool{len(pools) + 1}"
+                pools[name] = x = tap(name, x)
                 index += 1
                 continue
             x = nn.Conv(

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvision.errors import UserError
-from jaxvision.models.layers import DropPath
+from jaxvision.models.layers import DropPath, record_attention, tap, wants_attention
 
 POOLS = ("token", "gap")
 POSEMBS = ("learn", "sincos2d")
@@ -140,8 +140,14 @@ class Attention(nn.Module):
             bias_init=partitioned(nn.initializers.zeros, EMBED_HEADS_KV[1:]),
         )
         q, k, v = (qkv(name=name)(x) for name in ("query", "key", "value"))  # [B, N, H, Dh]
-        impl = attention_implementation(self.implementation, self.dtype, head_dim)
-        y = jax.nn.dot_product_attention(q, k, v, implementation=impl)
+        if wants_attention():  # explicit weights, for attention rollout (jaxvision.explain)
+            logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / head_dim**0.5
+            weights = jax.nn.softmax(logits, axis=-1)
+            record_attention(self.scope.path, weights)
+            y = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
+        else:
+            impl = attention_implementation(self.implementation, self.dtype, head_dim)
+            y = jax.nn.dot_product_attention(q, k, v, implementation=impl)
         return nn.DenseGeneral(
             features=width,
             axis=(-2, -1),
@@ -445,8 +451,8 @@ class ViT(nn.Module):
                 self.attention,
                 name=f"blocks_{i}",
             )(x, train)
-            blocks[f"tokens_{i}"] = x
-        tokens = layer_norm("norm", self.dtype)(x)
+            blocks[f"tokens_{i}"] = x = tap(f"tokens_{i}", x)
+        tokens = tap("tokens", layer_norm("norm", self.dtype)(x))
 
         num_prefix = int(self.class_token)
         if self.pool == "token":

@@ -1,0 +1,108 @@
+"""What every explanation method works on: a classifier as a function of its normalised input.
+
+`ModelFunction(predictor)` turns a jaxvision Predictor (a workdir's or a bundle's model is not
+enough: the methods need the model code for gradients, so a workdir's) into
+
+    fn.logits(x)         x: [B, S, S, C] float32 normalised input -> [B, K] float32 logits
+    fn.normalize(u8)     uint8 [B, S, S, C] (the Predictor's preprocessing) -> x
+    fn.inputs(images)    uint8 images of any size -> (u8 [B, S, S, C], x)
+
+Attributions are taken with respect to x, the tensor the network reads (as captum and
+pytorch-grad-cam do on a normalised torch tensor); heat maps are over its S x S pixels.
+"""
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvision.errors import UserError
+from jaxvision.models.layers import tapping
+from jaxvision.tasks.classification import apply_model
+
+
+class ModelFunction:
+    def __init__(self, predictor, variables: dict | None = None):
+        if predictor.kind != "classification":
+            raise UserError(
+                f"explanations are for classifiers; this model's task is {predictor.kind}"
+            )
+        if not hasattr(predictor, "task"):
+            raise UserError(
+                "explanations need the model's code for its gradients: give the training "
+                "workdir (--workdir=DIR), not an exported bundle"
+            )
+        self.predictor = predictor
+        self.model = predictor.task.model
+        self.variables = predictor.variables if variables is None else variables
+        self.mean = jnp.asarray(predictor.task.mean, jnp.float32)
+        self.std = jnp.asarray(predictor.task.std, jnp.float32)
+        self.class_names = predictor.class_names
+
+    def with_variables(self, variables: dict) -> "ModelFunction":
+        """The same function with other weights (the sanity checks' randomised models)."""
+        return ModelFunction(self.predictor, variables)
+
+    def normalize(self, images_u8) -> jax.Array:
+        return (jnp.asarray(images_u8, jnp.float32) - self.mean) / self.std
+
+    def denormalize(self, x) -> jax.Array:
+        """x -> float pixels 0..255 (for baselines built in pixel space)."""
+        return x * self.std + self.mean
+
+    def inputs(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, jax.Array]:
+        """uint8 images of any size -> (the Predictor's preprocessed uint8 [B, S, S, C], x)."""
+        u8 = self.predictor.preprocess(list(images))[0]["images"]
+        return u8, self.normalize(u8)
+
+    def logits(self, x: jax.Array) -> jax.Array:
+        return apply_model(self.model, self.variables, x, train=False)[0]
+
+    def tapped(self, x: jax.Array, perturbations: dict, attention: bool = False):
+        """(logits, {name: map seen}) with perturbations[name] added to the named maps."""
+        with tapping(perturbations, attention=attention) as seen:
+            logits = self.logits(x)
+        return logits, dict(seen)
+
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(self.model.feature_names())
+
+
+def resolve_targets(fn: ModelFunction, x: jax.Array, target) -> np.ndarray:
+    """Class index per image: "top1" (each image's prediction), a class name, an index, or one
+    of those per image."""
+    count = x.shape[0]
+    if target is None or (isinstance(target, str) and target == "top1"):
+        return np.asarray(jnp.argmax(jax.jit(fn.logits)(x), axis=-1), np.int32)
+    targets = list(target) if isinstance(target, list | tuple | np.ndarray) else [target] * count
+    if len(targets) != count:
+        raise UserError(f"{len(targets)} targets for {count} images: give one, or one per image")
+    names = fn.class_names
+    out = []
+    for t in targets:
+        if isinstance(t, str) and t in names:
+            out.append(names.index(t))
+        elif isinstance(t, str) and t.isdigit() or isinstance(t, int | np.integer):
+            if not 0 <= int(t) < len(names):
+                raise UserError(f"target {t} is out of range: the model has {len(names)} classes")
+            out.append(int(t))
+        else:
+            raise UserError(
+                f"target {t!r} is not 'top1', a class index or one of the classes "
+                f"({', '.join(names[:10])}{', ...' if len(names) > 10 else ''})"
+            )
+    return np.asarray(out, np.int32)
+
+
+def target_logit(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """[B] the logit of each image's target class; summed, its gradient is per image."""
+    return jnp.take_along_axis(logits, targets[:, None], axis=-1)[:, 0]
+
+
+def chunked(values: np.ndarray, weights: np.ndarray, chunk: int):
+    """(values, weights) padded with zero-weight rows to whole chunks, as [n, chunk, ...]."""
+    pad = -len(values) % chunk
+    values = np.concatenate([values, np.repeat(values[-1:], pad, 0)])
+    weights = np.concatenate([weights, np.zeros(pad, weights.dtype)])
+    return values.reshape(-1, chunk, *values.shape[1:]), weights.reshape(-1, chunk)

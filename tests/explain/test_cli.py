@@ -1,0 +1,56 @@
+"""experiments.explain end to end: heat-map PNGs and raw .npy attributions per image and
+method, the completeness line of Integrated Gradients, and one-line errors."""
+
+import os
+
+import numpy as np
+from PIL import Image
+
+from tests.experiments.helpers import run_module
+
+
+def test_explain_writes_maps_and_attributions(resnet, digits_images, tmp_path):
+    _, workdir = resnet
+    images, labels = digits_images
+    paths = []
+    for i in range(2):
+        path = str(tmp_path / f"digit{i}.png")
+        Image.fromarray(images[i][:, :, 0]).save(path)
+        paths.append(path)
+    out = str(tmp_path / "maps")
+    result = run_module(
+        "experiments.explain",
+        f"--workdir={workdir}",
+        "--images",
+        *paths,
+        "--method=gradcam,integrated_gradients",
+        "--steps=32",
+        f"--out={out}",
+        check=True,
+    )
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 4, result.stdout
+    assert lines[0].startswith(f"{paths[0]}: gradcam of {labels[0]} (p=")
+    assert "completeness error" in lines[2] and lines[2].endswith("digit0_integrated_gradients.png")
+    for name in ("digit0", "digit1"):
+        gradcam = np.load(os.path.join(out, f"{name}_gradcam.npy"))
+        assert gradcam.shape == (4, 4) and gradcam.max() > 0  # C3 of the 8x8 ResNet
+        ig = np.load(os.path.join(out, f"{name}_integrated_gradients.npy"))
+        assert ig.shape == (8, 8, 1)
+        picture = Image.open(os.path.join(out, f"{name}_gradcam.png"))
+        assert picture.size == (2 * 224, 224 + 22)  # image and overlay, enlarged, captioned
+
+
+def test_explain_errors_are_one_line(resnet, tmp_path):
+    _, workdir = resnet
+    result = run_module("experiments.explain", f"--workdir={workdir}", "--images", "nope.png")
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip().splitlines()[-1] == "error: image nope.png not found: check the path"
+    )
+    path = str(tmp_path / "a.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(path)
+    result = run_module(
+        "experiments.explain", f"--workdir={workdir}", "--images", path, "--method=lime"
+    )
+    assert result.returncode == 2 and "error: unknown method 'lime'" in result.stderr
