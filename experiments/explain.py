@@ -34,7 +34,7 @@ _OUT = flags.DEFINE_string("out", None, "Where to write the maps (default <workd
 _LAYER = flags.DEFINE_string("layer", None, "Grad-CAM's feature map (default: the last).")
 _STEPS = flags.DEFINE_integer("steps", 64, "Integrated Gradients: path points.")
 _BASELINE = flags.DEFINE_enum(
-    "baseline", "black", ["black", "blurred", "uniform"], "Integrated Gradients: baseline."
+    "baseline", "black", ["black", "blurred", "uniform", "mean"], "Integrated Gradients: baseline."
 )
 _RULE = flags.DEFINE_enum(
     "rule", "gausslegendre", ["gausslegendre", "riemann_trapezoid"], "IG: integration rule."
@@ -57,11 +57,11 @@ def main(argv):
     if not _WORKDIR.value or not images:
         cli.fail("give --workdir=DIR (a classifier's run) and --images a.png [b.jpg ...]")
     try:
-        fn = ModelFunction(Predictor.from_workdir(_WORKDIR.value))
+        fn = ModelFunction.of(Predictor.from_workdir(_WORKDIR.value))
         methods = list(METHODS) if _METHOD.value == "all" else _METHOD.value.split(",")
         if _METHOD.value == "all" and not getattr(fn.model, "num_heads", None):
             methods.remove("attention_rollout")  # ViTs only
-        pixels = [files.load_image(path, fn.predictor.record["channels"]) for path in images]
+        pixels = [files.load_image(path, fn.channels) for path in images]
         out = _OUT.value or os.path.join(_WORKDIR.value, "explain")
         os.makedirs(out, exist_ok=True)
         for method in methods:

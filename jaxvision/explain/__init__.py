@@ -9,7 +9,7 @@
 Methods (`METHODS`; options in brackets):
 - "gradient", "input_x_gradient": d logit / dx, and x times it.
 - "smoothgrad" [samples=25, noise_level=0.15, seed, chunk]: the mean gradient of noisy copies.
-- "integrated_gradients" [baseline="black"|"blurred"|"uniform", steps=64,
+- "integrated_gradients" [baseline="black"|"blurred"|"uniform"|"mean", steps=64,
   rule="gausslegendre"|"riemann_trapezoid", chunk=16, blur_sigma]: path integral from a
   baseline; `result.completeness` says how far the attributions' sum is from f(x) - f(x').
 - "gradcam", "gradcam_plus_plus" [layer]: from a named feature map (default: the last;
@@ -84,7 +84,7 @@ def explain(predictor, images, method: str = "gradcam", target="top1", **options
     """
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
-    fn = predictor if isinstance(predictor, ModelFunction) else ModelFunction(predictor)
+    fn = predictor if isinstance(predictor, ModelFunction) else ModelFunction.of(predictor)
     u8, x = fn.inputs(images)
     targets = resolve_targets(fn, x, target)
     call = METHODS[method]

@@ -94,7 +94,7 @@ def _gradcam_pp(fn, x, targets, layer):
     activations, grads = _activations_and_grads(fn, x, targets, layer)
     g2, g3 = grads**2, grads**3
     summed = jnp.sum(activations, axis=(1, 2), keepdims=True)
-    aij = g2 / (2 * g2 + summed * g3 + 1e-7)
+    aij = g2 / (2 * g2 + summed * g3 + 1e-6)  # pytorch-grad-cam's eps
     aij = jnp.where(grads != 0, aij, 0)
     weights = jnp.sum(jax.nn.relu(grads) * aij, axis=(1, 2), keepdims=True)
     return jax.nn.relu(jnp.sum(weights * activations, axis=-1))

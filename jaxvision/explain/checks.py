@@ -75,8 +75,7 @@ def cascading_randomization(
     statistics) are kept. `limit`: stop after that many modules.
     """
     params = fn.variables["params"]
-    size = fn.predictor.image_size
-    channels = fn.predictor.record["channels"]
+    size, channels = fn.image_size, fn.channels
     fresh = fn.model.init(jax.random.key(seed), jnp.zeros((1, size, size, channels)))["params"]
     reference = heatmap_of(fn)
     curve = [{"randomized": [], "spearman": 1.0}]

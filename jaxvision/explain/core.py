@@ -1,7 +1,7 @@
 """What every explanation method works on: a classifier as a function of its normalised input.
 
-`ModelFunction(predictor)` turns a jaxvision Predictor (a workdir's or a bundle's model is not
-enough: the methods need the model code for gradients, so a workdir's) into
+`ModelFunction.of(predictor)` turns a workdir's jaxvision Predictor (not a bundle's: the
+methods need the model's code for gradients) into
 
     fn.logits(x)         x: [B, S, S, C] float32 normalised input -> [B, K] float32 logits
     fn.normalize(u8)     uint8 [B, S, S, C] (the Predictor's preprocessing) -> x
@@ -11,6 +11,7 @@ Attributions are taken with respect to x, the tensor the network reads (as captu
 pytorch-grad-cam do on a normalised torch tensor); heat maps are over its S x S pixels.
 """
 
+import copy
 from collections.abc import Sequence
 
 import jax
@@ -23,7 +24,23 @@ from jaxvision.tasks.classification import apply_model
 
 
 class ModelFunction:
-    def __init__(self, predictor, variables: dict | None = None):
+    """model: a zoo classifier module; variables: its {"params", ...}; mean / std: the input
+    normalisation (0..255 scale); preprocess: uint8 images -> uint8 [B, S, S, C] (default:
+    none: the images already are the model's input)."""
+
+    def __init__(
+        self, model, variables: dict, *, mean, std, class_names, image_size, channels, preprocess
+    ):
+        self.model, self.variables = model, variables
+        self.mean = jnp.asarray(mean, jnp.float32)
+        self.std = jnp.asarray(std, jnp.float32)
+        self.class_names = list(class_names)
+        self.image_size, self.channels = image_size, channels
+        self.preprocess = preprocess
+
+    @classmethod
+    def of(cls, predictor) -> "ModelFunction":
+        """The classifier of a jaxvision Predictor, with its preprocessing."""
         if predictor.kind != "classification":
             raise UserError(
                 f"explanations are for classifiers; this model's task is {predictor.kind}"
@@ -33,16 +50,22 @@ class ModelFunction:
                 "explanations need the model's code for its gradients: give the training "
                 "workdir (--workdir=DIR), not an exported bundle"
             )
-        self.predictor = predictor
-        self.model = predictor.task.model
-        self.variables = predictor.variables if variables is None else variables
-        self.mean = jnp.asarray(predictor.task.mean, jnp.float32)
-        self.std = jnp.asarray(predictor.task.std, jnp.float32)
-        self.class_names = predictor.class_names
+        return cls(
+            predictor.task.model,
+            predictor.variables,
+            mean=predictor.task.mean,
+            std=predictor.task.std,
+            class_names=predictor.class_names,
+            image_size=predictor.image_size,
+            channels=predictor.record["channels"],
+            preprocess=lambda images: predictor.preprocess(images)[0]["images"],
+        )
 
     def with_variables(self, variables: dict) -> "ModelFunction":
         """The same function with other weights (the sanity checks' randomised models)."""
-        return ModelFunction(self.predictor, variables)
+        other = copy.copy(self)
+        other.variables = variables
+        return other
 
     def normalize(self, images_u8) -> jax.Array:
         return (jnp.asarray(images_u8, jnp.float32) - self.mean) / self.std
@@ -53,7 +76,7 @@ class ModelFunction:
 
     def inputs(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, jax.Array]:
         """uint8 images of any size -> (the Predictor's preprocessed uint8 [B, S, S, C], x)."""
-        u8 = self.predictor.preprocess(list(images))[0]["images"]
+        u8 = np.asarray(self.preprocess(list(images)))
         return u8, self.normalize(u8)
 
     def logits(self, x: jax.Array) -> jax.Array:

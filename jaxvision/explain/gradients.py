@@ -14,7 +14,7 @@ import numpy as np
 from jaxvision.errors import UserError
 from jaxvision.explain.core import ModelFunction, chunked, target_logit
 
-BASELINES = ("black", "blurred", "uniform")
+BASELINES = ("black", "blurred", "uniform", "mean")
 RULES = ("riemann_trapezoid", "gausslegendre")
 
 
@@ -82,9 +82,10 @@ def smoothgrad(
 
 
 def path_points(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
-    """(alphas, weights) on [0, 1] for IG's path integral, as captum's approximation methods:
-    "riemann_trapezoid" (steps points from 0 to 1, the end points at half weight) and
-    "gausslegendre" (Gauss-Legendre nodes and weights mapped from [-1, 1])."""
+    """(alphas, weights) on [0, 1] for IG's path integral: "riemann_trapezoid" (steps points
+    from 0 to 1, weights 1 / (steps - 1), the end points at half weight: the trapezoid rule,
+    whose weights sum to 1; captum's weighs 1 / steps, summing to (steps - 1) / steps) and
+    "gausslegendre" (Gauss-Legendre nodes and weights mapped from [-1, 1], as captum's)."""
     if rule == "riemann_trapezoid":
         if steps < 2:
             raise UserError("riemann_trapezoid needs steps >= 2")
@@ -103,8 +104,11 @@ def path_points(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
 
 def baseline(fn: ModelFunction, x, kind: str, *, seed: int = 0, blur_sigma: float = 0.0):
     """IG's reference input in x's space: "black" (zero pixels), "uniform" (pixels drawn
-    uniformly from 0..255, per image and channel) or "blurred" (the image under a Gaussian blur
-    of `blur_sigma` pixels, default a tenth of its side)."""
+    uniformly from 0..255, per image and channel), "blurred" (the image under a Gaussian blur
+    of `blur_sigma` pixels, default a tenth of its side) or "mean" (the dataset mean: x = 0,
+    captum's default baseline)."""
+    if kind == "mean":
+        return jnp.zeros_like(x)
     if kind == "black":
         return jnp.broadcast_to(fn.normalize(jnp.zeros((1,) * x.ndim)), x.shape)
     if kind == "uniform":

@@ -145,7 +145,7 @@ def test_vit_attention_is_recorded_without_changing_the_logits():
     predictor = Predictor.random("vit_ti16", image_size=32, num_classes=4)
     params = predictor.variables["params"]
     params["head"]["kernel"] = jax.random.normal(jax.random.key(1), params["head"]["kernel"].shape)
-    fn = ModelFunction(predictor)
+    fn = ModelFunction.of(predictor)
     x = fn.normalize(np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)))
     logits, seen = fn.tapped(x, {}, attention=True)
     np.testing.assert_allclose(logits, fn.logits(x), rtol=1e-4, atol=1e-5)
