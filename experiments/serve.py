@@ -4,6 +4,7 @@
   python -m experiments.serve --workdir=DIR [--max_batch_size=32] [--max_delay_ms=5]
 
   curl -F image=@cat.jpg http://127.0.0.1:8000/v1/predict?top_k=3
+  curl -F image=@cat.jpg http://127.0.0.1:8000/v1/explain         # Grad-CAM (classifiers)
   curl http://127.0.0.1:8000/readyz        # 200 once every batch bucket is compiled
 
 The service is stateless: run one process per device behind a load balancer for more.
@@ -70,7 +71,7 @@ def main(argv):
     )
     import uvicorn
 
-    service = create_app(predictor, metadata, limits)
+    service = create_app(predictor, metadata, limits, explainer=predictor.explainer())
     uvicorn.run(service, host=_HOST.value, port=_PORT.value, log_level="warning")
 
 

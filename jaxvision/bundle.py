@@ -10,6 +10,8 @@ A bundle is a directory:
   serialized `jax.export` artefact, one per batch bucket B (1, 2, 4, ... up to max_batch),
   lowered for every platform asked for (default cpu and cuda: a CPU machine exports for a GPU
   server). The weights are an argument, not constants, so the artefacts stay small.
+- `explain_<B>.jaxexport` (classifiers): Grad-CAM of the top-1 class on the default layer
+  (jaxvision.explain.service), per bucket, for the service's `POST /v1/explain`.
 - `weights.msgpack`: the variables the forward takes (flax's msgpack: arrays only, no pickles).
 - `metadata.json`: the workdir's model.json record (task, classes, input size, preprocessing,
   normalisation), the source workdir and checkpoint step, the buckets and platforms, the
@@ -35,8 +37,8 @@ METADATA, WEIGHTS = "metadata.json", "weights.msgpack"
 FORMAT = 1  # metadata["format"]: bumped when the layout changes
 
 
-def _artefact(bucket: int) -> str:
-    return f"forward_{bucket}.jaxexport"
+def _artefact(bucket: int, kind: str = "forward") -> str:
+    return f"{kind}_{bucket}.jaxexport"
 
 
 def last_eval(workdir: str) -> dict:
@@ -72,6 +74,18 @@ def write(predictor: Predictor, out: str, *, platforms=("cpu", "cuda"), source: 
         exported = export.export(predictor._forward, platforms=tuple(platforms))(specs, inputs)
         with open(os.path.join(out, _artefact(bucket)), "wb") as f:
             f.write(exported.serialize())
+    explained = None
+    if predictor.kind == "classification":
+        from jaxvision.explain.service import gradcam_forward
+
+        forward, layer = gradcam_forward(predictor)
+        images = example["images"]
+        for bucket in buckets:
+            spec = jax.ShapeDtypeStruct((bucket, *images.shape[1:]), images.dtype)
+            exported = export.export(jax.jit(forward), platforms=tuple(platforms))(specs, spec)
+            with open(os.path.join(out, _artefact(bucket, "explain")), "wb") as f:
+                f.write(exported.serialize())
+        explained = {"method": "gradcam", "layer": layer}
     with open(os.path.join(out, WEIGHTS), "wb") as f:
         f.write(flax.serialization.msgpack_serialize(variables))
     metadata = {
@@ -80,6 +94,7 @@ def write(predictor: Predictor, out: str, *, platforms=("cpu", "cuda"), source: 
         "source": source,
         "buckets": buckets,
         "platforms": list(platforms),
+        "explain": explained,
         "versions": {"jaxvision": jaxvision.__version__, "jax": jax.__version__},
     }
     with open(os.path.join(out, METADATA), "w") as f:
@@ -105,6 +120,11 @@ class ExportedPredictor(Predictor):
         for bucket in metadata["buckets"]:
             with open(os.path.join(path, _artefact(bucket)), "rb") as f:
                 self._exported[bucket] = export.deserialize(bytearray(f.read()))
+        self._explain = {}
+        if metadata.get("explain"):
+            for bucket in metadata["buckets"]:
+                with open(os.path.join(path, _artefact(bucket, "explain")), "rb") as f:
+                    self._explain[bucket] = export.deserialize(bytearray(f.read()))
         platform = jax.default_backend()
         if platform not in metadata["platforms"]:
             raise UserError(
@@ -115,6 +135,17 @@ class ExportedPredictor(Predictor):
     def _forward(self, variables, inputs: dict):
         bucket = len(next(iter(inputs.values())))
         return self._exported[bucket].call(variables, inputs)
+
+    def explainer(self):
+        """The bundle's Grad-CAM as a jaxvision.explain.service.Explainer (None without one)."""
+        if not self._explain:
+            return None
+        from jaxvision.explain.service import Explainer
+
+        def forward(variables, images):
+            return self._explain[len(images)].call(variables, images)
+
+        return Explainer(self, forward, self.metadata["explain"]["layer"])
 
 
 def read_metadata(path: str) -> dict:

@@ -241,6 +241,15 @@ class Predictor:
             outputs["boxes"] = (outputs["boxes"] / factors).astype(np.float32)
         return outputs
 
+    def explainer(self):
+        """Grad-CAM of this classifier (jaxvision.explain.service.Explainer); None for other
+        tasks."""
+        if self.kind != "classification":
+            return None
+        from jaxvision.explain.service import Explainer
+
+        return Explainer.of(self)
+
     def top_k(self, probs: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
         """[(class name, probability)] of the `k` most probable classes, per row of `probs`."""
         k = min(k, probs.shape[-1])

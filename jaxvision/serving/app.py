@@ -8,6 +8,8 @@ input. `experiments.serve` runs it with uvicorn.
   GET  /readyz       200 once every batch bucket is compiled (503 before)
   GET  /v1/metadata  the model: task, classes, input size, preprocessing, source, versions
   GET  /metrics      Prometheus: requests by status, latency, batch sizes, queue depth
+  POST /v1/explain   the same inputs (classifiers): Grad-CAM of each image's top-1 class,
+                     as a heat map [S, S] and a PNG to lay over the image's crop box
   GET  /             a web page: choose or drop an image, see the answer drawn on it
 """
 
@@ -27,6 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from jaxvision.serving.batcher import Batcher, QueueFull
+from jaxvision.serving.explanations import explanations
 from jaxvision.serving.images import BadImage, decode
 
 
@@ -50,24 +53,31 @@ class ApiError(Exception):
         self.status, self.message, self.headers = status, message, headers or {}
 
 
-def warm_up(predictor) -> None:
-    """Compiles every batch bucket, so that no request pays a compile."""
+def warm_up(predictor, explainer=None) -> None:
+    """Compiles every batch bucket (of the explanations too), so that no request pays a
+    compile."""
     size, channels = predictor.image_size, predictor.record["channels"]
     image = np.zeros((size, size, channels), np.uint8)
     for bucket in predictor.buckets():
         predictor.predict([image] * bucket)
+        if explainer is not None:
+            explainer.explain([image] * bucket)
 
 
-def create_app(predictor, metadata: dict, limits: Limits = Limits()) -> FastAPI:
+def create_app(predictor, metadata: dict, limits: Limits = Limits(), explainer=None) -> FastAPI:
     """The service around `predictor` (a jaxvision Predictor or bundle); `metadata` is what
-    /v1/metadata answers. Buckets compile in a background thread; /readyz says when done."""
+    /v1/metadata answers; `explainer` (jaxvision.explain.service.Explainer, optional) answers
+    /v1/explain. Buckets compile in a background thread; /readyz says when done."""
     registry = prom.CollectorRegistry()
     requests = prom.Counter(
-        "jaxvision_requests", "Predict requests by HTTP status.", ["status"], registry=registry
+        "jaxvision_requests",
+        "Predict and explain requests by HTTP status.",
+        ["status"],
+        registry=registry,
     )
     latency = prom.Histogram(
         "jaxvision_request_seconds",
-        "Predict request latency (receipt to answer).",
+        "Predict and explain request latency (receipt to answer).",
         buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30),
         registry=registry,
     )
@@ -90,8 +100,10 @@ def create_app(predictor, metadata: dict, limits: Limits = Limits()) -> FastAPI:
     ready = threading.Event()
     page = importlib.resources.files(__package__).joinpath("page.html").read_text()
 
+    explaining = threading.Lock()  # one explanation at a time: each is a batch's worth of work
+
     def compile_buckets():
-        warm_up(predictor)
+        warm_up(predictor, explainer)
         ready.set()
 
     @contextlib.asynccontextmanager
@@ -128,6 +140,24 @@ def create_app(predictor, metadata: dict, limits: Limits = Limits()) -> FastAPI:
     async def metrics():
         return Response(prom.generate_latest(registry), media_type=prom.CONTENT_TYPE_LATEST)
 
+    async def read_images(request: Request) -> list[np.ndarray]:
+        uploads = await _uploads(request, limits)
+        channels = predictor.record["channels"]
+        # Decoded off the event loop: other requests are read meanwhile.
+        return await asyncio.to_thread(
+            lambda: [
+                decode(data, channels=channels, max_pixels=limits.max_pixels, name=name)
+                for name, data in uploads
+            ]
+        )
+
+    def answered(status: int, response: Response, start: float) -> Response:
+        seconds = time.perf_counter() - start
+        requests.labels(str(status)).inc()
+        latency.observe(seconds)
+        response.headers["Server-Timing"] = f"predict;dur={1000 * seconds:.2f}"
+        return response
+
     @app.post("/v1/predict")
     async def predict(request: Request):
         start = time.perf_counter()
@@ -135,15 +165,7 @@ def create_app(predictor, metadata: dict, limits: Limits = Limits()) -> FastAPI:
             batcher.expecting(+1)  # a batch forming now waits for this one
             try:
                 top_k = _top_k(request, limits, len(predictor.class_names))
-                uploads = await _uploads(request, limits)
-                channels = predictor.record["channels"]
-                # Decoded off the event loop: other requests are read meanwhile.
-                images = await asyncio.to_thread(
-                    lambda: [
-                        decode(data, channels=channels, max_pixels=limits.max_pixels, name=name)
-                        for name, data in uploads
-                    ]
-                )
+                images = await read_images(request)
             finally:
                 batcher.expecting(-1)
             if not ready.is_set():
@@ -161,11 +183,31 @@ def create_app(predictor, metadata: dict, limits: Limits = Limits()) -> FastAPI:
         except ApiError as e:
             status = e.status
             response = JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
-        seconds = time.perf_counter() - start
-        requests.labels(str(status)).inc()
-        latency.observe(seconds)
-        response.headers["Server-Timing"] = f"predict;dur={1000 * seconds:.2f}"
-        return response
+        return answered(status, response, start)
+
+    @app.post("/v1/explain")
+    async def explain(request: Request):
+        start = time.perf_counter()
+        try:
+            if explainer is None:
+                raise ApiError(404, f"this {predictor.kind} model has no explanations")
+            images = await read_images(request)
+            if not ready.is_set():
+                raise ApiError(503, "the model is still compiling", {"Retry-After": "1"})
+
+            def run():
+                with explaining:
+                    return explainer.explain(images)
+
+            outputs = await asyncio.to_thread(run)
+            body = {"explanations": explanations(predictor, explainer, images, outputs)}
+            status, response = 200, JSONResponse(body)
+        except BadImage as e:
+            status, response = e.status, JSONResponse({"error": e.message}, status_code=e.status)
+        except ApiError as e:
+            status = e.status
+            response = JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
+        return answered(status, response, start)
 
     return app
 

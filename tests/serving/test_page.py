@@ -86,6 +86,15 @@ def test_the_page_shows_the_top_labels_of_an_uploaded_image(server, browser, tmp
     )
     assert size == [256, 256]
     assert pixel == [int(image[70 // 32, 40 // 32, 0])] * 3 + [255]
+    # "why?" lays the server's Grad-CAM over the image: the pixel takes its colours.
+    browser.find_element(By.ID, "why").click()
+    note = WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "why-note").text)
+    assert note.startswith(f"Grad-CAM of {names[int(np.argmax(probs))]} ("), note
+    after = browser.execute_script(
+        "return Array.from(document.getElementById('canvas').getContext('2d')"
+        ".getImageData(40, 70, 1, 1).data);"
+    )
+    assert after != pixel and after[3] == 255
     shot = tmp_path / "page.png"
     assert browser.save_screenshot(str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 5000

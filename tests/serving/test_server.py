@@ -15,6 +15,8 @@ from PIL import Image
 
 from experiments import detection
 from jaxvision import bundle
+from jaxvision.explain import explain
+from jaxvision.predictor import Predictor
 from tests.serving.helpers import digits, png
 
 
@@ -88,6 +90,34 @@ def test_a_detector_answers_boxes_in_each_images_own_pixels(detector_server):
     # The second image's boxes are in its own 96 x 48 pixels.
     boxes = np.array([d["box"] for d in answer.json()["predictions"][1]["detections"]])
     assert boxes[:, [0, 2]].max() <= 96 and boxes[:, [1, 3]].max() <= 48
+
+
+def test_explain_answers_gradcam_of_the_top_label(server, detector_server):
+    url, path = server
+    images = digits(2, seed=3)
+    files = [("image", (f"d{i}.png", png(im), "image/png")) for i, im in enumerate(images)]
+    answer = requests.post(f"{url}/v1/explain", files=files, timeout=60)
+    assert answer.status_code == 200, answer.text
+    got = answer.json()["explanations"]
+    # The bundle's exported Grad-CAM, and the library's on the workdir's model.
+    expected = bundle.load(path).explainer().explain(images)
+    workdir = os.path.join(os.path.dirname(path), "run")
+    library = explain(Predictor.from_workdir(workdir), images, method="gradcam")
+    for i, item in enumerate(got):
+        assert item["method"] == "gradcam" and item["layer"] == "conv1"  # 4x4; conv2 is 2x2
+        assert item["index"] == int(expected["targets"][i]) == int(library.targets[i])
+        heatmap = np.array(item["heatmap"], np.float32)
+        assert heatmap.shape == (8, 8)  # the model's input side
+        np.testing.assert_allclose(heatmap, expected["heatmaps"][i], atol=1e-4)
+        np.testing.assert_allclose(heatmap, library.heatmaps[i], atol=2e-3)
+        h, w = images[i].shape[:2]
+        side = min(h, w)  # the digits model crops at ratio 1.0
+        assert item["box"] == [(w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2]
+        assert item["heatmap_png"].startswith("data:image/png;base64,")
+    # A detector has no explanations: a 404 that says so.
+    detector_url, _, _ = detector_server
+    answer = requests.post(f"{detector_url}/v1/explain", files=files[:1], timeout=30)
+    assert answer.status_code == 404 and "no explanations" in answer.json()["error"]
 
 
 @pytest.mark.parametrize("concurrency", [1, 8, 32])
