@@ -17,6 +17,7 @@ Predictor's own top-1).
 
 import io
 import json
+import socket
 import subprocess
 import sys
 import tempfile
@@ -39,7 +40,7 @@ _REQUESTS = flags.DEFINE_integer("requests", 256, "Requests per server case.")
 _CONCURRENCY = flags.DEFINE_list("concurrency", ["1", "8", "32"], "Client threads per case.")
 _MAX_BATCH = flags.DEFINE_integer("max_batch_size", 32, "The server's batch limit.")
 _MAX_DELAY = flags.DEFINE_float("max_delay_ms", 5.0, "The server's batching delay.")
-_PORT = flags.DEFINE_integer("port", 8765, "Local port for the server under test.")
+_PORT = flags.DEFINE_integer("port", 8765, "Local port for the server under test (0: a free one).")
 
 
 def raw_rows(predictor: Predictor, images: list[np.ndarray], repeats: int = 5) -> list[dict]:
@@ -57,14 +58,21 @@ def random_predictor(name: str, image_size: int, max_batch: int) -> Predictor:
     return Predictor.random(name, image_size=image_size, max_batch=max_batch)
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _serve(max_batch_size: int, source: str):
     import requests
 
-    url = f"http://127.0.0.1:{_PORT.value}"
+    port = _PORT.value or _free_port()
+    url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
         [
             sys.executable, "-m", "experiments.serve", source,
-            f"--port={_PORT.value}", f"--max_batch_size={max_batch_size}",
+            f"--port={port}", f"--max_batch_size={max_batch_size}",
             f"--max_delay_ms={_MAX_DELAY.value}", f"--queue_size={4 * _REQUESTS.value}",
         ],
         stdout=subprocess.DEVNULL,

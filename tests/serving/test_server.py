@@ -4,6 +4,7 @@ bad input gets its 4xx while the next good request still succeeds, and a bounded
 concurrency 1, 8 and 32 has no errors."""
 
 import base64
+import json
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from experiments import detection
 from jaxvision import bundle
 from jaxvision.explain import explain
 from jaxvision.predictor import Predictor
+from tests.experiments.helpers import run_module
 from tests.serving.helpers import digits, png
 
 
@@ -179,3 +181,28 @@ def test_bad_input_gets_a_4xx_and_the_server_stays_up(server, case):
     assert requests.post(f"{url}/v1/predict", files=good, timeout=30).status_code == 200
     metrics = requests.get(f"{url}/metrics", timeout=5).text
     assert re.search(rf'^jaxvision_requests_total\{{status="{status}"\}} [1-9]', metrics, re.M)
+
+
+def test_serve_bench_prints_its_rows():
+    """The benchmark command at tiny settings: a raw row per bucket, a server row per case,
+    every answer right."""
+    result = run_module(
+        "experiments.serve_bench",
+        "--model=simple_cnn",
+        "--image_size=16",
+        "--requests=16",
+        "--concurrency=1,4",
+        "--max_batch_size=4",
+        "--port=0",
+        check=True,
+    )
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [r["batch"] for r in rows if r["case"] == "raw"] == [1, 2, 4]
+    served = [r for r in rows if r["case"] != "raw"]
+    assert [(r["case"], r["concurrency"]) for r in served] == [
+        ("server max_batch_size=4", 1),
+        ("server max_batch_size=4", 4),
+        ("server max_batch_size=1", 1),
+        ("server max_batch_size=1", 4),
+    ]
+    assert all(r["errors"] == 0 and r["wrong"] == 0 and r["img_s"] > 0 for r in served)
