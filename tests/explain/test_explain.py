@@ -10,8 +10,9 @@ import pytest
 
 from jaxvision import models
 from jaxvision.errors import UserError
-from jaxvision.explain import METHODS, ModelFunction, checks, explain
+from jaxvision.explain import METHODS, ModelFunction, checks, explain, gradients
 from jaxvision.explain.cam import default_layer
+from jaxvision.explain.core import chunked
 from jaxvision.predictor import Predictor
 
 
@@ -36,6 +37,21 @@ def test_integrated_gradients_is_complete_at_128_steps(cnn, digits_images):
         result = explain(fn, images[:4], method="integrated_gradients", baseline=baseline)
         assert result.attributions.shape == (4, 16, 16, 1)
         assert np.all(result.completeness["error"] < 0.05 * np.abs(result.completeness["delta"]))
+
+
+def test_integrated_gradients_memory_does_not_grow_with_steps(cnn, digits_images):
+    """The compiled program's scratch memory for 32 and 512 path points, 16 at a time."""
+    fn, _ = cnn
+    u8, x = fn.inputs(digits_images[0][:8])
+    targets = jnp.zeros(8, jnp.int32)
+    run = jax.jit(gradients._weighted_grad_sum(fn, lambda x, a: a * x))
+    sizes = []
+    for steps in (32, 512):
+        alphas, weights = gradients.path_points(steps, "gausslegendre")
+        values, w = chunked(alphas, weights, 16)
+        compiled = run.lower(x, targets, values, w).compile()
+        sizes.append(compiled.memory_analysis().temp_size_in_bytes)
+    assert sizes[0] > 0 and sizes[1] <= sizes[0] * 1.05, sizes
 
 
 @pytest.mark.parametrize("method", sorted(set(METHODS) - {"attention_rollout"}))
