@@ -35,13 +35,20 @@ def family_options(family: str, **overrides):
     `overrides` (e.g. score_thresh, detections_per_img)."""
     cls = FAMILIES[family][1]
     known = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(overrides) - set(known))
+    anywhere = {f.name for _, c in FAMILIES.values() for f in dataclasses.fields(c)}
+    unknown = sorted(set(overrides) - anywhere)
     if unknown:
         raise UserError(
             f"--config.detection.{unknown[0]}: {family} has no option '{unknown[0]}'; its "
             f"options are {', '.join(known)}"
         )
-    return cls(**overrides)
+    # Another family's options (a config written for RetinaNet run with an SSD): said, dropped.
+    foreign = sorted(set(overrides) - set(known))
+    if foreign:
+        from jaxvision.train import reporting
+
+        reporting.note(f"{family} has no option {', '.join(foreign)}: ignored")
+    return cls(**{k: v for k, v in overrides.items() if k in known})
 
 
 def model_anchors(model: nn.Module, canvas: int) -> tuple[np.ndarray, tuple[int, ...]]:
