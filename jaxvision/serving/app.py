@@ -151,63 +151,62 @@ def create_app(predictor, metadata: dict, limits: Limits = Limits(), explainer=N
             ]
         )
 
-    def answered(status: int, response: Response, start: float) -> Response:
+    async def respond(work) -> Response:
+        """The answer of `work()` (-> the JSON body of a 200), timed and counted; bad input
+        (BadImage, ApiError) becomes its 4xx / 5xx with a JSON error."""
+        start = time.perf_counter()
+        try:
+            status, response = 200, JSONResponse(await work())
+        except (BadImage, ApiError) as e:
+            status = e.status
+            headers = getattr(e, "headers", None)
+            response = JSONResponse({"error": e.message}, status_code=e.status, headers=headers)
         seconds = time.perf_counter() - start
         requests.labels(str(status)).inc()
         latency.observe(seconds)
         response.headers["Server-Timing"] = f"predict;dur={1000 * seconds:.2f}"
         return response
 
+    def check_ready():
+        if not ready.is_set():
+            raise ApiError(503, "the model is still compiling", {"Retry-After": "1"})
+
     @app.post("/v1/predict")
     async def predict(request: Request):
-        start = time.perf_counter()
-        try:
+        async def work():
             batcher.expecting(+1)  # a batch forming now waits for this one
             try:
                 top_k = _top_k(request, limits, len(predictor.class_names))
                 images = await read_images(request)
             finally:
                 batcher.expecting(-1)
-            if not ready.is_set():
-                raise ApiError(503, "the model is still compiling", {"Retry-After": "1"})
+            check_ready()
             try:
                 outputs = await batcher.submit(images)
             except QueueFull:
                 raise ApiError(503, "the server is busy: retry", {"Retry-After": "1"}) from None
             except TimeoutError:
                 raise ApiError(504, f"no answer within {limits.timeout_s} s") from None
-            body = {"predictions": _answers(predictor, outputs, top_k)}
-            status, response = 200, JSONResponse(body)
-        except BadImage as e:
-            status, response = e.status, JSONResponse({"error": e.message}, status_code=e.status)
-        except ApiError as e:
-            status = e.status
-            response = JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
-        return answered(status, response, start)
+            return {"predictions": _answers(predictor, outputs, top_k)}
+
+        return await respond(work)
 
     @app.post("/v1/explain")
     async def explain(request: Request):
-        start = time.perf_counter()
-        try:
+        async def work():
             if explainer is None:
                 raise ApiError(404, f"this {predictor.kind} model has no explanations")
             images = await read_images(request)
-            if not ready.is_set():
-                raise ApiError(503, "the model is still compiling", {"Retry-After": "1"})
+            check_ready()
 
             def run():
                 with explaining:
                     return explainer.explain(images)
 
             outputs = await asyncio.to_thread(run)
-            body = {"explanations": explanations(predictor, explainer, images, outputs)}
-            status, response = 200, JSONResponse(body)
-        except BadImage as e:
-            status, response = e.status, JSONResponse({"error": e.message}, status_code=e.status)
-        except ApiError as e:
-            status = e.status
-            response = JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
-        return answered(status, response, start)
+            return {"explanations": explanations(predictor, explainer, images, outputs)}
+
+        return await respond(work)
 
     return app
 

@@ -59,3 +59,17 @@ def load_config(name, **overrides):
     config = runpy.run_path(os.path.join(CONFIGS, name))["get_config"]()
     config.update(overrides)
     return config
+
+
+# The shapes RetinaNet at 64 px on 64 training images: a few seconds per run once compiled.
+# Every box a barely trained model proposes is kept (score_thresh 0), so there are detections
+# to map and draw.
+TINY_SHAPES = {
+    "detection": {"score_thresh": 0.0, "detections_per_img": 20},
+    "dataset_options": {"image_size": 64, "num_train": 64, "num_test": 16, "max_objects": 4},
+    "image_size": 64,
+    "batch_size": 8,
+    "total_steps": 4,
+    "log_every_steps": 2,
+    "checkpoint_every_steps": 2,
+}

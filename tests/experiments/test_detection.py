@@ -20,19 +20,15 @@ from jaxvision.evaluation.coco import STAT_NAMES
 from jaxvision.models import detection as detectors
 from jaxvision.predictor import Predictor
 from jaxvision.train.state import ModelState
-from tests.experiments.helpers import load_config, read_metrics, run_module, without_timings
+from tests.experiments.helpers import (
+    TINY_SHAPES,
+    load_config,
+    read_metrics,
+    run_module,
+    without_timings,
+)
 
-# 64 px shapes, 64 training images: a few seconds per run once compiled. Every box a barely
-# trained model proposes is kept (score_thresh 0), so there are detections to map and draw.
-TINY = {
-    "detection": {"score_thresh": 0.0, "detections_per_img": 20},
-    "dataset_options": {"image_size": 64, "num_train": 64, "num_test": 16, "max_objects": 4},
-    "image_size": 64,
-    "batch_size": 8,
-    "total_steps": 4,
-    "log_every_steps": 2,
-    "checkpoint_every_steps": 2,
-}
+TINY = TINY_SHAPES
 
 
 def _config(name="shapes_retinanet.py", **overrides):

@@ -5,19 +5,15 @@ import pytest
 
 from experiments import detection
 from experiments.classification import train_and_evaluate
-from tests.experiments.helpers import load_config, run_module
+from tests.experiments.helpers import TINY_SHAPES, load_config, run_module
 from tests.serving.helpers import serve
 
 TINY = dict(image_size=8, pad=1, total_steps=20, log_every_steps=10, checkpoint_every_steps=0)
-# A few steps of the shapes RetinaNet at 64 px; every box it proposes is kept (score_thresh 0),
-# so each answer carries detections to compare and draw.
+# Two steps of the tests' tiny shapes RetinaNet, five detections per image.
 TINY_DETECTOR = {
+    **TINY_SHAPES,
     "detection": {"score_thresh": 0.0, "detections_per_img": 5},
-    "dataset_options": {"image_size": 64, "num_train": 32, "num_test": 8, "max_objects": 4},
-    "image_size": 64,
-    "batch_size": 8,
     "total_steps": 2,
-    "log_every_steps": 2,
     "checkpoint_every_steps": 0,
 }
 
