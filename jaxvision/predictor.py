@@ -218,11 +218,9 @@ class Predictor:
             sizes.append(self.bucket(sizes[-1] + 1))
         return sizes
 
-    def predict(self, images: Sequence[np.ndarray]) -> dict:
-        """images: uint8 [H, W, C] of any size (or an [N, H, W, C] array) -> the task's outputs
-        as numpy, one row per image (classification: {"probs": [N, K] float32}; detection:
-        {"boxes": [N, D, 4] in each image's pixels, "scores", "classes", "valid": [N, D]})."""
-        inputs, scales = self.preprocess(list(images))
+    def run_bucketed(self, forward, inputs: dict) -> dict:
+        """forward(variables, batch) over preprocessed `inputs` ({name: [N, ...]}), max_batch
+        rows at a time, each chunk padded to its bucket: numpy outputs, N rows."""
         total = len(next(iter(inputs.values())))
         outputs = []
         for start in range(0, total, self.max_batch):
@@ -232,9 +230,16 @@ class Predictor:
             padded = {
                 k: np.concatenate([v, np.repeat(v[:1], size - count, 0)]) for k, v in chunk.items()
             }
-            result = jax.device_get(self._forward(self.variables, padded))
+            result = jax.device_get(forward(self.variables, padded))
             outputs.append(jax.tree.map(lambda x, count=count: x[:count], result))
-        outputs = jax.tree.map(lambda *xs: np.concatenate(xs), *outputs)
+        return jax.tree.map(lambda *xs: np.concatenate(xs), *outputs)
+
+    def predict(self, images: Sequence[np.ndarray]) -> dict:
+        """images: uint8 [H, W, C] of any size (or an [N, H, W, C] array) -> the task's outputs
+        as numpy, one row per image (classification: {"probs": [N, K] float32}; detection:
+        {"boxes": [N, D, 4] in each image's pixels, "scores", "classes", "valid": [N, D]})."""
+        inputs, scales = self.preprocess(list(images))
+        outputs = self.run_bucketed(self._forward, inputs)
         if scales is not None:  # canvas pixels -> each image's own
             sy, sx = scales[:, 0], scales[:, 1]
             factors = np.stack([sx, sy, sx, sy], axis=-1)[:, None, :]

@@ -25,6 +25,7 @@ give [N, h, w], upsampled bilinearly to S x S for the heat map. Heat maps are sc
 """
 
 import dataclasses
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -84,18 +85,18 @@ def explain(predictor, images, method: str = "gradcam", target="top1", **options
     """
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
-    fn = predictor if isinstance(predictor, ModelFunction) else ModelFunction.of(predictor)
-    u8, x = fn.inputs(images)
-    targets = resolve_targets(fn, x, target)
     call = METHODS[method]
     if method == "integrated_gradients" and "baseline" in options:
         options["baseline_kind"] = options.pop("baseline")
-    try:
-        result = call(fn, x, targets, **options)
-    except TypeError as e:
-        if "unexpected keyword" in str(e):
-            raise UserError(f"{method} has no option {str(e).split()[-1]}") from None
-        raise
+    accepted = list(inspect.signature(call).parameters)[3:]  # after fn, x, targets
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        known = ", ".join(accepted) or "(none)"
+        raise UserError(f"{method} has no option '{unknown[0]}'; its options are {known}")
+    fn = predictor if isinstance(predictor, ModelFunction) else ModelFunction.of(predictor)
+    u8, x = fn.inputs(images)
+    targets = resolve_targets(fn, x, target)
+    result = call(fn, x, targets, **options)
     completeness = None
     if method == "integrated_gradients":
         result, completeness = result

@@ -65,15 +65,8 @@ class Explainer:
         """{"heatmaps": [N, S, S], "targets", "probabilities": [N], "boxes": [N, 4] (each heat
         map's square in its image's pixels)} as numpy."""
         predictor = self.predictor
-        inputs = predictor.preprocess(list(images))[0]["images"]
-        outputs = []
-        for start in range(0, len(inputs), predictor.max_batch):
-            chunk = inputs[start : start + predictor.max_batch]
-            size = predictor.bucket(len(chunk))
-            padded = np.concatenate([chunk, np.repeat(chunk[:1], size - len(chunk), 0)])
-            result = jax.device_get(self._forward(predictor.variables, padded))
-            outputs.append({k: v[: len(chunk)] for k, v in result.items()})
-        out = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
+        inputs = predictor.preprocess(list(images))[0]
+        out = predictor.run_bucketed(lambda v, batch: self._forward(v, batch["images"]), inputs)
         crop = predictor.record["crop_ratio"]
         out["boxes"] = np.array(
             [crop_box(*np.shape(image)[:2], crop) for image in images], np.float32
