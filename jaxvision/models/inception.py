@@ -6,6 +6,7 @@ torchvision's (23,834,568 without the aux head, 27,161,264 with it; 1,000 classe
 """
 
 import functools
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -28,11 +29,19 @@ def _max_pool(x: jnp.ndarray) -> jnp.ndarray:
     return nn.max_pool(x, (3, 3), strides=(2, 2))  # torch's floor mode, no padding
 
 
+def branch_avg_pool(x: jnp.ndarray) -> jnp.ndarray:
+    """The branch_pool's pooling in torchvision's blocks: 3x3 average, stride 1, zero padding
+    1 counted in the average. (The FID Inception swaps it, see jaxvision.models.fid_inception.)"""
+    return avg_pool(x, 3, 1, 1)
+
+
 class InceptionA(nn.Module):
     """35x35 block: [B, H, W, C] → [B, H, W, 224 + pool_features]."""
 
     pool_features: int
     block: ModuleDef
+    # The branch_pool's pooling (the FID Inception's blocks swap it).
+    pool: Callable[[jnp.ndarray], jnp.ndarray] = branch_avg_pool
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -43,7 +52,7 @@ class InceptionA(nn.Module):
         b3 = block(64, (1, 1), name="branch3x3dbl_1")(x)
         b3 = block(96, (3, 3), padding=(1, 1), name="branch3x3dbl_2")(b3)
         b3 = block(96, (3, 3), padding=(1, 1), name="branch3x3dbl_3")(b3)
-        bp = block(self.pool_features, (1, 1), name="branch_pool")(avg_pool(x, 3, 1, 1))
+        bp = block(self.pool_features, (1, 1), name="branch_pool")(self.pool(x))
         return jnp.concatenate([b1, b5, b3, bp], axis=-1)
 
 
@@ -67,6 +76,8 @@ class InceptionC(nn.Module):
 
     channels_7x7: int
     block: ModuleDef
+    # The branch_pool's pooling (the FID Inception's blocks swap it).
+    pool: Callable[[jnp.ndarray], jnp.ndarray] = branch_avg_pool
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -80,7 +91,7 @@ class InceptionC(nn.Module):
         bd = block(c7, (1, 7), padding=(0, 3), name="branch7x7dbl_3")(bd)
         bd = block(c7, (7, 1), padding=(3, 0), name="branch7x7dbl_4")(bd)
         bd = block(192, (1, 7), padding=(0, 3), name="branch7x7dbl_5")(bd)
-        bp = block(192, (1, 1), name="branch_pool")(avg_pool(x, 3, 1, 1))
+        bp = block(192, (1, 1), name="branch_pool")(self.pool(x))
         return jnp.concatenate([b1, b7, bd, bp], axis=-1)
 
 
@@ -105,6 +116,8 @@ class InceptionE(nn.Module):
     """8x8 block with split 1x3/3x1 convs: [B, H, W, C] → [B, H, W, 2048]."""
 
     block: ModuleDef
+    # The branch_pool's pooling (the FID Inception's blocks swap it).
+    pool: Callable[[jnp.ndarray], jnp.ndarray] = branch_avg_pool
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -127,7 +140,7 @@ class InceptionE(nn.Module):
             ],
             axis=-1,
         )
-        bp = block(192, (1, 1), name="branch_pool")(avg_pool(x, 3, 1, 1))
+        bp = block(192, (1, 1), name="branch_pool")(self.pool(x))
         return jnp.concatenate([b1, b3, bd, bp], axis=-1)
 
 
