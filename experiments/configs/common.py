@@ -88,6 +88,36 @@ def distillation_fields(config: ml_collections.ConfigDict) -> ml_collections.Con
     return config
 
 
+def gan_fields(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The fields of a GAN run (experiments.gan) on a classification config's data fields.
+
+    Optimisation uses learning_rate (the generator's; d_learning_rate the discriminator's, 0:
+    the same) with Adam(b1=adam_b1, b2=adam_b2), constant; ema_decay averages the generator.
+    """
+    config.model = "dcgan"
+    config.conditional = False  # class-conditional: conditional BatchNorm G, projection D
+    config.gan_loss = "non_saturating"  # or "hinge"
+    config.latent_dim = 100
+    config.g_width = 32  # the generator's last hidden stage (DCGAN's ngf)
+    config.d_width = 32  # the discriminator's first stage (DCGAN's ndf)
+    config.optimizer = "adam"
+    config.learning_rate = 2e-4
+    config.d_learning_rate = 0.0
+    config.adam_b1 = 0.5
+    config.adam_b2 = 0.999
+    config.ema_decay = 0.999
+    config.ema_warmup = True
+    # FID / KID features: "digits" (jaxvision's digits classifier at 32x32: "digits-FID",
+    # comparable only with itself) or "inception" (pytorch-fid's Inception pool3 from
+    # fid_weights, a .safetensors: comparable with published FIDs).
+    config.fid_features = "digits"
+    config.fid_weights = ""
+    config.evals = ml_collections.ConfigDict(
+        {"eval": {"split": "train", "every_steps": config_dict.placeholder(int)}}
+    )
+    return config
+
+
 def detection_fields(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The fields of a detection run (experiments.detection), added to the common ones.
 
