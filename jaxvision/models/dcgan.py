@@ -5,13 +5,13 @@ transposed convs (4x4, stride 2) that double the size and halve the width, Batch
 after each, and a last one to `channels` with tanh: images in [-1, 1]. Discriminator: the
 mirror, strided 4x4 convs with LeakyReLU(0.2) (BatchNorm after all but the first) down to 4x4,
 then one logit. Convolutions have no bias, as in the PyTorch DCGAN reference, whose parameter
-counts these equal (64x64 RGB, width 64: generator 3,576,704, discriminator 2,765,568). Weights start as the paper's N(0, 0.02) (BatchNorm scales N(1, 0.02)).
+counts these equal (64x64 RGB, width 64: generator 3,576,704, discriminator 2,765,568).
+Weights start as the paper's N(0, 0.02) (BatchNorm scales N(1, 0.02)).
 
 Class-conditional variants (`num_classes` > 0): the generator reads the one-hot class beside z
 and its BatchNorms are conditional (per-class scale and shift, de Vries et al. 2017 / BigGAN);
-the discriminator adds the
-projection term <embed(y), h> to its logit (Miyato & Koyama 2018). image_size is 4 * 2^k
-(32: three up-sampling stages).
+the discriminator adds the projection term <embed(y), h> to its logit (Miyato & Koyama 2018).
+image_size is 4 * 2^k (32: three up-sampling stages).
 """
 
 import math
