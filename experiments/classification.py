@@ -111,6 +111,10 @@ def setup(config: ml_collections.ConfigDict) -> loop.Run:
     model = models.build(
         config.model, num_classes=dataset.num_classes, dtype=build.dtype(config.dtype), **kwargs
     )
+    if config.get("quantize_training"):  # int8 in the forward: qwix's quantization-aware training
+        from jaxvision.compress.quantize import qat_model
+
+        model = qat_model(model)
     image_shape = (config.image_size, config.image_size, channels)
     tx, schedule, frozen = build.optimizer(config, model, image_shape, total_steps, steps_per_epoch)
 

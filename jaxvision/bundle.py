@@ -76,7 +76,10 @@ def write(predictor: Predictor, out: str, *, platforms=("cpu", "cuda"), source: 
             f.write(exported.serialize())
     explained = None
     if predictor.kind == "classification":
-        from jaxvision.explain.service import gradcam_forward
+        if predictor.record.get("quantization"):  # int8 weights: Grad-CAM of their float values
+            from jaxvision.compress.quantize import gradcam_forward
+        else:
+            from jaxvision.explain.service import gradcam_forward
 
         forward, layer = gradcam_forward(predictor)
         images = example["images"]

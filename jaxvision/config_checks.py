@@ -65,6 +65,7 @@ RULES: dict[str, tuple[Callable, str]] = {
     "eval_every_steps": _count(0),  # 0: at the end only
     "checkpoint_every_steps": _count(0),  # 0: at the end and on preemption only
     "keep_checkpoints": _count(1),
+    "quantize_training": ((lambda v: v in (None, "", "int8")), "'int8' or unset (None)"),
 }
 
 

@@ -62,7 +62,14 @@ def build_task(record: dict):
         options = family_options(model.family, **record.get("options", {}))
         return Detection(model, canvas=record["image_size"], options=options)
     model = models.build(record["model"], **build_options)
-    return Classification(model, mean=record["mean"], std=record["std"])
+    task = Classification(model, mean=record["mean"], std=record["std"])
+    if record.get("quantization"):  # experiments.quantize: variables stored as int8 + scales
+        from jaxvision.compress.quantize import QuantizedClassification, Scheme
+
+        shape = (record["image_size"], record["image_size"], record["channels"])
+        scheme = Scheme.of(model, record["quantization"]["mode"], shape)
+        return QuantizedClassification(task, scheme)
+    return task
 
 
 def eval_transform(record: dict):
@@ -253,6 +260,10 @@ class Predictor:
             return None
         from jaxvision.explain.service import Explainer
 
+        if self.record.get("quantization"):  # int8 weights: Grad-CAM of their float values
+            from jaxvision.compress.quantize import gradcam_forward
+
+            return Explainer(self, *gradcam_forward(self))
         return Explainer.of(self)
 
     def top_k(self, probs: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:

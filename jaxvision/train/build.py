@@ -4,6 +4,7 @@ in their `setup`, so no program copies them; what is specific to a task stays in
 """
 
 import jax.numpy as jnp
+import optax
 
 from jaxvision import evaluation, models
 from jaxvision.errors import UserError
@@ -88,6 +89,10 @@ def optimizer(config, model, image_shape, total_steps: int, steps_per_epoch: flo
         lr_multipliers=lr_multipliers,
         frozen=frozen,
     )
+    if config.get("prune_masks"):  # experiments.prune's fine-tune: pruned weights stay zero
+        from jaxvision.compress.prune import keep_masked, load_masks
+
+        tx = optax.chain(tx, keep_masked(load_masks(config.prune_masks)))
     return tx, schedule, frozen
 
 
