@@ -35,6 +35,16 @@ def _count(low: int) -> tuple[Callable, str]:
     )
 
 
+def _step_range(value) -> bool:
+    from jaxvision.train.profiling import parse_steps  # jaxvision.train imports JAX
+
+    try:
+        parse_steps(value)
+    except UserError:
+        return False
+    return True
+
+
 RULES: dict[str, tuple[Callable, str]] = {
     "batch_size": _count(1),
     "image_size": _count(1),
@@ -65,6 +75,7 @@ RULES: dict[str, tuple[Callable, str]] = {
     "eval_every_steps": _count(0),  # 0: at the end only
     "checkpoint_every_steps": _count(0),  # 0: at the end and on preemption only
     "keep_checkpoints": _count(1),
+    "profile_steps": (_step_range, "'' (off), 'a' or 'a,b' with 1 <= a <= b, e.g. '10,20'"),
     "quantize_training": ((lambda v: v in (None, "", "int8")), "'int8' or unset (None)"),
 }
 

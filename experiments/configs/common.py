@@ -80,6 +80,7 @@ def base_config() -> ml_collections.ConfigDict:
     )
     config.checkpoint_every_steps = 1000
     config.keep_checkpoints = 3
+    config.profile_steps = ""  # "a,b": a jax.profiler trace of steps a..b in <workdir>/profile
     return config
 
 

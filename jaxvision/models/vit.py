@@ -24,6 +24,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxvision.errors import UserError
+from jaxvision.models.attention import (  # noqa: F401 (attention_implementation, traced_for: API)
+    attention_implementation,
+    cudnn_attention,
+    target_platform,
+    traced_for,
+)
 from jaxvision.models.layers import DropPath, record_attention, tap, wants_attention
 
 POOLS = ("token", "gap")
@@ -93,27 +99,6 @@ class MlpBlock(nn.Module):
         return dense(x.shape[-1], kernel_init=fc2_init, bias_init=bias_init, name="fc2")(y)
 
 
-def attention_implementation(choice: str, dtype: Any, head_dim: int) -> str:
-    """The `jax.nn.dot_product_attention` implementation for `choice` ("auto", "xla", "cudnn").
-
-    "auto" takes cuDNN's fused (flash) kernel where it applies: a GPU backend, bf16/fp16 compute
-    and a head dimension that is a multiple of 8 and at most 128 (every preset: 64, 80 or 88).
-    Everywhere else, XLA's composition of softmax and two matmuls. jax's own default
-    (`implementation=None`) is XLA on every backend, so GPUs would lose the fused kernel.
-    """
-    on_gpu = jax.default_backend() == "gpu"
-    if choice == "cudnn" and not on_gpu:
-        raise UserError(
-            f"attention='cudnn' needs a CUDA GPU, but JAX runs on {jax.default_backend()}: "
-            "use attention='auto' or 'xla'"
-        )
-    if choice == "auto":
-        half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-        fits = head_dim % 8 == 0 and head_dim <= 128
-        return "cudnn" if on_gpu and half and fits else "xla"
-    return choice
-
-
 class Attention(nn.Module):
     """Multi-head self-attention through `jax.nn.dot_product_attention`. x: [B, N, D] → [B, N, D].
 
@@ -147,7 +132,10 @@ class Attention(nn.Module):
             y = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
         else:
             impl = attention_implementation(self.implementation, self.dtype, head_dim)
-            y = jax.nn.dot_product_attention(q, k, v, implementation=impl)
+            if impl == "cudnn":
+                y = cudnn_attention(q, k, v)
+            else:
+                y = jax.nn.dot_product_attention(q, k, v, implementation=impl)
         return nn.DenseGeneral(
             features=width,
             axis=(-2, -1),

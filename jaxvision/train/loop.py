@@ -27,8 +27,8 @@ from jaxvision import config_checks, data, evaluation
 from jaxvision import workdir as workdirs
 from jaxvision.checkpoint import Checkpointer
 from jaxvision.errors import UserError
-from jaxvision.sharding import abstract_like
-from jaxvision.train import guards, reporting, steps
+from jaxvision.sharding import abstract_like, replicated
+from jaxvision.train import guards, profiling, reporting, steps
 from jaxvision.train.init_from import init_model_from
 from jaxvision.train.state import (
     TrainState,
@@ -218,8 +218,14 @@ def _train_and_evaluate(config, workdir: str, setup, preemption, cleanup) -> dic
     )
     log.start_timer(first_step)
     # Train metrics are summed on the device between log lines; the partial sums travel in the
-    # checkpoint so that a resumed run logs exactly what an uninterrupted one would have.
-    metric_sums = {k: jnp.float32(v) for k, v in meta.get("metric_sums", {}).items()} or None
+    # checkpoint so that a resumed run logs exactly what an uninterrupted one would have. One
+    # jitted add for all of them: one dispatch a step, compiled during the first step (a compile
+    # at step 2 would make the host wait), always on the metrics' own layout.
+    add_metrics = jax.jit(lambda sums, metrics: jax.tree.map(jnp.add, sums, metrics))
+    metric_sums = {
+        k: jax.make_array_from_callback((), replicated(mesh), lambda _, v=v: np.float32(v))
+        for k, v in meta.get("metric_sums", {}).items()
+    } or None
     metric_steps = meta.get("metric_steps", 0)
 
     def checkpoint_meta(step):
@@ -241,17 +247,29 @@ def _train_and_evaluate(config, workdir: str, setup, preemption, cleanup) -> dic
         )
         return {"step": step, "stopped": preemption.signal_name}
 
+    # Between log lines nothing here waits for the device: metrics stay device arrays (summed,
+    # and watched for non-finite values) until a log line, an evaluation or a checkpoint
+    # fetches them; the host runs ahead and dispatches step s + 1 while step s computes
+    # (tests/train/test_loop_sync.py).
     nonfinite = guards.NonFiniteWatch()
+    profiler = profiling.StepProfiler(
+        profiling.parse_steps(config.get("profile_steps")), os.path.join(workdir, "profile")
+    )
+    cleanup.callback(profiler.close)
+    zeros = None  # the sums of a new log window, on the metrics' layout
     for step in range(first_step + 1, run.total_steps + 1):
-        batch = data.make_global_batch(next(batches), run.data_sharding)
-        state, metrics = train_step(state, batch)
+        with profiler.step(step):
+            batch = data.make_global_batch(next(batches), run.data_sharding)
+            state, metrics = train_step(state, batch)
+        profiler.step_done(step, metrics, run.total_steps)
+        if zeros is None:
+            zeros = jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype, device=m.sharding), metrics)
+        # 0 + x == x exactly: a window that starts from zeros sums what it always has.
+        metric_sums = add_metrics(zeros if metric_sums is None else metric_sums, metrics)
         if step == first_step + 1:  # compiled: time the steps from here
-            jax.block_until_ready(metrics)
+            jax.block_until_ready(metric_sums)
             log.first_step_done(step)
         nonfinite.add(step, metrics)
-        metric_sums = (
-            metrics if metric_sums is None else jax.tree.map(jnp.add, metric_sums, metrics)
-        )
         metric_steps += 1
         if _every(step, config.log_every_steps) or step == run.total_steps:
             nonfinite.check()
