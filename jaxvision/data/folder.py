@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxvision.data import files
+from jaxvision.data import files, jpeg
 from jaxvision.data.sources import IMAGENET_MEAN, IMAGENET_STD, Dataset, check_fraction
 from jaxvision.errors import UserError, listing
 
@@ -20,7 +20,9 @@ FOLDER_TEST_SPLITS = ("val", "validation", "test")
 
 
 class ImageFileSource(Sequence):
-    """Image files decoded with PIL on access: items are RGB `uint8 [H, W, 3]`."""
+    """Image files as the crops want them: a JPEG is a `jpeg.JpegImage` (its header read; the
+    train or eval crop decodes only the scale it needs; `np.asarray` decodes it whole), any
+    other file RGB `uint8 [H, W, 3]` decoded with PIL on access."""
 
     def __init__(self, paths: Sequence[str], labels: Sequence[int]):
         if len(paths) != len(labels):
@@ -33,7 +35,7 @@ class ImageFileSource(Sequence):
 
     def __getitem__(self, index: int) -> dict:
         # Grayscale, palette, RGBA and 16-bit files all become 8-bit RGB so batches stack.
-        return {"image": files.load_image(self.paths[index], 3), "label": self.labels[index]}
+        return {"image": jpeg.open_image(self.paths[index], 3), "label": self.labels[index]}
 
 
 def _class_dirs(root: pathlib.Path) -> list[pathlib.Path]:
