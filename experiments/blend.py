@@ -18,14 +18,7 @@ from jaxvision import cli, fusion
 from jaxvision.data import files
 from jaxvision.errors import UserError
 
-_A = flags.DEFINE_string("a", None, "first image (its size is the output's)")
-_B = flags.DEFINE_string("b", None, "second image")
-_OUT = flags.DEFINE_string("out", None, "output PNG")
-_METHOD = flags.DEFINE_enum("method", "laplacian", ["laplacian", "alpha"], "how to blend")
-_MASK = flags.DEFINE_string("mask", None, "grayscale mask image: white takes A, black takes B")
-_SEAM = flags.DEFINE_enum("seam", "vertical", ["vertical", "horizontal"], "seam without --mask")
-_LEVELS = flags.DEFINE_integer("levels", 0, "pyramid levels (0: down to about 8 pixels)")
-_ALPHA = flags.DEFINE_float("alpha", 0.5, "A's weight for --method=alpha without --mask")
+FLAGS = flags.FLAGS
 
 
 def blend(a_path, b_path, method, mask_path=None, seam="vertical", levels=0, alpha=0.5):
@@ -53,19 +46,32 @@ def blend(a_path, b_path, method, mask_path=None, seam="vertical", levels=0, alp
     return fusion.laplacian_blend(a, b, mask, levels or None)
 
 
+def define_flags() -> None:
+    """The command's flags, defined when it runs (not on import: other programs share names)."""
+    flags.DEFINE_string("a", None, "first image (its size is the output's)")
+    flags.DEFINE_string("b", None, "second image")
+    flags.DEFINE_string("out", None, "output PNG")
+    flags.DEFINE_enum("method", "laplacian", ["laplacian", "alpha"], "how to blend")
+    flags.DEFINE_string("mask", None, "grayscale mask image: white takes A, black takes B")
+    flags.DEFINE_enum("seam", "vertical", ["vertical", "horizontal"], "seam without --mask")
+    flags.DEFINE_integer("levels", 0, "pyramid levels (0: down to about 8 pixels)")
+    flags.DEFINE_float("alpha", 0.5, "A's weight for --method=alpha without --mask")
+
+
 def main(argv):
     del argv
     try:
-        if not (_A.value and _B.value and _OUT.value):
+        if not (FLAGS.a and FLAGS.b and FLAGS.out):
             raise UserError("set --a, --b and --out (two images in, one PNG out)")
         image = blend(
-            _A.value, _B.value, _METHOD.value, _MASK.value, _SEAM.value, _LEVELS.value, _ALPHA.value
+            FLAGS.a, FLAGS.b, FLAGS.method, FLAGS.mask, FLAGS.seam, FLAGS.levels, FLAGS.alpha
         )
-        Image.fromarray(image).save(_OUT.value, format="PNG")
+        Image.fromarray(image).save(FLAGS.out, format="PNG")
     except UserError as e:
         cli.fail(str(e))
-    print(f"wrote {_OUT.value} ({_METHOD.value}, {image.shape[1]}x{image.shape[0]})")
+    print(f"wrote {FLAGS.out} ({FLAGS.method}, {image.shape[1]}x{image.shape[0]})")
 
 
 if __name__ == "__main__":
+    define_flags()
     sys.exit(app.run(main, flags_parser=cli.parse_flags))

@@ -22,12 +22,7 @@ from jaxvision.evaluation.generative import to_uint8
 from jaxvision.evaluation.samples import image_grid, write_png
 from jaxvision.models.dcgan import Generator
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "a trained GAN run's workdir")
-_NUM = flags.DEFINE_integer("num", 64, "how many samples")
-_LABEL = flags.DEFINE_string("label", None, "class index or name (conditional GANs)")
-_SEED = flags.DEFINE_integer("seed", 0, "the latents' seed")
-_OUT = flags.DEFINE_string("out", None, "output folder (default: <workdir>/samples)")
-_WEIGHTS = flags.DEFINE_enum("weights", "ema", ["ema", "trained"], "which generator weights")
+FLAGS = flags.FLAGS
 
 
 def requested_labels(label: str | None, num: int, class_names: list[str], conditional: bool):
@@ -70,17 +65,27 @@ def generate(workdir: str, num: int, label: str | None, seed: int, weights: str 
     return np.asarray(images), labels, step
 
 
+def define_flags() -> None:
+    """The command's flags, defined when it runs (not on import: other programs share names)."""
+    flags.DEFINE_string("workdir", None, "a trained GAN run's workdir")
+    flags.DEFINE_integer("num", 64, "how many samples")
+    flags.DEFINE_string("label", None, "class index or name (conditional GANs)")
+    flags.DEFINE_integer("seed", 0, "the latents' seed")
+    flags.DEFINE_string("out", None, "output folder (default: <workdir>/samples)")
+    flags.DEFINE_enum("weights", "ema", ["ema", "trained"], "which generator weights")
+
+
 def main(argv):
     del argv
     try:
-        if not _WORKDIR.value:
+        if not FLAGS.workdir:
             raise UserError("set --workdir to a trained GAN run's workdir")
         images, labels, step = generate(
-            _WORKDIR.value, _NUM.value, _LABEL.value, _SEED.value, _WEIGHTS.value
+            FLAGS.workdir, FLAGS.num, FLAGS.label, FLAGS.seed, FLAGS.weights
         )
     except UserError as e:
         cli.fail(str(e))
-    out = _OUT.value or os.path.join(_WORKDIR.value, "samples")
+    out = FLAGS.out or os.path.join(FLAGS.workdir, "samples")
     for i, image in enumerate(images):
         name = f"{i:04d}" + ("" if labels is None else f"_class{labels[i]}")
         write_png(os.path.join(out, f"{name}.png"), image)
@@ -89,4 +94,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     sys.exit(app.run(main, flags_parser=cli.parse_flags))

@@ -338,7 +338,13 @@ def test_a_run_on_a_folder_with_unreadable_files_says_which_it_left_out(tmp_path
 def test_ctrl_c_stops_after_the_step_with_a_checkpoint(tmp_path, monkeypatch):
     batches = _signal_at(classification.data.train_batches, 1, signal.SIGINT)
     monkeypatch.setattr(classification.data, "train_batches", batches)
-    result = classification.train_and_evaluate(_config(), str(tmp_path))
+    # As in a terminal: a suite started as a shell's background job has SIGINT ignored, which a
+    # run rightly leaves ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        result = classification.train_and_evaluate(_config(), str(tmp_path))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert result == {"step": 2, "stopped": "SIGINT"} and _checkpoints(tmp_path) == ["2"]
 
 
