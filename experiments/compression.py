@@ -10,6 +10,7 @@ import numpy as np
 from experiments import classification
 from experiments.runs import load_config, split_source
 from jaxvision import data, models
+from jaxvision.compress import detection as quantized_detection
 from jaxvision.compress import measure, prune
 from jaxvision.compress.quantize import QuantizedClassification, Scheme, calibrate, weight_bytes
 from jaxvision.errors import UserError
@@ -20,12 +21,13 @@ from jaxvision.train.steps import normalize
 def calibration_batches(workdir: str, predictor: Predictor, count: int):
     """The first `count` training batches of the run, normalised as the model's inputs."""
     source, batch_size = split_source(workdir, "train")
-    record = predictor.record
-    batches = data.eval_batches(source, eval_transform(record), global_batch_size=batch_size)
+    task = predictor.task  # a detector normalises with its model's statistics, not model.json's
+    transform = eval_transform(predictor.record)
+    batches = data.eval_batches(source, transform, global_batch_size=batch_size)
     for i, batch in enumerate(batches):
         if i == count:
             return
-        yield normalize(batch["image"][np.asarray(batch["mask"])], record["mean"], record["std"])
+        yield normalize(batch["image"][np.asarray(batch["mask"])], task.mean, task.std)
 
 
 def quantize(
@@ -38,12 +40,16 @@ def quantize(
     ema=True,
     speed_batch: int = 64,
     repeats: int = 5,
+    min_score: float = 0.3,
 ) -> dict:
-    """Quantizes `workdir`'s model into the workdir `out`; returns the report (speed_batch 0:
-    no timing)."""
+    """Quantizes `workdir`'s model (a classifier or a detector) into the workdir `out`;
+    returns the report (speed_batch 0: no timing; min_score: the float detections whose
+    agreement a detector's report measures)."""
     source = Predictor.from_workdir(workdir, step, ema=ema)
-    if source.kind != "classification" or isinstance(source.task, QuantizedClassification):
-        raise UserError(f"{workdir} is not a float classifier: quantize a trained classifier")
+    if source.kind not in ("classification", "detection") or source.record.get("quantization"):
+        raise UserError(
+            f"{workdir} is not a float classifier or detector: quantize a trained float run"
+        )
     if calibration < 1:
         raise UserError(f"--calibration_batches={calibration}: give at least 1")
     if os.path.isdir(out) and os.listdir(out):
@@ -60,16 +66,24 @@ def quantize(
     stored = scheme.quantize(float_variables, scales)
 
     test, batch_size = split_source(workdir, "test")
-    predicted, labels = measure.split_predictions(source, test, batch_size)
     quantization = {"mode": mode, "qtype": "int8", "scheme": "per-channel symmetric absmax"}
     if scales is not None:
         quantization["calibration_batches"] = calibration
     int8_record = {**record, "quantization": quantization}
     quantized = Predictor(int8_record, stored, step=source.step)
-    predicted_int8, _ = measure.split_predictions(quantized, test, batch_size)
-    top1 = float(np.mean(predicted == labels))
-    top1_int8 = float(np.mean(predicted_int8 == labels))
-    measure.write_workdir(out, workdir, int8_record, stored, source.step, {"eval/top1": top1_int8})
+    if source.kind == "detection":
+        scores, metrics = detection_scores(source, quantized, test, batch_size, min_score)
+    else:
+        predicted, labels = measure.split_predictions(source, test, batch_size)
+        predicted_int8, _ = measure.split_predictions(quantized, test, batch_size)
+        scores = {
+            "test_images": int(len(labels)),
+            "top1_float": float(np.mean(predicted == labels)),
+            "top1_int8": float(np.mean(predicted_int8 == labels)),
+            "top1_agreement": float(np.mean(predicted == predicted_int8)),
+        }
+        metrics = {"eval/top1": scores["top1_int8"]}
+    measure.write_workdir(out, workdir, int8_record, stored, source.step, metrics)
 
     bf16 = Predictor({**record, "dtype": "bfloat16"}, float_variables)
     speed = {"float32": None, "bfloat16": None, "int8": None}
@@ -84,10 +98,7 @@ def quantize(
         "dataset": config.dataset,
         "mode": mode,
         "step": source.step,
-        "test_images": int(len(labels)),
-        "top1_float": top1,
-        "top1_int8": top1_int8,
-        "top1_agreement": float(np.mean(predicted == predicted_int8)),
+        **scores,
         "weight_bytes_float": weight_bytes(float_variables),
         "weight_bytes_int8": weight_bytes(stored),
         "img_per_s": speed,
@@ -96,13 +107,56 @@ def quantize(
     }
 
 
+def detection_scores(
+    source: Predictor, quantized: Predictor, test, batch_size: int, min_score: float = 0.3
+):
+    """(report entries, the int8 model's metrics.jsonl record) of a float detector `source`
+    and its int8 `quantized` on the test split: COCO box stats of both (the evaluator
+    experiments.evaluate runs) and how closely the int8 detections follow the float ones
+    scoring >= min_score (jaxvision.compress.detection.agreement)."""
+    coco, found = {}, {}
+    for name, predictor in (("float", source), ("int8", quantized)):
+        coco[name], found[name] = quantized_detection.split_evaluation(predictor, test, batch_size)
+    agreement = quantized_detection.agreement(found["float"], found["int8"], min_score=min_score)
+    scores = {
+        "test_images": len(found["float"]),
+        "ap_float": coco["float"]["AP"],
+        "ap_int8": coco["int8"]["AP"],
+        "ap50_float": coco["float"]["AP50"],
+        "ap50_int8": coco["int8"]["AP50"],
+        "coco_float": coco["float"],
+        "coco_int8": coco["int8"],
+        "detection_agreement": agreement,
+    }
+    return scores, {f"eval/{k}": v for k, v in coco["int8"].items()}
+
+
 def table(report: dict) -> str:
     """The report as a text table."""
-    rows = [
-        ("top-1 (test)", f"{report['top1_float']:.4f}", f"{report['top1_int8']:.4f}"),
-        ("top-1 agreement", "", f"{report['top1_agreement']:.4f}"),
-        ("weight bytes", f"{report['weight_bytes_float']:,}", f"{report['weight_bytes_int8']:,}"),
-    ]
+    if "ap_float" in report:
+        found = report["detection_agreement"]
+        rows = [
+            ("COCO AP (test)", f"{report['ap_float']:.4f}", f"{report['ap_int8']:.4f}"),
+            ("COCO AP50 (test)", f"{report['ap50_float']:.4f}", f"{report['ap50_int8']:.4f}"),
+            (
+                f"detections matched (IoU {found['iou']})",
+                f"{found['detections']:,} at score >= {found['min_score']}",
+                f"{found['matched']:.4f}",
+            ),
+            (
+                "max |score| / box px diff",
+                "",
+                f"{found['max_score_diff']:.3f} / {found['max_box_diff_px']:.2f}",
+            ),
+        ]
+    else:
+        rows = [
+            ("top-1 (test)", f"{report['top1_float']:.4f}", f"{report['top1_int8']:.4f}"),
+            ("top-1 agreement", "", f"{report['top1_agreement']:.4f}"),
+        ]
+    rows.append(
+        ("weight bytes", f"{report['weight_bytes_float']:,}", f"{report['weight_bytes_int8']:,}")
+    )
     speed = report["img_per_s"]
     if speed["int8"] is not None:
         rows.append(

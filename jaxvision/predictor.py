@@ -60,15 +60,15 @@ def build_task(record: dict):
 
         model = detectors.build(record["model"], **build_options)
         options = family_options(model.family, **record.get("options", {}))
-        return Detection(model, canvas=record["image_size"], options=options)
-    model = models.build(record["model"], **build_options)
-    task = Classification(model, mean=record["mean"], std=record["std"])
+        task = Detection(model, canvas=record["image_size"], options=options)
+    else:
+        model = models.build(record["model"], **build_options)
+        task = Classification(model, mean=record["mean"], std=record["std"])
     if record.get("quantization"):  # experiments.quantize: variables stored as int8 + scales
-        from jaxvision.compress.quantize import QuantizedClassification, Scheme
+        from jaxvision.compress.quantize import Scheme, quantized_task
 
         shape = (record["image_size"], record["image_size"], record["channels"])
-        scheme = Scheme.of(model, record["quantization"]["mode"], shape)
-        return QuantizedClassification(task, scheme)
+        return quantized_task(task, Scheme.of(model, record["quantization"]["mode"], shape))
     return task
 
 

@@ -1,4 +1,5 @@
-"""int8 post-training quantization of a classifier with qwix.
+"""int8 post-training quantization of a classifier (or a detector: jaxvision.compress.detection)
+with qwix.
 
 Two schemes, both per-output-channel symmetric int8 weights (qwix's absmax calibration: scale =
 max|w| / 127.5 per output channel, q = round-half-to-even(w / scale) saturated to [-128, 127]):
@@ -194,6 +195,16 @@ class QuantizedClassification(Classification):
         state = models[self.trained]
         live = state.replace(variables=self.scheme.restore(state.variables))
         return super().logits({**models, self.trained: live}, images)
+
+
+def quantized_task(task, scheme: Scheme):
+    """`task` (Classification or Detection) running `scheme`'s storage form: a
+    QuantizedClassification or a jaxvision.compress.detection.QuantizedDetection."""
+    if task.kind == "detection":
+        from jaxvision.compress.detection import QuantizedDetection
+
+        return QuantizedDetection(task, scheme)
+    return QuantizedClassification(task, scheme)
 
 
 def dequantized(scheme: Scheme, stored: dict) -> dict:
