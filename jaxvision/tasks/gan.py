@@ -130,12 +130,20 @@ class GAN:
         fakes = self.sample(variables, z, labels)
         real_features, _ = self.features(batch["image"])
         fake_features, fake_logits = self.features(fakes)
+        strip = jax.eval_shape(self.interpolation_strip, variables)
         outputs = {
             "real_features": real_features,
             "fake_features": fake_features,
             "samples": fakes,
             "sample_labels": batch["label"],
-            "strip": self.interpolation_strip(variables),
+            # Drawn in the batch that holds example 0 (the first), zeros in the others: the
+            # pictures need one strip per evaluation, not one per batch.
+            "strip": jax.lax.cond(
+                jnp.any((batch["index"] == 0) & batch["mask"]),
+                self.interpolation_strip,
+                lambda v: jnp.zeros(strip.shape, strip.dtype),
+                variables,
+            ),
             "mask": batch["mask"],
         }
         if self.conditional and fake_logits is not None:  # what a classifier reads in them

@@ -55,6 +55,7 @@ def test_gan_run_logs_metrics_draws_pictures_and_resumes_exactly(tmp_path):
     assert np.abs(film[0].astype(int) - film[1]).max() > 0
     strip = Image.open(os.path.join(plots, "eval_ema_interpolation_8.png"))
     assert strip.size == (2 + 10 * 66, 2 + 10 * 66)  # 10 steps x one row per digit
+    assert np.asarray(strip)[2:66, 2:66].min() > 0  # drawn, not the other batches' zeros
 
     # Lose step 8; the rerun must reproduce it: both models, both optimizers, the EMA.
     before = _models(workdir)
