@@ -22,6 +22,7 @@ from jaxvision.ops.matching import (
     BETWEEN_THRESHOLDS,
     match_anchors,
     match_anchors_ssd,
+    match_atss,
 )
 from jaxvision.ops.nms import batched_nms, nms, select_detections
 
@@ -42,6 +43,7 @@ __all__ = [
     "l1",
     "match_anchors",
     "match_anchors_ssd",
+    "match_atss",
     "nms",
     "retinanet_anchor_sizes",
     "select_detections",

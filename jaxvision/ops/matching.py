@@ -70,3 +70,58 @@ def match_anchors_ssd(iou: jax.Array, gt_valid: jax.Array, threshold: float) -> 
     hit = (best_anchor[..., :, None] == jnp.arange(num_anchors)) & gt_valid[..., :, None]
     forced = jnp.max(jnp.where(hit, jnp.arange(num_gt)[:, None], -1), axis=-2)
     return jnp.where(forced >= 0, forced, result).astype(jnp.int32)
+
+
+def match_atss(
+    iou: jax.Array,
+    gt_boxes: jax.Array,
+    anchors: jax.Array,
+    gt_valid: jax.Array,
+    anchors_per_level: tuple[int, ...],
+    topk: int = 9,
+) -> jax.Array:
+    """Adaptive Training Sample Selection (Zhang et al. 2020, "Bridging the Gap Between
+    Anchor-based and Anchor-free Detection"), for one image.
+
+    For each ground truth, the candidates are the `topk` anchors of each pyramid level whose
+    centres lie nearest its centre (first index on ties); its IoU threshold is the mean plus the
+    standard deviation (ddof 1) of its candidates' IoUs. An anchor is its foreground when it is a
+    candidate, reaches the threshold and has its centre inside the box; an anchor foreground
+    for several takes the one of highest IoU (first index on ties). Every other anchor is
+    background (-1): nothing is ignored. A small object thus keeps as many positives as a large
+    one, where fixed IoU thresholds give it one or two.
+
+    iou: [M, A]; gt_boxes: [M, 4] xyxy; anchors: [A, 4] xyxy in level order; gt_valid: [M]
+    bool; anchors_per_level: static, summing to A -> [A] int32.
+    """
+    num_gt, num_anchors = iou.shape
+    if sum(anchors_per_level) != num_anchors:
+        raise ValueError(f"anchors_per_level sums to {sum(anchors_per_level)}, not {num_anchors}")
+    if num_gt == 0:
+        return jnp.full((num_anchors,), BELOW_LOW_THRESHOLD, jnp.int32)
+    anchor_centres = (anchors[:, :2] + anchors[:, 2:]) / 2
+    gt_centres = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2
+    distance = jnp.sum((gt_centres[:, None, :] - anchor_centres[None]) ** 2, axis=-1)
+    candidate = jnp.zeros((num_gt, num_anchors), bool)
+    rows = jnp.arange(num_gt)[:, None]
+    start = 0
+    for count in anchors_per_level:
+        _, nearest = jax.lax.top_k(-distance[:, start : start + count], min(topk, count))
+        candidate = candidate.at[rows, start + nearest].set(True)
+        start += count
+    chosen = jnp.sum(candidate, axis=-1, keepdims=True)
+    mean = jnp.sum(jnp.where(candidate, iou, 0), axis=-1, keepdims=True) / chosen
+    spread = jnp.where(candidate, (iou - mean) ** 2, 0)
+    std = jnp.sqrt(jnp.sum(spread, axis=-1, keepdims=True) / jnp.maximum(chosen - 1, 1))
+    x, y = anchor_centres[None, :, 0], anchor_centres[None, :, 1]
+    inside = (
+        jnp.minimum(
+            jnp.minimum(x - gt_boxes[:, None, 0], y - gt_boxes[:, None, 1]),
+            jnp.minimum(gt_boxes[:, None, 2] - x, gt_boxes[:, None, 3] - y),
+        )
+        > 0.01
+    )
+    positive = candidate & (iou >= mean + std) & inside & gt_valid[:, None]
+    masked = jnp.where(positive, iou, -jnp.inf)
+    matches = jnp.argmax(masked, axis=0).astype(jnp.int32)
+    return jnp.where(jnp.any(positive, axis=0), matches, BELOW_LOW_THRESHOLD).astype(jnp.int32)

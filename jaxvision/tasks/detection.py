@@ -111,6 +111,8 @@ class Detection:
         outputs, new_mutable = apply_model(
             self.model, variables, inputs["image"], train=True, rng=rng
         )
+        # RetinaNet's ATSS matcher picks candidates level by level.
+        levels = {"anchors_per_level": self.anchors_per_level} if self.family == "retinanet" else {}
         loss, parts = self.math.loss(
             outputs,
             self.anchors,
@@ -118,6 +120,7 @@ class Detection:
             inputs["classes"],
             inputs["boxes_mask"],
             self.options,
+            **levels,
         )
         return loss, (parts, new_mutable)
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jaxvision.errors import UserError
 from jaxvision.ops.boxes import BoxCoder, box_iou, clip_boxes
 from jaxvision.ops.losses import generalized_box_iou_loss, sigmoid_focal_loss
-from jaxvision.ops.matching import BETWEEN_THRESHOLDS, match_anchors
+from jaxvision.ops.matching import BETWEEN_THRESHOLDS, match_anchors, match_atss
 from jaxvision.ops.nms import select_detections
 
 BOX_CODER = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
@@ -29,15 +29,18 @@ class RetinaNetOptions:
     """torchvision RetinaNet's defaults.
 
     Matching: IoU >= fg_iou_thresh is foreground, < bg_iou_thresh background, between ignored;
-    each ground truth also keeps its best anchors. box_loss: "l1" on the BoxCoder codes
-    (torchvision's retinanet_resnet50_fpn) or "giou", 1 - GIoU of the decoded boxes
-    (its retinanet_resnet50_fpn_v2). Post-processing: per level, scores >
-    score_thresh, the topk_candidates best; then class-aware NMS at nms_thresh and the
+    each ground truth also keeps its best anchors (matcher "iou", torchvision's); or matcher
+    "atss", jaxvision.ops.match_atss with atss_topk candidates per level. box_loss: "l1" on the
+    BoxCoder codes (torchvision's retinanet_resnet50_fpn) or "giou", 1 - GIoU of the decoded
+    boxes (its retinanet_resnet50_fpn_v2). Post-processing: per level, scores > score_thresh,
+    the topk_candidates best; then class-aware NMS at nms_thresh and the
     detections_per_img best.
     """
 
+    matcher: str = "iou"
     fg_iou_thresh: float = 0.5
     bg_iou_thresh: float = 0.4
+    atss_topk: int = 9
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     box_loss: str = "l1"
@@ -49,13 +52,17 @@ class RetinaNetOptions:
     def __post_init__(self):
         if self.box_loss not in ("l1", "giou"):
             raise UserError(f"--config.detection.box_loss={self.box_loss!r}: use 'l1' or 'giou'")
+        if self.matcher not in ("iou", "atss"):
+            raise UserError(f"--config.detection.matcher={self.matcher!r}: use 'iou' or 'atss'")
 
 
-def _image_loss(logits, regression, anchors, boxes, classes, boxes_mask, options):
+def _image_loss(logits, regression, anchors, boxes, classes, boxes_mask, options, levels):
     """One image: (classification, box regression) losses, each / max(1, foreground)."""
-    matched = match_anchors(
-        box_iou(boxes, anchors), boxes_mask, options.fg_iou_thresh, options.bg_iou_thresh, True
-    )
+    iou = box_iou(boxes, anchors)
+    if options.matcher == "atss":
+        matched = match_atss(iou, boxes, anchors, boxes_mask, levels, options.atss_topk)
+    else:
+        matched = match_anchors(iou, boxes_mask, options.fg_iou_thresh, options.bg_iou_thresh, True)
     foreground = matched >= 0
     normaliser = jnp.maximum(1, jnp.sum(foreground)).astype(jnp.float32)
     gt = jnp.maximum(matched, 0)
@@ -82,6 +89,7 @@ def loss(
     classes: jax.Array,
     boxes_mask: jax.Array,
     options: RetinaNetOptions = RetinaNetOptions(),
+    anchors_per_level: tuple[int, ...] | None = None,
 ) -> tuple[jax.Array, dict]:
     """torchvision RetinaNet.compute_loss on a padded batch.
 
@@ -90,13 +98,16 @@ def loss(
     boxes_mask: [B, M] bool (False: padding). Per image: the focal loss summed over the anchors
     not ignored and the box loss (options.box_loss) of the foreground anchors, each
     divided by max(1, number of foreground anchors); both averaged over the images. An image
-    without boxes is all background.
+    without boxes is all background. anchors_per_level (static) is what matcher "atss" needs.
 
     Returns (cls_loss + box_loss, {"cls_loss": scalar, "box_loss": scalar}), float32.
     """
+    if options.matcher == "atss" and anchors_per_level is None:
+        raise ValueError("matcher 'atss' needs anchors_per_level")
     anchors = jnp.asarray(anchors, jnp.float32)
+    levels = tuple(anchors_per_level or ())
     per_image = jax.vmap(
-        lambda lg, rg, bx, cl, mk: _image_loss(lg, rg, anchors, bx, cl, mk, options)
+        lambda lg, rg, bx, cl, mk: _image_loss(lg, rg, anchors, bx, cl, mk, options, levels)
     )
     cls_loss, box_loss = per_image(
         outputs["cls_logits"].astype(jnp.float32),

@@ -332,3 +332,33 @@ def test_registry():
         detection.build("ssd300_vgg16", num_classes=3, extra_blocks=((8, 16, 2, 1),) * 2)
     with pytest.raises(UserError, match="min_level is 2..5"):
         detection.build("retinanet_resnet50_fpn", num_classes=3, max_level=4)
+
+
+def test_detail_paths_only_add_their_convs():
+    # c2_detail adds conv(C2) to P3, bottom_up conv(relu(N_l)) to P_{l+1}: with those convs at
+    # zero the detector is the plain one, parameter for parameter.
+    plain = detection.build("retinanet_resnet18_fpn_small", num_classes=4, width=8)
+    both = detection.build(
+        "retinanet_resnet18_fpn_small", num_classes=4, width=8, c2_detail=True, bottom_up=True
+    )
+    x = jax.random.normal(jax.random.key(1), (2, 64, 96, 3))
+    variables = both.init(jax.random.key(0), x)
+    params = dict(variables["params"])
+    added = {
+        k: v["kernel"].shape for k, v in params.items() if k not in ("backbone", "fpn", "head")
+    }
+    assert added == {
+        "c2_detail": (3, 3, 8, 64),
+        "bottom_up_1": (3, 3, 64, 64),
+        "bottom_up_2": (3, 3, 64, 64),
+    }
+    with_paths = both.apply(variables, x)
+    zeroed = {k: jax.tree.map(jnp.zeros_like, v) if k in added else v for k, v in params.items()}
+    without = both.apply({**variables, "params": zeroed}, x)
+    base = {k: v for k, v in params.items() if k not in added}
+    want = plain.apply({**variables, "params": base}, x)
+    for key in ("cls_logits", "bbox_regression"):
+        np.testing.assert_allclose(without[key], want[key], rtol=1e-6, atol=1e-6)
+        assert float(jnp.max(jnp.abs(with_paths[key] - want[key]))) > 1e-3
+    with pytest.raises(UserError, match="needs min_level 3"):
+        detection.build("retinanet_resnet50_fpn", num_classes=3, min_level=4, c2_detail=True)

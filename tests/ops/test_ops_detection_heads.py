@@ -7,7 +7,9 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from jaxvision.errors import UserError
 from jaxvision.tasks import retinanet, ssd
 from tests.ops.helpers import assert_close, assert_same_detections
 
@@ -143,3 +145,30 @@ def test_ssd_mining_takes_positives_in_index_order_when_negatives_run_out():
     expected = (ce.sum() + ce[2] + ce[5]) / 3
     np.testing.assert_allclose(parts["cls_loss"], expected, rtol=1e-6)
     assert parts["box_loss"] == 0
+
+
+def test_retinanet_atss_loss_is_the_focal_loss_of_its_matches():
+    from jaxvision.ops import box_iou, match_atss, sigmoid_focal_loss
+
+    outputs, anchors, boxes, classes, mask = _toy_batch(3)
+    levels = (32, 16)
+    atss = retinanet.RetinaNetOptions(matcher="atss", atss_topk=6)
+    fn = jax.jit(functools.partial(retinanet.loss, options=atss, anchors_per_level=levels))
+    _, parts = fn(outputs, anchors, boxes, classes, mask)
+    per_image = []
+    for i in range(2):
+        matched = np.asarray(
+            match_atss(box_iou(boxes[i], anchors), boxes[i], anchors, mask[i], levels, 6)
+        )
+        assert set(np.unique(matched)) <= ({-1, 0, 1} if i == 0 else {-1})
+        fg = matched >= 0
+        assert fg.any() == (i == 0)  # image 1 has no boxes
+        targets = np.eye(3)[classes[i][np.maximum(matched, 0)]] * fg[:, None]
+        focal = sigmoid_focal_loss(outputs["cls_logits"][i], targets, 0.25, 2.0)
+        per_image.append(float(jnp.sum(focal)) / max(1, fg.sum()))  # nothing is ignored
+    np.testing.assert_allclose(parts["cls_loss"], np.mean(per_image), rtol=1e-5)
+    assert parts["box_loss"] > 0
+    with pytest.raises(ValueError, match="needs anchors_per_level"):
+        retinanet.loss(outputs, anchors, boxes, classes, mask, atss)
+    with pytest.raises(UserError, match="matcher='hungarian'"):
+        retinanet.RetinaNetOptions(matcher="hungarian")
