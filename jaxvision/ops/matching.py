@@ -88,8 +88,8 @@ def match_atss(
     standard deviation (ddof 1) of its candidates' IoUs. An anchor is its foreground when it is a
     candidate, reaches the threshold and has its centre inside the box; an anchor foreground
     for several takes the one of highest IoU (first index on ties). Every other anchor is
-    background (-1): nothing is ignored. A small object thus keeps as many positives as a large
-    one, where fixed IoU thresholds give it one or two.
+    background (-1): nothing is ignored. The threshold adapts to each object's candidates, so
+    small and large objects get similar numbers of positives.
 
     iou: [M, A]; gt_boxes: [M, 4] xyxy; anchors: [A, 4] xyxy in level order; gt_valid: [M]
     bool; anchors_per_level: static, summing to A -> [A] int32.

@@ -226,10 +226,10 @@ class RetinaNet(nn.Module):
             dtype=self.dtype,
             param_dtype=jnp.float32,
         )
+        pyramid = list(pyramid)
         if self.c2_detail:
-            pyramid = [pyramid[0] + down(name="c2_detail")(body["C2"]), *pyramid[1:]]
+            pyramid[0] = pyramid[0] + down(name="c2_detail")(body["C2"])
         if self.bottom_up:
-            pyramid = list(pyramid)
             for i in range(1, len(pyramid)):
                 step = down(name=f"bottom_up_{i}")(nn.relu(pyramid[i - 1]))
                 pyramid[i] = pyramid[i] + step
