@@ -43,7 +43,7 @@ from jaxvision.data.sources import IMAGENET_MEAN, IMAGENET_STD, Dataset
 from jaxvision.errors import UserError
 
 CLASS_NAMES = ("__background__", "circle", "rectangle", "triangle", "star", "cross")
-OPTIONS = ("image_size", "num_train", "num_test", "max_objects", "seed")
+OPTIONS = ("image_size", "num_train", "num_test", "max_objects", "train_max_objects", "seed")
 SPLITS = {"train": 0, "test": 1}  # the split's part of every item's seed
 
 MIN_VISIBLE = 0.85  # share of a shape's pixels that must stay visible
@@ -62,6 +62,7 @@ def open_shapes(
     num_train: int = 16000,
     num_test: int = 500,
     max_objects: int = 5,
+    train_max_objects: int = 0,
     seed: int = 0,
 ) -> Dataset:
     """The shapes set (see the module docstring); nothing is drawn until an item is read.
@@ -70,24 +71,31 @@ def open_shapes(
         image_size: side of the square images, at least 32.
         num_train, num_test: images per split.
         max_objects: most shapes an image may hold.
+        train_max_objects: the same for training images only (0: max_objects). Denser training
+            scenes give more objects to learn from per image computed; the test split is
+            unchanged.
         seed: fixes every image; two seeds give unrelated sets.
     """
     if int(image_size) < 32:
         raise UserError(f"shapes image_size must be at least 32, got {image_size}")
     if int(num_train) < 1 or int(num_test) < 1:
         raise UserError(f"shapes needs num_train and num_test >= 1, got {num_train}, {num_test}")
-    if int(max_objects) < 1:
-        raise UserError(f"shapes max_objects must be at least 1, got {max_objects}")
-    kwargs = dict(image_size=int(image_size), max_objects=int(max_objects), seed=int(seed))
+    train_max_objects = int(train_max_objects) or int(max_objects)
+    if min(int(max_objects), train_max_objects) < 1:
+        raise UserError(
+            f"shapes max_objects and train_max_objects must be at least 1, got {max_objects}, "
+            f"{train_max_objects}"
+        )
+    kwargs = dict(image_size=int(image_size), seed=int(seed))
     return Dataset(
-        train=ShapesSource("train", int(num_train), **kwargs),
-        test=ShapesSource("test", int(num_test), **kwargs),
+        train=ShapesSource("train", int(num_train), max_objects=train_max_objects, **kwargs),
+        test=ShapesSource("test", int(num_test), max_objects=int(max_objects), **kwargs),
         num_classes=len(CLASS_NAMES),
         class_names=CLASS_NAMES,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         image_size=int(image_size),
-        max_boxes=int(max_objects),
+        max_boxes=max(int(max_objects), train_max_objects),
     )
 
 

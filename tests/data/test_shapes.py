@@ -102,6 +102,17 @@ def test_options_and_speed():
         shapes.render(0, 1, i, SIZE, 8)
     # About 0.5 ms per image on one core; printed, not asserted (shared CI machines vary).
     print(f"shapes: {(time.perf_counter() - start) * 10:.2f} ms per {SIZE}x{SIZE} image")
+    # Denser training scenes, the same test split.
+    dense = open_dataset(
+        "shapes", options={"num_train": 60, "num_test": 60, "train_max_objects": 8}
+    )
+    plain = open_dataset("shapes", options={"num_train": 60, "num_test": 60})
+    assert (dense.max_boxes, plain.max_boxes) == (8, 5)
+    assert all(_same(dense.test[i], plain.test[i]) for i in range(60))
+    counts = [len(dense.train[i]["classes"]) for i in range(60)]
+    assert max(counts) > 5 and np.mean(counts) > np.mean([len(r["classes"]) for r in plain.train])
+    with pytest.raises(UserError, match="train_max_objects must be at least 1"):
+        open_dataset("shapes", options={"train_max_objects": -1})
     with pytest.raises(UserError, match="unknown option.*image_sizes"):
         open_dataset("shapes", options={"image_sizes": 3})
     with pytest.raises(UserError, match="at least 32"):

@@ -172,3 +172,29 @@ def test_retinanet_atss_loss_is_the_focal_loss_of_its_matches():
         retinanet.loss(outputs, anchors, boxes, classes, mask, atss)
     with pytest.raises(UserError, match="matcher='hungarian'"):
         retinanet.RetinaNetOptions(matcher="hungarian")
+
+
+def test_retinanet_class_softmax_adds_the_cross_entropy_of_the_foreground_anchors():
+    from jaxvision.ops import box_iou, match_anchors
+
+    outputs, anchors, boxes, classes, mask = _toy_batch(4)
+    plain = jax.jit(retinanet.loss)(outputs, anchors, boxes, classes, mask)[1]
+    weighted = retinanet.RetinaNetOptions(class_softmax=0.5)
+    with_ce = jax.jit(functools.partial(retinanet.loss, options=weighted))
+    parts = with_ce(outputs, anchors, boxes, classes, mask)[1]
+    per_image = []
+    for i in range(2):
+        iou = box_iou(boxes[i], anchors)
+        matched = np.asarray(match_anchors(iou, mask[i], 0.5, 0.4, True))
+        fg = np.flatnonzero(matched >= 0)
+        logits = np.asarray(outputs["cls_logits"][i], np.float64)[:, 1:]  # background excluded
+        log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        ce = -log_p[fg, classes[i][matched[fg]] - 1].sum()
+        per_image.append(ce / max(1, len(fg)))
+    assert per_image[0] > 0 and per_image[1] == 0  # image 1 has no boxes
+    np.testing.assert_allclose(
+        parts["cls_loss"] - plain["cls_loss"], 0.5 * np.mean(per_image), rtol=1e-5
+    )
+    np.testing.assert_allclose(parts["box_loss"], plain["box_loss"], rtol=1e-6)
+    grads = jax.grad(lambda o: with_ce(o, anchors, boxes, classes, mask)[0])(outputs)
+    assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
