@@ -65,7 +65,11 @@ _RETINANET_RULES = (
     (rf"head\.{_HEADS}\.conv\.(\d*[02468])", lambda m: ("head", m[1], f"conv_{int(m[2]) // 2}")),
     (r"head\.(classification_head)\.(cls_logits)", lambda m: ("head", m[1], m[2])),
     (r"head\.(regression_head)\.(bbox_reg)", lambda m: ("head", m[1], m[2])),
+    # jaxvision's detail paths (model_kwargs c2_detail, bottom_up): no torchvision module has
+    # them, so they keep their own names
+    (r"(c2_detail|bottom_up_\d+)", lambda m: (m[1],)),
 )
+_DETAIL_PATHS = re.compile(r"c2_detail|bottom_up_\d+")
 _CLASSIFIER_PREFIXES = ("fc.", "classifier.")
 
 
@@ -88,6 +92,8 @@ def _module_to_torch(family: str, path: tuple[str, ...]) -> str:
     if family == "ssd":
         return ".".join(re.sub(r"_(\d+)", r".\1", p) for p in path)
     top, *rest = path
+    if _DETAIL_PATHS.fullmatch(top):
+        return top
     if top == "backbone":
         return "backbone.body." + classification._module_to_torch("resnet", tuple(rest))
     if top == "fpn":

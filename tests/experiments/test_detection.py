@@ -251,7 +251,9 @@ def test_malformed_coco_json_is_one_line(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "instances_train2017.json" in last
     # The shapes recipe's own dataset options do not apply to COCO data: said, not an error.
-    assert "dataset coco_json takes no options: num_train ignored" in result.stderr
+    assert (
+        "dataset coco_json takes no options: num_train, train_max_objects ignored" in result.stderr
+    )
 
 
 def test_another_familys_options_are_dropped_and_typos_refused(capsys):
