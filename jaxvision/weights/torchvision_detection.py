@@ -48,6 +48,9 @@ _BN = {
 }
 _BN_TO_TORCH = {v: k for k, v in _BN.items()}
 _HEADS = "(classification_head|regression_head)"
+# jaxvision's detail paths (model_kwargs c2_detail, bottom_up): no torchvision module has them,
+# so they keep their own names
+_DETAIL_PATHS = re.compile(r"c2_detail|bottom_up_\d+")
 _RETINANET_RULES = (
     (
         r"backbone\.body\.(.+)",
@@ -65,11 +68,8 @@ _RETINANET_RULES = (
     (rf"head\.{_HEADS}\.conv\.(\d*[02468])", lambda m: ("head", m[1], f"conv_{int(m[2]) // 2}")),
     (r"head\.(classification_head)\.(cls_logits)", lambda m: ("head", m[1], m[2])),
     (r"head\.(regression_head)\.(bbox_reg)", lambda m: ("head", m[1], m[2])),
-    # jaxvision's detail paths (model_kwargs c2_detail, bottom_up): no torchvision module has
-    # them, so they keep their own names
-    (r"(c2_detail|bottom_up_\d+)", lambda m: (m[1],)),
+    (rf"({_DETAIL_PATHS.pattern})", lambda m: (m[1],)),
 )
-_DETAIL_PATHS = re.compile(r"c2_detail|bottom_up_\d+")
 _CLASSIFIER_PREFIXES = ("fc.", "classifier.")
 
 
