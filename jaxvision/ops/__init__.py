@@ -1,5 +1,6 @@
 """Detection math on fixed shapes (jittable, batched), matching torchvision's semantics:
-boxes and box coding, NMS, anchor matching, losses; anchors and default boxes on the host."""
+boxes and box coding, NMS, anchor matching, sampling, losses, RoIAlign; anchors and default
+boxes on the host."""
 
 from jaxvision.ops.anchors import (
     anchor_grid,
@@ -25,8 +26,12 @@ from jaxvision.ops.matching import (
     match_atss,
 )
 from jaxvision.ops.nms import batched_nms, nms, select_detections
+from jaxvision.ops.roi_align import map_scales, multiscale_roi_align, roi_align, roi_levels
+from jaxvision.ops.sampling import balanced_sample, compact
 
 __all__ = [
+    "balanced_sample",
+    "compact",
     "BELOW_LOW_THRESHOLD",
     "BETWEEN_THRESHOLDS",
     "BoxCoder",
@@ -41,11 +46,15 @@ __all__ = [
     "generalized_box_iou",
     "generalized_box_iou_loss",
     "l1",
+    "map_scales",
     "match_anchors",
     "match_anchors_ssd",
     "match_atss",
+    "multiscale_roi_align",
     "nms",
     "retinanet_anchor_sizes",
+    "roi_align",
+    "roi_levels",
     "select_detections",
     "sigmoid_focal_loss",
     "remove_small_boxes_mask",

@@ -1,0 +1,77 @@
+"""RoIAlign and multi-scale RoIAlign against torchvision in float64: outputs and the gradients
+of the feature maps (tests/ops/conftest.py: stored fixtures, fresh cases where torch is)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxvision.ops import multiscale_roi_align, roi_align, roi_levels
+from tests.ops.helpers import assert_close
+
+
+def test_roi_align_matches_torchvision(cases):
+    for case in cases("roi_align"):
+        with jax.enable_x64(True):
+            features = jnp.asarray(case["features"])
+            for s in case["settings"]:
+                boxes = jnp.asarray(s["boxes"])
+                label = (
+                    f"size {s['output_size']} ratio {s['sampling_ratio']} aligned {s['aligned']}"
+                )
+
+                def pooled(f, s=s, boxes=boxes):
+                    return roi_align(
+                        f,
+                        boxes,
+                        tuple(int(v) for v in s["output_size"]),
+                        float(s["spatial_scale"]),
+                        int(s["sampling_ratio"]),
+                        bool(s["aligned"]),
+                    )
+
+                out, vjp = jax.vjp(jax.jit(pooled), features)
+                assert_close(out, s["output"], 1e-12, label=label)
+                (grad,) = vjp(jnp.asarray(s["upstream"]))
+                assert_close(grad, s["grad"], 1e-12, label=f"{label} grad")
+
+
+def test_multiscale_roi_align_matches_torchvision(cases):
+    for case in cases("multiscale_roi_align"):
+        with jax.enable_x64(True):
+            maps = [jnp.asarray(m) for m in case["maps"]]
+            boxes = jnp.asarray(case["boxes"])
+            size = tuple(int(v) for v in case["image_size"])
+            levels = np.asarray(roi_levels(boxes, 2, 5))
+            assert {0, 1, 2, 3} <= set(levels.ravel()), "the case should use every level"
+            out, vjp = jax.vjp(
+                jax.jit(lambda m, b=boxes, s=size: multiscale_roi_align(m, b, s)), maps
+            )
+            assert_close(out, case["output"], 1e-12, label="multiscale")
+            grads = vjp(jnp.asarray(case["upstream"]))[0]
+            for level, (ours, theirs) in enumerate(zip(grads, case["grads"], strict=True)):
+                assert_close(ours, theirs, 1e-12, label=f"multiscale grad level {level}")
+
+
+def test_roi_align_float32_and_batching():
+    """float32 agrees with float64 to float32 rounding; each image reads only its own map."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(2, 9, 11, 4)).astype(np.float32)
+    boxes = np.array([[[1.0, 2.0, 15.0, 12.0], [0.0, 0.0, 22.0, 18.0]]] * 2, np.float32)
+    out32 = roi_align(jnp.asarray(features), jnp.asarray(boxes), 5, 0.5, 2)
+    with jax.enable_x64(True):
+        out64 = roi_align(
+            jnp.asarray(features, jnp.float64), jnp.asarray(boxes, jnp.float64), 5, 0.5, 2
+        )
+    assert out32.dtype == jnp.float32 and out32.shape == (2, 2, 5, 5, 4)
+    np.testing.assert_allclose(out32, out64, atol=1e-5)
+    swapped = roi_align(jnp.asarray(features[::-1]), jnp.asarray(boxes), 5, 0.5, 2)
+    np.testing.assert_array_equal(swapped[0], out32[1])
+
+
+def test_map_scales_rejects_non_power_of_two_maps():
+    from jaxvision.ops.roi_align import map_scales
+
+    assert map_scales([(64, 64), (32, 32)], (256, 256)) == [0.25, 0.125]
+    with pytest.raises(ValueError, match="no single power-2 scale"):
+        map_scales([(64, 16)], (256, 256))
