@@ -1,6 +1,6 @@
 """The torchvision cases of tests/ops, from two sources: the committed fixtures (seed 0 of
-tests/ops/fixtures/make_ops_fixtures.py and make_roi_fixtures.py, no torch needed) and, where
-torch is installed, fresh cases that torchvision computes in the test (other seeds)."""
+the make_*_fixtures.py scripts in tests/ops/fixtures, no torch needed) and, where torch is
+installed, fresh cases that torchvision computes in the test (other seeds)."""
 
 import os
 
@@ -26,10 +26,14 @@ def cases(request):
         return lambda name: [_load(name)]
     pytest.importorskip("torch")
     pytest.importorskip("torchvision")
-    from tests.ops.fixtures import make_ops_fixtures, make_roi_fixtures
+    from tests.ops.fixtures import make_fasterrcnn_fixtures, make_ops_fixtures, make_roi_fixtures
 
     def fresh(name):
-        make = {**make_ops_fixtures.CASES, **make_roi_fixtures.CASES}[name]
+        make = {
+            **make_ops_fixtures.CASES,
+            **make_roi_fixtures.CASES,
+            **make_fasterrcnn_fixtures.CASES,
+        }[name]
         return [unflatten(make_ops_fixtures.flatten(make(seed))) for seed in FRESH_SEEDS]
 
     return fresh
