@@ -29,10 +29,13 @@ class QuantizedDetection(Detection):
         super().__init__(task.model, canvas=task.canvas, options=task.options, name=task.trained)
         self.scheme = scheme
 
-    def head_outputs(self, models: dict, images) -> dict:
-        """The quantized detector's raw outputs in eval mode; images: [B, S, S, 3] uint8."""
+    def head_outputs(self, models: dict, images, sizes=None) -> dict:
+        """The quantized detector's raw outputs in eval mode; images: [B, S, S, 3] uint8;
+        sizes: [B, 2] (h, w) in the canvas, what a two-stage detector clips proposals to."""
         variables = self.scheme.restore(models[self.trained].variables)
         x = normalize(images, self.mean, self.std)
+        if self.family == "fasterrcnn":
+            return self.scheme.applied.apply(variables, x, train=False, image_sizes=sizes)
         return apply_model(self.scheme.applied, variables, x, train=False)[0]
 
     def loss(self, *args, **kwargs):

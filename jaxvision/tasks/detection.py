@@ -1,18 +1,21 @@
-"""Object detection with one-stage detectors: RetinaNet (focal loss over anchors) and SSD (hard
-negative mining over default boxes), trained on padded boxes; COCO metrics in evaluation.
+"""Object detection: one-stage detectors (RetinaNet: focal loss over anchors; FCOS: points;
+SSD: hard negative mining over default boxes) and two-stage Faster R-CNN (an RPN's proposals,
+then a box head on sampled RoIs), trained on padded boxes; COCO metrics in evaluation.
 
 Batches (jaxvision.data.detection_transforms): {"image": [B, S, S, 3] uint8 canvas, "boxes":
 [B, M, 4] xyxy canvas pixels, "boxes_mask": [B, M], "classes": [B, M] int32 (1..K-1), "size":
 [B, 2] (h, w) of the image inside the canvas, "scale": [B, 2] (sy, sx) canvas pixels per
 original pixel, "image_id": [B]; in evaluation also "iscrowd", "area" [B, M] and "mask" [B]}.
 The anchors are fixed by the canvas, so they are computed once, on the host, when the task is
-built; the model family's math (jaxvision.tasks.retinanet / .ssd) turns head outputs into the
-loss and into detections.
+built; the model family's math (jaxvision.tasks.retinanet / .fcos / .ssd / .fasterrcnn) turns
+the model's outputs into the loss and into detections.
 """
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
@@ -21,13 +24,23 @@ from jaxvision.errors import UserError
 from jaxvision.evaluation.coco import CocoEvaluator
 from jaxvision.models import detection as detectors
 from jaxvision.ops import anchors as anchor_ops
-from jaxvision.tasks import retinanet, ssd
+from jaxvision.tasks import fasterrcnn, fcos, retinanet, ssd
 from jaxvision.tasks.classification import apply_model
 from jaxvision.train.state import image_model_init
 from jaxvision.train.steps import normalize
 
 # family -> (its math module, its options dataclass)
-FAMILIES = {"retinanet": (retinanet, retinanet.RetinaNetOptions), "ssd": (ssd, ssd.SSDOptions)}
+FAMILIES = {
+    "retinanet": (retinanet, retinanet.RetinaNetOptions),
+    "fcos": (fcos, fcos.FCOSOptions),
+    "ssd": (ssd, ssd.SSDOptions),
+    "fasterrcnn": (fasterrcnn, fasterrcnn.FasterRCNNOptions),
+}
+# The families whose anchors are anchor_grid's and whose math takes anchors_per_level.
+_LEVELLED = ("retinanet", "fcos")
+# Two-stage: the model proposes regions and pools RoIs itself (it needs the image sizes, and in
+# training the ground truth to sample RoIs from).
+_TWO_STAGE = ("fasterrcnn",)
 
 
 def family_options(family: str, **overrides):
@@ -55,7 +68,7 @@ def model_anchors(model: nn.Module, canvas: int) -> tuple[np.ndarray, tuple[int,
     """(anchors float32 [A, 4] xyxy canvas pixels, anchors per pyramid level) of `model` on an
     S x S canvas, as torchvision's AnchorGenerator / DefaultBoxGenerator place them."""
     shapes = detectors.feature_shapes(model, canvas, canvas)
-    if model.family == "retinanet":
+    if model.family in (*_LEVELLED, *_TWO_STAGE):  # FCOS: one square box per point
         sizes, ratios = model.anchor_sizes(), model.anchor_aspect_ratios()
         anchors = anchor_ops.anchor_grid((canvas, canvas), shapes, sizes, ratios)
         return anchors, anchor_ops.anchors_per_level(shapes, sizes, ratios)
@@ -104,15 +117,19 @@ class Detection:
             "classes": batch["classes"],
             "boxes_mask": batch["boxes_mask"],
         }
+        if self.family in _TWO_STAGE:
+            inputs["size"] = batch["size"]
         return inputs, rng
 
     def loss(self, params, mutable: dict, inputs: dict, rng, models: dict):
         variables = {"params": params, **mutable}
+        if self.family in _TWO_STAGE:
+            return self._two_stage_loss(variables, inputs, rng)
         outputs, new_mutable = apply_model(
             self.model, variables, inputs["image"], train=True, rng=rng
         )
-        # RetinaNet's ATSS matcher picks candidates level by level.
-        levels = {"anchors_per_level": self.anchors_per_level} if self.family == "retinanet" else {}
+        # RetinaNet's ATSS matcher picks candidates level by level; FCOS's scale ranges.
+        levels = {"anchors_per_level": self.anchors_per_level} if self.family in _LEVELLED else {}
         loss, parts = self.math.loss(
             outputs,
             self.anchors,
@@ -124,10 +141,39 @@ class Detection:
         )
         return loss, (parts, new_mutable)
 
-    def head_outputs(self, models: dict, images) -> dict:
+    def _two_stage_loss(self, variables: dict, inputs: dict, rng):
+        """Faster R-CNN: the model samples its RoIs from its proposals and the ground truth
+        (one key), the RPN's loss samples anchors (another)."""
+        rpn_key, roi_key, dropout = jax.random.split(rng, 3)
+        sample = functools.partial(
+            self.math.sample_rois,
+            boxes=jnp.asarray(inputs["boxes"], jnp.float32),
+            classes=inputs["classes"],
+            boxes_mask=inputs["boxes_mask"],
+            key=roi_key,
+            options=self.options,
+        )
+        mutable = [k for k in variables if k != "params"]
+        outputs, new_mutable = self.model.apply(
+            variables,
+            inputs["image"],
+            train=True,
+            image_sizes=inputs["size"],
+            sample_rois=sample,
+            mutable=mutable,
+            rngs={"dropout": dropout},
+        )
+        loss, parts = self.math.loss(
+            outputs, self.anchors, inputs["boxes"], inputs["boxes_mask"], rpn_key, self.options
+        )
+        return loss, (parts, dict(new_mutable))
+
+    def head_outputs(self, models: dict, images, sizes=None) -> dict:
         """The detector's raw outputs in eval mode; images: [B, S, S, 3] uint8 canvases."""
         variables = models[self.trained].variables
         x = normalize(images, self.mean, self.std)
+        if self.family in _TWO_STAGE:  # proposals are clipped to each image
+            return self.model.apply(variables, x, train=False, image_sizes=sizes)
         return apply_model(self.model, variables, x, train=False)[0]
 
     def predict(self, models: dict, images, sizes=None) -> dict:
@@ -136,8 +182,10 @@ class Detection:
         "classes", "valid"} (jaxvision.tasks.retinanet.postprocess)."""
         if sizes is None:
             sizes = jnp.full((images.shape[0], 2), self.canvas, jnp.int32)
-        outputs = self.head_outputs(models, images)
-        if self.family == "retinanet":
+        outputs = self.head_outputs(models, images, sizes)
+        if self.family in _TWO_STAGE:
+            return self.math.postprocess(outputs, sizes, self.options)
+        if self.family in _LEVELLED:
             return self.math.postprocess(
                 outputs, self.anchors, self.anchors_per_level, sizes, self.options
             )

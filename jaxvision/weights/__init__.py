@@ -39,6 +39,8 @@ _TIMM = (
     "mixer_b16"
 )
 _TORCHVISION_DETECTION = (
+    "fasterrcnn_resnet18_fpn_small fasterrcnn_resnet50_fpn "
+    "fcos_resnet18_fpn_small fcos_resnet50_fpn "
     "retinanet_resnet18_fpn retinanet_resnet18_fpn_small retinanet_resnet34_fpn "
     "retinanet_resnet50_fpn ssd128_vgg16_small ssd300_vgg16"
 )

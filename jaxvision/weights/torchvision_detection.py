@@ -1,4 +1,5 @@
-"""torchvision detection state dicts <-> jaxvision detectors (RetinaNet, SSD).
+"""torchvision detection state dicts <-> jaxvision detectors (RetinaNet, FCOS, SSD, Faster
+R-CNN).
 
 Module paths map by rule (jaxvision.models.detection names its modules after torch's):
 
@@ -8,6 +9,14 @@ Module paths map by rule (jaxvision.models.detection names its modules after tor
              head.classification_head.conv.2.0    ↔ head/classification_head/conv_2
              head.classification_head.conv.2.1    ↔ head/classification_head/conv_2_norm
              head.regression_head.bbox_reg        ↔ head/regression_head/bbox_reg
+  FCOS       backbone.* as RetinaNet; the towers are one nn.Sequential (conv, GroupNorm, ReLU):
+             head.classification_head.conv.3      ↔ head/classification_head/conv_1
+             head.regression_head.conv.4          ↔ head/regression_head/conv_1_norm
+             head.regression_head.bbox_ctrness    ↔ head/regression_head/bbox_ctrness
+  Faster     backbone.* as RetinaNet (no extra blocks: its pool level has no tensors)
+  R-CNN      rpn.head.conv.0.0 / cls_logits        ↔ rpn_head/conv / cls_logits
+             roi_heads.box_head.fc6               ↔ box_head/fc6 (input axis (C, 7, 7) ↔ (7, 7, C))
+             roi_heads.box_predictor.cls_score    ↔ box_predictor/cls_score
   SSD        backbone.features.21 / extra.0.7.1   ↔ backbone/features_21 / extra_0_7_1
              backbone.scale_weight                ↔ params/backbone/scale_weight
              head.classification_head.module_list.3 ↔ head/classification_head/module_list_3
@@ -24,6 +33,7 @@ classifier dropped, and the rest (FPN, heads; for SSD also fc6/fc7, the extras a
 scale, which torchvision creates fresh too) kept from the fresh variables.
 """
 
+import math
 import re
 from collections import defaultdict
 
@@ -70,6 +80,34 @@ _RETINANET_RULES = (
     (r"head\.(regression_head)\.(bbox_reg)", lambda m: ("head", m[1], m[2])),
     (rf"({_DETAIL_PATHS.pattern})", lambda m: (m[1],)),
 )
+
+
+def _fcos_tower(module: str, head: str, index: int) -> tuple[str, ...]:
+    """FCOS's tower is one nn.Sequential of (conv, GroupNorm, ReLU) x 4: conv.3i is our conv_i,
+    conv.3i+1 its GroupNorm conv_i_norm; the ReLUs have no tensors."""
+    if index % 3 == 2:
+        raise UserError(f"unexpected module {module} in a torchvision FCOS file (a ReLU)")
+    return ("head", head, f"conv_{index // 3}" + ("_norm" if index % 3 else ""))
+
+
+_FCOS_RULES = (
+    *_RETINANET_RULES[:3],  # backbone.body, the FPN and its extra blocks
+    (rf"head\.{_HEADS}\.conv\.(\d+)", lambda m: _fcos_tower(m[0], m[1], int(m[2]))),
+    (r"head\.(classification_head)\.(cls_logits)", lambda m: ("head", m[1], m[2])),
+    (r"head\.(regression_head)\.(bbox_reg|bbox_ctrness)", lambda m: ("head", m[1], m[2])),
+)
+_FASTERRCNN_RULES = (
+    *_RETINANET_RULES[:2],  # backbone.body and the FPN (its pool level has no tensors)
+    # torchvision >= 0.13 wraps the RPN conv in Conv2dNormActivation (conv.0.0)
+    (r"rpn\.head\.conv(\.0\.0)?", lambda m: ("rpn_head", "conv")),
+    (r"rpn\.head\.(cls_logits|bbox_pred)", lambda m: ("rpn_head", m[1])),
+    (r"roi_heads\.box_head\.(fc6|fc7)", lambda m: ("box_head", m[1])),
+    (r"roi_heads\.box_predictor\.(cls_score|bbox_pred)", lambda m: ("box_predictor", m[1])),
+)
+_RULES = {"retinanet": _RETINANET_RULES, "fcos": _FCOS_RULES, "fasterrcnn": _FASTERRCNN_RULES}
+_FAMILY_NAMES = {"retinanet": "RetinaNet", "fcos": "FCOS", "fasterrcnn": "Faster R-CNN"}
+# The families whose backbone is a ResNet body (backbone.body.*) under an FPN.
+_RESNET_FPN = ("retinanet", "fcos", "fasterrcnn")
 _CLASSIFIER_PREFIXES = ("fc.", "classifier.")
 
 
@@ -82,10 +120,10 @@ def _family(model_name: str) -> str:
 def _module_to_flax(family: str, module: str) -> tuple[str, ...]:
     if family == "ssd":
         return tuple(classification._join_indices(module.split(".")))
-    for pattern, path in _RETINANET_RULES:
+    for pattern, path in _RULES[family]:
         if m := re.fullmatch(pattern, module):
             return path(m)
-    raise UserError(f"unexpected module {module} in a torchvision RetinaNet file")
+    raise UserError(f"unexpected module {module} in a torchvision {_FAMILY_NAMES[family]} file")
 
 
 def _module_to_torch(family: str, path: tuple[str, ...]) -> str:
@@ -101,7 +139,13 @@ def _module_to_torch(family: str, path: tuple[str, ...]) -> str:
         if name in ("p6", "p7"):
             return f"backbone.fpn.extra_blocks.{name}"
         return "backbone.fpn." + re.sub(r"_(\d+)$", r".\1.0", name)
+    if top == "rpn_head":
+        return "rpn.head.conv.0.0" if rest == ["conv"] else f"rpn.head.{rest[0]}"
+    if top in ("box_head", "box_predictor"):
+        return f"roi_heads.{top}.{rest[0]}"
     head, name = rest
+    if family == "fcos" and (m := re.fullmatch(r"conv_(\d+)(_norm)?", name)):
+        return f"head.{head}.conv.{3 * int(m[1]) + bool(m[2])}"
     name = re.sub(r"^conv_(\d+)_norm$", r"conv.\1.1", name)
     return f"head.{head}." + re.sub(r"^conv_(\d+)$", r"conv.\1.0", name)
 
@@ -110,7 +154,7 @@ def _classification_to_detection(family: str, name: str) -> str | None:
     """A torchvision classifier's tensor name → the detector's (None: not in the detector)."""
     if name.startswith(_CLASSIFIER_PREFIXES):
         return None
-    if family == "retinanet":
+    if family in _RESNET_FPN:
         return f"backbone.body.{name}"
     m = re.fullmatch(r"features\.(\d+)\.(\w+)", name)
     index = int(m[1]) if m else -1
@@ -164,6 +208,8 @@ def to_flax(model_name: str, tensors: dict[str, np.ndarray]) -> dict[tuple[str, 
                 flat[("params", *path, "bias")] = value
             elif leaf == "weight" and value.ndim == 4:
                 flat[("params", *path, "kernel")] = conv_to_flax(value)
+            elif leaf == "weight" and value.ndim == 2:  # a Linear (Faster R-CNN's box head)
+                flat[("params", *path, "kernel")] = _linear_to_flax(path, value, tensors)
             elif leaf == "weight" and value.ndim == 1 and path[-1].endswith("_norm"):
                 flat[("params", *path, "scale")] = value  # a head GroupNorm
             else:
@@ -172,6 +218,31 @@ def to_flax(model_name: str, tensors: dict[str, np.ndarray]) -> dict[tuple[str, 
                     f"{family}: is the file for this architecture?"
                 )
     return flat
+
+
+def _fpn_channels(tensors: dict) -> int:
+    for name in ("backbone.fpn.layer_blocks.0.0.weight", "backbone.fpn.layer_blocks.0.weight"):
+        if name in tensors:
+            return np.shape(tensors[name])[0]
+    raise UserError("a Faster R-CNN file without backbone.fpn.layer_blocks.0: is it complete?")
+
+
+def _linear_to_flax(path: tuple[str, ...], weight: np.ndarray, tensors: dict) -> np.ndarray:
+    """torch Linear weight [out, in] → Flax kernel [in, out]. fc6 reads the pooled RoIs
+    flattened: torch's are (C, S, S), ours (S, S, C), so its input axis is reordered."""
+    if path == ("box_head", "fc6"):
+        channels = _fpn_channels(tensors)
+        side = math.isqrt(weight.shape[1] // channels)
+        weight = weight.reshape(-1, channels, side, side).transpose(0, 2, 3, 1)
+        weight = weight.reshape(weight.shape[0], -1)
+    return weight.T
+
+
+def _fc6_to_torch(kernel: np.ndarray, channels: int) -> np.ndarray:
+    """Our fc6 kernel [(S, S, C), out] → torch's weight [out, (C, S, S)]."""
+    side = math.isqrt(kernel.shape[0] // channels)
+    weight = kernel.T.reshape(-1, side, side, channels).transpose(0, 3, 1, 2)
+    return weight.reshape(weight.shape[0], -1)
 
 
 def adapt(model_name: str, converted: dict, expected: dict) -> dict:
@@ -207,6 +278,11 @@ def to_torch(model_name: str, flat: dict[tuple[str, ...], np.ndarray]) -> dict[s
         for (_, leaf), value in leaves.items():
             torch_name, tensor = param_to_torch(module, leaf, value)
             tensors[torch_name] = tensor
+    if "roi_heads.box_head.fc6.weight" in tensors:
+        channels = _fpn_channels(tensors)
+        tensors["roi_heads.box_head.fc6.weight"] = _fc6_to_torch(
+            flat[("params", "box_head", "fc6", "kernel")], channels
+        )
     return tensors
 
 
@@ -214,7 +290,7 @@ def _from_classifier(family: str, key: tuple[str, ...]) -> bool:
     """Whether a torchvision classification file provides the detector's variable `key`."""
     if key[1] != "backbone":
         return False
-    return family == "retinanet" or bool(re.fullmatch(r"features_\d+|extra_0_[1-6]", key[2]))
+    return family in _RESNET_FPN or bool(re.fullmatch(r"features_\d+|extra_0_[1-6]", key[2]))
 
 
 def import_weights(

@@ -199,11 +199,36 @@ def test_ssd_trains_through_the_same_loop(tmp_path):
     assert final["step"] == 4 and np.isfinite(final["eval/AP"])
 
 
+def test_fasterrcnn_trains_and_resumes_through_the_same_loop(tmp_path):
+    """The two-stage detector in the same loop: 4 steps, COCO metrics, and a resume from
+    step 2 that ends with the same parameters (its RoI sample is drawn from the step's key)."""
+    small = {
+        "model_kwargs": {"width": 8, "representation_size": 32},
+        "detection": {
+            "score_thresh": 0.0,
+            "detections_per_img": 20,
+            "box_batch_size_per_image": 32,
+        },
+    }
+    config = _config("shapes_fasterrcnn.py", **small)
+    workdir = str(tmp_path / "run")
+    final = detection.train_and_evaluate(config, workdir)
+    assert final["step"] == 4 and np.isfinite(final["eval/AP"])
+    resumed = str(tmp_path / "resumed")
+    detection.train_and_evaluate(_config("shapes_fasterrcnn.py", **small, total_steps=2), resumed)
+    detection.train_and_evaluate(config, resumed)
+    jax.tree.map(
+        np.testing.assert_array_equal, load_variables(resumed)[0], load_variables(workdir)[0]
+    )
+
+
 @pytest.mark.parametrize(
     "name, model, params",
     [
         ("retinanet_r50_fpn_coco.py", "retinanet_resnet50_fpn", 34_014_999),
         ("ssd300_vgg16_coco.py", "ssd300_vgg16", 35_641_826),
+        ("fasterrcnn_r50_fpn_coco.py", "fasterrcnn_resnet50_fpn", 41_755_286),
+        ("fcos_r50_fpn_coco.py", "fcos_resnet50_fpn", 32_269_600),
     ],
 )
 def test_coco_recipes_build_torchvisions_models(name, model, params, tmp_path):

@@ -1,7 +1,7 @@
 """Detection networks by name: `build("retinanet_resnet50_fpn", num_classes=91)`.
 
 A detector is a Flax module with `num_classes` (K, background included) and `dtype` (compute;
-parameters stay float32), a class attribute `family` ("retinanet" or "ssd": which anchors,
+parameters stay float32), a class attribute `family` ("retinanet", "fcos" or "ssd": which anchors,
 loss and post-processing apply) and
 
     __call__(images [B, H, W, 3] float normalised, train=False, features=False)
@@ -20,6 +20,17 @@ Names (an entry fixes the architecture and sets defaults that `build` options ov
 - retinanet_resnet18_fpn_small: for ~96-128 px CPU runs (synthetic shapes): ResNet-18 body at
   width 16, norm "batch", FPN 64 channels on P3-P5, 2 head convs, anchors from 16 px. At
   128x128: maps 16x16, 8x8, 4x4 (64 channels), A = 336 * 9 = 3,024.
+- fcos_resnet50_fpn: torchvision's (32,269,600 params at K=91 with norm="frozen"); its head
+  also returns "bbox_ctrness" [B, A, 1], one point (square anchor) per position.
+- fcos_resnet18_fpn_small: for ~128 px CPU runs: ResNet-18 at width 16, norm "batch", FPN 64
+  channels on P3-P5, 2 head convs, points of 8, 16, 32 px; at 128x128 A = 336.
+- fasterrcnn_resnet50_fpn: torchvision's (41,755,286 params at K=91 with norm="frozen"), a
+  two-stage detector: its `__call__(images, train, features, image_sizes, sample_rois)`
+  returns RPN outputs, proposals, RoIs and the box head's outputs
+  (jaxvision.models.detection.fasterrcnn).
+- fasterrcnn_resnet18_fpn_small: for ~128 px CPU runs: ResNet-18 at width 16, norm "batch",
+  FPN 64 channels on P2-P5 (+ pool), anchors from 16 px, 500 / 200 proposals (train / test),
+  RoIs of 56 px pooled from P4, a 256-wide box head; at 128x128 A = 1,364 * 3 = 4,092.
 - ssd300_vgg16: torchvision's (35,641,826 params at K=91).
 - ssd128_vgg16_small: for 128 px CPU runs: VGG-16 at width 16 (16 ... 128 channels), fc6/fc7
   256, three stride-2 extras; at 128x128 maps 16, 8, 4, 2, 1 (128, 256, 128, 64, 64
@@ -48,6 +59,13 @@ _RETINANET_SMALL = {
     "head_convs": 2,
     "anchor_size": 16,
 }
+_FCOS_SMALL = {
+    "width": 16,
+    "norm": "batch",
+    "fpn_channels": 64,
+    "max_level": 5,
+    "head_convs": 2,
+}
 _SSD_SMALL = {
     "width": 16,
     "fc_channels": 256,
@@ -58,9 +76,26 @@ _SSD_SMALL = {
     "steps": (8, 16, 32, 64, 128),
 }
 
+_FASTERRCNN_SMALL = {
+    "width": 16,
+    "norm": "batch",
+    "fpn_channels": 64,
+    "anchor_size": 16,
+    "rpn_pre_nms_top_n_train": 1000,
+    "rpn_pre_nms_top_n_test": 500,
+    "rpn_post_nms_top_n_train": 500,
+    "rpn_post_nms_top_n_test": 200,
+    "roi_canonical_scale": 56,
+    "representation_size": 256,
+}
+
 # name -> (module under jaxvision.models.detection, attribute, default options). The attribute
 # is a module class or a functools.partial fixing its architecture; imported on first use.
 _MODELS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "fcos_resnet18_fpn_small": ("fcos", "FCOSResNet18", _FCOS_SMALL),
+    "fcos_resnet50_fpn": ("fcos", "FCOSResNet50", {}),
+    "fasterrcnn_resnet18_fpn_small": ("fasterrcnn", "FasterRCNNResNet18", _FASTERRCNN_SMALL),
+    "fasterrcnn_resnet50_fpn": ("fasterrcnn", "FasterRCNNResNet50", {}),
     "retinanet_resnet18_fpn": ("retinanet", "RetinaNetResNet18", {}),
     "retinanet_resnet18_fpn_small": ("retinanet", "RetinaNetResNet18", _RETINANET_SMALL),
     "retinanet_resnet34_fpn": ("retinanet", "RetinaNetResNet34", {}),
@@ -93,7 +128,7 @@ def defaults(name: str) -> dict[str, Any]:
 
 
 def family(name: str) -> str:
-    """ "retinanet" or "ssd": which anchors, loss and post-processing the detector `name` uses."""
+    """ "retinanet", "fcos" or "ssd": which anchors, loss and post-processing `name` uses."""
     factory, _ = _lookup(name)
     return (factory.func if isinstance(factory, functools.partial) else factory).family
 

@@ -2,7 +2,8 @@
 
 torchvision freezes the first backbone layers of a detector started from pretrained weights
 (and trains everything when it starts from scratch, which the caller decides):
-- RetinaNet: of conv1, layer1 ... layer4, the last `trainable_layers` train (5 adds bn1);
+- RetinaNet, FCOS and Faster R-CNN: of conv1, layer1 ... layer4, the last `trainable_layers`
+  train (5 adds bn1);
   default 3 freezes conv1, bn1 and layer1.
 - SSD: of VGG-16's 5 stages (conv1_x ... conv5_x), the last `trainable_layers` train; default
   4 freezes conv1_x; 0 freezes all five. fc6/fc7, the extras and the conv4_3 scale are new
@@ -15,7 +16,9 @@ from collections.abc import Callable
 
 from jaxvision.errors import UserError
 
-DEFAULT_TRAINABLE_LAYERS = {"retinanet": 3, "ssd": 4}
+DEFAULT_TRAINABLE_LAYERS = {"retinanet": 3, "fcos": 3, "fasterrcnn": 3, "ssd": 4}
+# The families whose backbone is a ResNet body
+_RESNET_FAMILIES = ("retinanet", "fcos", "fasterrcnn")
 
 _RESNET_LAYERS = ("layer4", "layer3", "layer2", "layer1", "conv1")
 # Where each VGG-16 stage starts in torch's `vgg16().features` numbering: index 0, then each
@@ -40,11 +43,14 @@ def frozen_backbone_layers(family: str, trainable_layers: int) -> Callable[[str]
     torchvision's `trainable_backbone_layers=trainable_layers` (0..5) freezes for the detector
     `family` ("retinanet" or "ssd", the model's `family`)."""
     if family not in DEFAULT_TRAINABLE_LAYERS:
-        raise UserError(f"unknown detector family {family!r}: choose retinanet or ssd")
+        raise UserError(
+            f"unknown detector family {family!r}: choose one of "
+            f"{', '.join(sorted(DEFAULT_TRAINABLE_LAYERS))}"
+        )
     if not 0 <= trainable_layers <= 5:
         raise UserError(f"trainable_backbone_layers is 0..5, got {trainable_layers}")
 
-    if family == "retinanet":
+    if family in _RESNET_FAMILIES:
         trained = set(_RESNET_LAYERS[:trainable_layers]) | (
             {"bn1"} if trainable_layers == 5 else set()
         )

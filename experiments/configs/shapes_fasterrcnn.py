@@ -1,0 +1,41 @@
+"""A small Faster R-CNN on the embedded shapes set: two-stage detection on 2 CPU cores, no
+download.
+
+128x128 synthetic images (jaxvision.data.shapes, as shapes_retinanet.py: 51,200 training
+images of 0-10 objects, each seen once; the 500 test images hold 0-5), a ResNet-18 body at
+width 32 with a 64-channel FPN on P2-P5 (+ pool), anchors of 16 ... 256 px, 500 proposals
+per training image (200 in evaluation), 64 RoIs sampled per image for a 256-wide box head;
+trained from scratch with AdamW and flips (3,200 steps of 16); COCO box AP on the test images.
+
+  python -m experiments.detection --config=experiments/configs/shapes_fasterrcnn.py \\
+      --workdir=/tmp/jaxvision/shapes_fasterrcnn
+
+Expected: see experiments/RESULTS.md ("Detection").
+"""
+
+from experiments.configs.common import base_config, detection_fields
+
+
+def get_config():
+    config = detection_fields(base_config())
+    config.image_size = 128
+    config.flip = True
+    config.model = "fasterrcnn_resnet18_fpn_small"
+    config.model_kwargs.width = 32
+    # 64 RoIs per image (torchvision: 512), a quarter of them foreground at most: enough for
+    # scenes of at most 10 objects, and the box head's cost follows it
+    config.detection.box_batch_size_per_image = 64
+    config.dataset_options.num_train = 51200
+    config.dataset_options.train_max_objects = 10  # the test images keep 0-5
+    config.batch_size = 16
+    config.total_steps = 3200
+    config.optimizer = "adamw"
+    config.learning_rate = 2e-3
+    config.lr_batch_base = 16
+    config.weight_decay = 1e-4
+    config.grad_clip_norm = 1.0
+    config.warmup_epochs = 0.25  # 800 steps
+    config.log_every_steps = 100
+    config.checkpoint_every_steps = 1000
+    config.keep_checkpoints = 2
+    return config
