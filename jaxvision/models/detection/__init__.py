@@ -1,14 +1,15 @@
 """Detection networks by name: `build("retinanet_resnet50_fpn", num_classes=91)`.
 
 A detector is a Flax module with `num_classes` (K, background included) and `dtype` (compute;
-parameters stay float32), a class attribute `family` ("retinanet", "fcos" or "ssd": which anchors,
-loss and post-processing apply) and
+parameters stay float32), a class attribute `family` ("retinanet", "fcos", "ssd" or
+"fasterrcnn": which anchors, loss and post-processing apply) and
 
     __call__(images [B, H, W, 3] float normalised, train=False, features=False)
       -> {"cls_logits": float32 [B, A, K], "bbox_regression": float32 [B, A, 4]}
 
-with A in torchvision's head order (level by level, positions row-major, then the anchors of
-one position); with `features=True` the list of maps the head reads, finest first, whose
+(one-stage detectors; FCOS adds "bbox_ctrness", Faster R-CNN's outputs are in its entry
+below) with A in torchvision's head order (level by level, positions row-major, then the
+anchors of one position); with `features=True` the list of maps the head reads, finest first, whose
 shapes (`feature_shapes`) place the anchors. Anchor configuration: RetinaNet's
 `anchor_sizes()`, `anchor_aspect_ratios()`, `num_anchors()`; SSD's fields `aspect_ratios`,
 `scales`, `steps`, `clip`, `image_size` and `num_anchors()`. Both carry `image_mean` /
