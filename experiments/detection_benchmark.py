@@ -1,7 +1,8 @@
 """Detector inference speed: jaxvision's predict (network + post-processing, jitted) against
 torchvision's model in eval mode, on the same input size, in one process.
 
-  python -m experiments.detection_benchmark [--model=retinanet_resnet50_fpn] \\
+  python -m experiments.detection_benchmark \\
+      [--model=retinanet_resnet50_fpn|fcos_resnet50_fpn|fasterrcnn_resnet50_fpn] \\
       [--height=800 --width=1088] [--batch=1] [--repeats=5] [--torch=auto]
   python -m experiments.detection_benchmark --model=retinanet_resnet18_fpn_small \\
       --model_kwargs='{"width": 32, "head_norm": "group"}' --height=128 --width=128 \\
@@ -38,6 +39,8 @@ _KWARGS = flags.DEFINE_string(
     "model_kwargs", "{}", "Model options as JSON, e.g. '{\"width\": 32}'."
 )
 _NUM_CLASSES = 91
+# The detectors torchvision has under the same name (at their default options).
+_TORCHVISION_PEERS = ("retinanet_resnet50_fpn", "fcos_resnet50_fpn", "fasterrcnn_resnet50_fpn")
 
 
 def ours(images: np.ndarray):
@@ -49,34 +52,43 @@ def ours(images: np.ndarray):
     # task for the longer side and the anchors for the input's own grid.
     task = Detection(model, canvas=max(images.shape[1:3]))
     math_module = FAMILIES[model.family][0]
-    shapes = detectors.feature_shapes(model, *images.shape[1:3])
-    if model.family == "retinanet":
+    sizes = jnp.asarray([images.shape[1:3]] * len(images), jnp.int32)
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, *images.shape[1:])))
+    if model.family == "fasterrcnn":  # places its anchors on the input itself
+
+        @jax.jit
+        def predict(variables, images):
+            state = {"model": ModelState(variables, opt_state=None, step=0, rng=None)}
+            return task.predict(state, images, sizes)
+
+    elif model.family in ("retinanet", "fcos"):
         from jaxvision.ops.anchors import anchor_grid, anchors_per_level
 
-        sizes, ratios = model.anchor_sizes(), model.anchor_aspect_ratios()
-        anchors = anchor_grid(images.shape[1:3], shapes, sizes, ratios)
-        levels = anchors_per_level(shapes, sizes, ratios)
-    else:
-        raise SystemExit("--model must be a RetinaNet: SSD runs at its own fixed size")
-    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, *images.shape[1:])))
-    sizes = jnp.asarray([images.shape[1:3]] * len(images), jnp.int32)
+        shapes = detectors.feature_shapes(model, *images.shape[1:3])
+        sizes_, ratios = model.anchor_sizes(), model.anchor_aspect_ratios()
+        anchors = anchor_grid(images.shape[1:3], shapes, sizes_, ratios)
+        levels = anchors_per_level(shapes, sizes_, ratios)
 
-    @jax.jit
-    def predict(variables, images):
-        state = {"model": ModelState(variables, opt_state=None, step=0, rng=None)}
-        outputs = task.head_outputs(state, images)
-        return math_module.postprocess(outputs, anchors, levels, sizes, task.options)
+        @jax.jit
+        def predict(variables, images):
+            state = {"model": ModelState(variables, opt_state=None, step=0, rng=None)}
+            outputs = task.head_outputs(state, images)
+            return math_module.postprocess(outputs, anchors, levels, sizes, task.options)
+
+    else:
+        raise SystemExit("--model must be a RetinaNet, FCOS or Faster R-CNN: SSD runs at its size")
 
     device_images = jnp.asarray(images)
     return lambda: jax.block_until_ready(predict(variables, device_images))
 
 
 def theirs(torch, images: np.ndarray):
-    from torchvision.models.detection import retinanet_resnet50_fpn
+    from torchvision.models import detection as tvd
 
-    if _MODEL.value != "retinanet_resnet50_fpn":
+    if _MODEL.value not in _TORCHVISION_PEERS:
         return None
-    model = retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=_NUM_CLASSES)
+    build = getattr(tvd, _MODEL.value)
+    model = build(weights=None, weights_backbone=None, num_classes=_NUM_CLASSES)
     model.eval()
     tensors = [torch.from_numpy(i).permute(2, 0, 1).float() / 255.0 for i in images]
 
