@@ -21,37 +21,12 @@ of 32, and groups batches by aspect ratio), the RoIs are sampled by a different 
 (torchvision's from 0.001 x), and PIL resizes the images (antialiased).
 """
 
-from ml_collections import config_dict
-
-from experiments.configs.common import base_config, detection_fields
-from experiments.configs.retinanet_r50_fpn_coco import COCO_TRAIN_IMAGES
+from experiments.configs import retinanet_r50_fpn_coco
 
 
 def get_config():
-    config = detection_fields(base_config())
-    config.dataset = "coco/2017"
+    # RetinaNet's COCO recipe (data, resize, schedule, SGD, frozen layers) with this model.
+    config = retinanet_r50_fpn_coco.get_config()
     config.model = "fasterrcnn_resnet50_fpn"
-    config.init_from = config_dict.placeholder(str)  # the ImageNet ResNet-50 (torchvision names)
-    config.image_size = 1344
-    config.min_size = 800
-    config.max_size = 1333
-    config.max_boxes = 100
-    config.flip = True
-    config.trainable_backbone_layers = 3
-    config.batch_size = 16
-    config.num_epochs = 26.0
-    config.total_steps = 0
-    config.optimizer = "sgd"
-    config.nesterov = False
-    config.momentum = 0.9
-    config.learning_rate = 0.02
-    config.lr_batch_base = 16
-    config.weight_decay = 1e-4
-    config.schedule = "step"
-    config.step_boundaries = (16 / 26, 22 / 26)
-    config.warmup_epochs = 1000 * 16 / COCO_TRAIN_IMAGES  # 1,000 iterations
-    config.log_every_steps = 100
-    config.eval_every_steps = 0
-    config.checkpoint_every_steps = 2000
-    config.keep_checkpoints = 3
+    config.learning_rate = 0.02  # torchvision's for Faster R-CNN (RetinaNet's: 0.01)
     return config
