@@ -11,12 +11,16 @@ import jax
 import jax.numpy as jnp
 
 
-def _random_subset(key: jax.Array, candidates: jax.Array, count: jax.Array) -> jax.Array:
-    """[N] bool: `count` of the True entries of `candidates` [N], uniformly at random."""
+def _random_subset(key: jax.Array, candidates: jax.Array, count: jax.Array, limit: int):
+    """[N] bool: `count` (<= `limit`, static) of the True entries of `candidates` [N],
+    uniformly at random: those of lowest random priority."""
     priority = jnp.where(candidates, jax.random.uniform(key, candidates.shape), 2.0)
-    # rank[i]: how many candidates come before i in ascending priority (a random order).
-    rank = jnp.argsort(jnp.argsort(priority))
-    return candidates & (rank < count)
+    # The `limit` lowest priorities in ascending order (top_k keeps the lower index first on
+    # ties, as a stable sort would), of which the first `count` are taken: a partial sort of
+    # `limit` instead of a full sort of N, the same subset.
+    _, order = jax.lax.top_k(-priority, min(limit, candidates.shape[0]))
+    taken = jnp.zeros(candidates.shape, bool).at[order].set(jnp.arange(order.shape[0]) < count)
+    return candidates & taken
 
 
 def balanced_sample(
@@ -33,9 +37,13 @@ def balanced_sample(
     sampled negatives), [N] bool each. vmap it for a batch (one key per image).
     """
     pos_key, neg_key = jax.random.split(key)
-    num_pos = jnp.minimum(int(num_samples * positive_fraction), jnp.sum(positive))
+    max_pos = int(num_samples * positive_fraction)
+    num_pos = jnp.minimum(max_pos, jnp.sum(positive))
     num_neg = jnp.minimum(num_samples - num_pos, jnp.sum(negative))
-    return _random_subset(pos_key, positive, num_pos), _random_subset(neg_key, negative, num_neg)
+    return (
+        _random_subset(pos_key, positive, num_pos, max_pos),
+        _random_subset(neg_key, negative, num_neg, num_samples),
+    )
 
 
 def compact(mask: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
