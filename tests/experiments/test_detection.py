@@ -313,6 +313,23 @@ def test_detection_benchmark_prints_its_row():
     assert "batch 2 at 64x96" in result.stdout
 
 
+def test_step_time_prints_the_recipes_step():
+    """The recipe's own step on its own batches, at tiny settings from the command line."""
+    tiny = [
+        "--config=experiments/configs/shapes_retinanet.py",
+        "--config.image_size=64",
+        "--config.dataset_options.num_train=16",
+        "--config.batch_size=2",
+        "--config.model_kwargs.width=8",
+    ]
+    result = run_module("experiments.detection_step_time", *tiny, "--steps=2", check=True)
+    row = json.loads(result.stdout.strip().splitlines()[-1])
+    assert row["model"] == "retinanet_resnet18_fpn_small" and row["steps"] == 2
+    assert row["batch_size"] == 2 and row["image_size"] == 64
+    assert 0 < row["step_s_min"] <= row["step_s_median"]
+    assert row["img_per_s"] == pytest.approx(2 / row["step_s_median"], rel=1e-2, abs=0.1)
+
+
 def test_two_stage_benchmarks_print_their_rows():
     """Faster R-CNN's predict (it places its own anchors on a non-square input) and RoIAlign's
     forward + backward, without torch: jaxvision's rows only."""
