@@ -1,7 +1,7 @@
 """Seconds per training step of a detection recipe: its own jitted step on its own batches.
 
   python -m experiments.detection_step_time --config=experiments/configs/shapes_fasterrcnn.py \\
-      [--config.model_kwargs.width=16 ...] [--steps=8]
+      [--config.model_kwargs.roi_sampling_ratio=1 ...] [--steps=8]
 
 Builds the run as `experiments.detection` does (data, detector, task, optimizer, sharding), puts
 --steps + 2 of its first training batches on the device, then times one step after another
@@ -16,20 +16,17 @@ import statistics
 import time
 
 import jax
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
 from experiments import detection
-from jaxvision import data
+from jaxvision import cli, data
 from jaxvision.train import steps
 
-_CONFIG = config_flags.DEFINE_config_file("config", detection.DEFAULT_CONFIG, "A detection recipe.")
 _STEPS = flags.DEFINE_integer("steps", 8, "Timed steps (after the compile and one warm-up).")
 
 
-def main(argv):
-    del argv
-    config = _CONFIG.value
+def time_steps(config, workdir=None):
+    del workdir  # writes nothing
     run = detection.setup(config)
     state = jax.jit(run.init, out_shardings=run.state_sharding)(run.rng)
     train_step = steps.jit_train_step(
@@ -66,4 +63,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(time_steps, default_config=detection.DEFAULT_CONFIG, needs_workdir=False)

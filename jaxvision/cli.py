@@ -182,8 +182,11 @@ def run(
     train_and_evaluate: Callable[[ml_collections.ConfigDict, str], object],
     *,
     default_config: str | None = None,
+    needs_workdir: bool = True,
 ) -> None:
-    """Defines the flags, parses them and calls `train_and_evaluate(config, workdir)`."""
+    """Defines the flags, parses them and calls `train_and_evaluate(config, workdir)`; a
+    command that writes nothing (`needs_workdir=False`, a benchmark) gets workdir None unless
+    one is given."""
     xla_flags.apply()  # before anything initialises a JAX backend
     # With a default file, overrides on the command line are applied at definition already:
     # options of the model that the file leaves unset are taken out first.
@@ -218,7 +221,7 @@ def run(
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]}: pass options as --name=value")
-        if not flags.FLAGS.workdir:
+        if needs_workdir and not flags.FLAGS.workdir:
             fail("--workdir is required: the directory for checkpoints, metrics and config.json")
         if flags.FLAGS.config is None:
             fail("--config is required: e.g. --config=experiments/configs/resnet50_imagenet.py")

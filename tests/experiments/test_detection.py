@@ -321,6 +321,7 @@ def test_step_time_prints_the_recipes_step():
         "--config.dataset_options.num_train=16",
         "--config.batch_size=2",
         "--config.model_kwargs.width=8",
+        "--config.model_kwargs.anchor_size=16",  # an option the recipe leaves unset
     ]
     result = run_module("experiments.detection_step_time", *tiny, "--steps=2", check=True)
     row = json.loads(result.stdout.strip().splitlines()[-1])
