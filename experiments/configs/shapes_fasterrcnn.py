@@ -49,7 +49,7 @@ def get_config():
     config.lr_batch_base = 8
     config.weight_decay = 1e-4
     config.grad_clip_norm = 1.0
-    config.warmup_epochs = 0.25  # 900 steps; 0.05 cost 0.05 AP50
+    config.warmup_epochs = 0.25  # 900 steps; 200 of 4,000 cost 0.055 AP50
     config.log_every_steps = 100
     config.checkpoint_every_steps = 1000
     config.keep_checkpoints = 2
