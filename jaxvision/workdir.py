@@ -159,6 +159,6 @@ def out_of_resources(error: Exception, workdir: str) -> UserError | None:
     if "RESOURCE_EXHAUSTED" in str(error).split(":", 1)[0]:
         return UserError(
             f"out of memory ({' '.join(str(error).split())[:160]}): lower batch_size, or use "
-            "microbatches, remat, dtype=bfloat16 or FSDP (README, Scaling up)"
+            "microbatches, remat, dtype=bfloat16 or FSDP (docs/performance.md, Memory)"
         )
     return None

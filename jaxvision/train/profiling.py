@@ -4,7 +4,7 @@ The trace covers steps a..b (host and device: the input, the dispatch, every XLA
 step marked as one (TensorBoard's profile plugin splits its step-time graph by them). It is
 written under `<workdir>/profile/plugins/profile/<time>/` as `<host>.xplane.pb` (TensorBoard:
 `tensorboard --logdir <workdir>/profile`, Profile tab) and `perfetto_trace.json.gz`
-(https://ui.perfetto.dev, Open trace file). How to read it: README, "Profiling a run".
+(https://ui.perfetto.dev, Open trace file). How to read it: docs/performance.md, "Profiling a run".
 """
 
 import contextlib
