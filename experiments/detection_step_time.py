@@ -1,6 +1,7 @@
 """Seconds per training step of a detection recipe: its own jitted step on its own batches.
 
-  python -m experiments.detection_step_time --config=experiments/configs/shapes_fasterrcnn.py \\
+  python -m experiments.detection_step_time \\
+      --config=experiments/configs/detection/fasterrcnn_shapes.py \\
       [--config.model_kwargs.roi_sampling_ratio=2 ...] [--steps=8]
 
 Builds the run as `experiments.detection` does (data, detector, task, optimizer, sharding), puts

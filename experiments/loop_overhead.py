@@ -29,7 +29,7 @@ import jax
 from absl import app, flags, logging
 
 from experiments import classification
-from experiments.configs.digits import get_config
+from experiments.configs.classification.simple_cnn_digits import get_config
 from jaxvision import data
 from jaxvision.train import loop, steps
 from jaxvision.train.reporting import plural

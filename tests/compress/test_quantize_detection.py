@@ -32,7 +32,9 @@ def quantized(tmp_path_factory):
     every test detection)."""
     root = tmp_path_factory.mktemp("detector_int8")
     workdir, out = str(root / "run"), str(root / "int8")
-    final = detection.train_and_evaluate(load_config("shapes_retinanet.py", **TINY), workdir)
+    final = detection.train_and_evaluate(
+        load_config("detection/retinanet_shapes.py", **TINY), workdir
+    )
     return workdir, final, out, quantize(workdir, out, "weights", 1, speed_batch=0, min_score=0.0)
 
 

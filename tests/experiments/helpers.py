@@ -11,6 +11,8 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = os.path.join(ROOT, "experiments", "configs")
+# The small ResNet-18 on the digits, as `python -m experiments.train` runs it.
+RESNET_DIGITS = "--config=experiments/configs/classification/resnet18_digits.py"
 
 
 def python_env(**variables):

@@ -156,7 +156,7 @@ def test_input_pipeline_throughput():
 def test_missing_module_guard_works():
     """The guard above really hides a module: a command that needs one fails."""
     env = dict(os.environ, PYTHONPATH=ROOT)
-    code = RUN_WITHOUT.format(missing={"ml_collections"}, module="experiments.resnet_digits")
+    code = RUN_WITHOUT.format(missing={"ml_collections"}, module="experiments.train")
     result = subprocess.run(
         [sys.executable, "-c", code, "--help"], env=env, capture_output=True, text=True
     )

@@ -31,7 +31,7 @@ from tests.experiments.helpers import (
 TINY = TINY_SHAPES
 
 
-def _config(name="shapes_retinanet.py", **overrides):
+def _config(name="detection/retinanet_shapes.py", **overrides):
     return load_config(name, **{**TINY, **overrides})
 
 
@@ -195,7 +195,7 @@ def test_init_from_a_classification_backbone_or_a_detector_file(tmp_path, capsys
 
 
 def test_ssd_trains_through_the_same_loop(tmp_path):
-    final = detection.train_and_evaluate(_config("shapes_ssd.py"), str(tmp_path))
+    final = detection.train_and_evaluate(_config("detection/ssd_shapes.py"), str(tmp_path))
     assert final["step"] == 4 and np.isfinite(final["eval/AP"])
 
 
@@ -211,7 +211,7 @@ def test_fasterrcnn_trains_and_resumes_through_the_same_loop(tmp_path):
             "box_batch_size_per_image": 32,
         },
     }
-    config = _config("shapes_fasterrcnn.py", **small)
+    config = _config("detection/fasterrcnn_shapes.py", **small)
     workdir = str(tmp_path / "run")
     final = detection.train_and_evaluate(config, workdir)
     assert final["step"] == 4 and np.isfinite(final["eval/AP"])
@@ -229,10 +229,10 @@ def test_fasterrcnn_trains_and_resumes_through_the_same_loop(tmp_path):
 @pytest.mark.parametrize(
     "name, model, params",
     [
-        ("retinanet_r50_fpn_coco.py", "retinanet_resnet50_fpn", 34_014_999),
-        ("ssd300_vgg16_coco.py", "ssd300_vgg16", 35_641_826),
-        ("fasterrcnn_r50_fpn_coco.py", "fasterrcnn_resnet50_fpn", 41_755_286),
-        ("fcos_r50_fpn_coco.py", "fcos_resnet50_fpn", 32_269_600),
+        ("detection/retinanet_r50_fpn_coco.py", "retinanet_resnet50_fpn", 34_014_999),
+        ("detection/ssd300_vgg16_coco.py", "ssd300_vgg16", 35_641_826),
+        ("detection/fasterrcnn_r50_fpn_coco.py", "fasterrcnn_resnet50_fpn", 41_755_286),
+        ("detection/fcos_r50_fpn_coco.py", "fcos_resnet50_fpn", 32_269_600),
     ],
 )
 def test_coco_recipes_build_torchvisions_models(name, model, params, tmp_path):
@@ -316,7 +316,7 @@ def test_detection_benchmark_prints_its_row():
 def test_step_time_prints_the_recipes_step():
     """The recipe's own step on its own batches, at tiny settings from the command line."""
     tiny = [
-        "--config=experiments/configs/shapes_retinanet.py",
+        "--config=experiments/configs/detection/retinanet_shapes.py",
         "--config.image_size=64",
         "--config.dataset_options.num_train=16",
         "--config.batch_size=2",

@@ -26,7 +26,7 @@ TINY = dict(
 
 
 def _config(**overrides):
-    config = load_config("gan_digits.py", **{**TINY, **overrides})
+    config = load_config("generation/dcgan_digits.py", **{**TINY, **overrides})
     config.evals.eval.split = "test"  # 360 real images against 360 fakes: a quick pass
     return config
 

@@ -26,10 +26,10 @@ SMOKE = {"total_steps": 2, "batch_size": 4, "image_size": 32, "worker_count": 0}
 @pytest.mark.parametrize(
     "recipe",
     [
-        "resnet50_imagenet_timm.py",
-        "vit_s16_imagenet.py",
-        "resnet18_cifar10.py",
-        "vit_cifar10.py",
+        "classification/resnet50_imagenet_timm.py",
+        "classification/vit_s16_imagenet.py",
+        "classification/resnet18_cifar10.py",
+        "classification/vit_s4_cifar10.py",
     ],
 )
 def test_recipe_smoke_on_mock_data(tmp_path, mock_tfds, recipe):
@@ -59,7 +59,10 @@ def test_finetune_folder_recipe_from_a_weight_file(tmp_path, capsys):
     weights.save_safetensors(path, weights.export_weights("resnet50", variables))
 
     config = load_config(
-        "finetune_folder.py", data_dir=str(tmp_path / "images"), init_from=path, **SMOKE
+        "classification/resnet50_folder.py",
+        data_dir=str(tmp_path / "images"),
+        init_from=path,
+        **SMOKE,
     )
     final = train_and_evaluate(config, str(tmp_path / "run"))
     assert final["step"] == 2
@@ -68,7 +71,7 @@ def test_finetune_folder_recipe_from_a_weight_file(tmp_path, capsys):
 
 
 def test_digits_with_tricks_reaches_its_band_and_reruns_bitwise(tmp_path):
-    args = ["--config=experiments/configs/digits_aug.py"]
+    args = ["--config=experiments/configs/classification/simple_cnn_digits_aug.py"]
     finals = []
     for name in ("a", "b"):
         result = run_module("experiments.digits", f"--workdir={tmp_path / name}", *args)

@@ -37,14 +37,18 @@ def members(tmp_path_factory):
     workdirs, finals = [], []
     for seed in (0, 1):
         workdir = str(root / f"seed{seed}")
-        finals.append(train_and_evaluate(load_config("digits.py", seed=seed, **TINY), workdir))
+        finals.append(
+            train_and_evaluate(
+                load_config("classification/simple_cnn_digits.py", seed=seed, **TINY), workdir
+            )
+        )
         workdirs.append(workdir)
     return workdirs, finals
 
 
 def test_distillation_trains_the_student_and_keeps_the_teacher_frozen(tmp_path, members):
     (teacher, _), _ = members
-    config = load_config("distill_digits.py", teacher=teacher, **TINY)
+    config = load_config("distillation/simple_cnn_digits.py", teacher=teacher, **TINY)
     workdir = str(tmp_path / "student")
     final = distill.train_and_evaluate(config, workdir)
 

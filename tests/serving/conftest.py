@@ -24,7 +24,7 @@ def server(tmp_path_factory):
     small limits the bad-input tests cross."""
     root = tmp_path_factory.mktemp("serve")
     workdir, out = str(root / "run"), str(root / "bundle")
-    train_and_evaluate(load_config("digits.py", **TINY), workdir)
+    train_and_evaluate(load_config("classification/simple_cnn_digits.py", **TINY), workdir)
     run_module(
         "experiments.export", f"--workdir={workdir}", f"--out={out}", "--max_batch=8", check=True
     )
@@ -42,7 +42,7 @@ def detector_server(tmp_path_factory):
     1-2 and served."""
     root = tmp_path_factory.mktemp("serve_detector")
     workdir, out = str(root / "run"), str(root / "bundle")
-    config = load_config("shapes_retinanet.py", **TINY_DETECTOR)
+    config = load_config("detection/retinanet_shapes.py", **TINY_DETECTOR)
     detection.train_and_evaluate(config, workdir)
     run_module(
         "experiments.export", f"--workdir={workdir}", f"--out={out}", "--max_batch=2", check=True

@@ -5,7 +5,7 @@ torchvision's references/detection: 120 epochs of 32 images (8 GPUs x 4), SGD mo
 distortion, zoom-out, minimum-IoU crop, flips) and a fixed 300 x 300 resize; the VGG-16
 ImageNet features backbone (trainable_backbone_layers=4, conv1-2 frozen).
 
-  python -m experiments.detection --config=experiments/configs/ssd300_vgg16_coco.py \
+  python -m experiments.detection --config=experiments/configs/detection/ssd300_vgg16_coco.py \
       --workdir=DIR --config.data_dir=TFDS_DATA_DIR \
       --config.init_from=vgg16_features.safetensors
 
@@ -17,7 +17,7 @@ PIL resizes the images (antialiased).
 from ml_collections import config_dict
 
 from experiments.configs.common import base_config, detection_fields
-from experiments.configs.retinanet_r50_fpn_coco import COCO_TRAIN_IMAGES
+from experiments.configs.detection.retinanet_r50_fpn_coco import COCO_TRAIN_IMAGES
 
 
 def get_config():

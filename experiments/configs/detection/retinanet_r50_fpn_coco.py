@@ -5,7 +5,7 @@ torchvision's references/detection: 26 epochs of 16 images (8 GPUs x 2), SGD mom
 to a shorter side of 800 (longer at most 1333), horizontal flips; the ImageNet ResNet-50
 backbone with frozen BatchNorm and conv1 + layer1 frozen (trainable_backbone_layers=3).
 
-  python -m experiments.detection --config=experiments/configs/retinanet_r50_fpn_coco.py \
+  python -m experiments.detection --config=experiments/configs/detection/retinanet_r50_fpn_coco.py \
       --workdir=DIR --config.data_dir=TFDS_DATA_DIR \
       --config.init_from=resnet50_imagenet.safetensors
   (or --config.dataset=coco_json --config.data_dir=COCO_ROOT with annotations/instances_*.json)

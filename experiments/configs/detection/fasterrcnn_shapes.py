@@ -1,21 +1,21 @@
 """A small Faster R-CNN on the embedded shapes set: two-stage detection on 2 CPU cores, no
 download.
 
-128x128 synthetic images (jaxvision.data.shapes, as shapes_retinanet.py: training images of
+128x128 synthetic images (jaxvision.data.shapes, as retinanet_shapes.py: training images of
 0-10 objects, each seen once; the 500 test images hold 0-5), a ResNet-18 body at width 32
 with a 64-channel FPN on P2-P5 (+ pool), anchors of 16 ... 256 px, 500 proposals per training
 image (200 in evaluation), 64 RoIs sampled per image, up to half of them foreground, pooled
 7x7 with one sample per bin for a 256-wide box head; trained from scratch with AdamW and
 flips, 3,600 steps of 8 on 28,800 images; COCO box AP on the test images.
 
-  python -m experiments.detection --config=experiments/configs/shapes_fasterrcnn.py \\
+  python -m experiments.detection --config=experiments/configs/detection/fasterrcnn_shapes.py \\
       --workdir=/tmp/jaxvision/shapes_fasterrcnn
 
 Slower and more accurate (AP50 0.940 in about 35 minutes alone on 2 cores, 2026-12-03, with a
 quarter of the RoIs foreground): torchvision's 2 x 2 samples per bin, 3,200 steps of 16 on
 51,200 images:
 
-  python -m experiments.detection --config=experiments/configs/shapes_fasterrcnn.py \\
+  python -m experiments.detection --config=experiments/configs/detection/fasterrcnn_shapes.py \\
       --workdir=DIR --config.model_kwargs.roi_sampling_ratio=2 --config.batch_size=16 \\
       --config.lr_batch_base=16 --config.total_steps=3200 \\
       --config.dataset_options.num_train=51200 --config.detection.box_positive_fraction=0.25

@@ -1,10 +1,12 @@
 """A small ResNet-18 on scikit-learn's handwritten digits at their own 8x8: no download.
 
 1,797 real 8x8 grayscale images, a stratified 80/20 train/test split with a fixed seed. The
-BatchNorm model on the embedded data: the multi-host and preemption tests train it. The
-Quickstart job (configs/digits.py, a simple CNN at 16x16) is more accurate and as fast.
+BatchNorm model on the embedded data: the multi-host and preemption tests train it. The Quickstart
+job (configs/classification/simple_cnn_digits.py, a simple CNN at 16x16) is more accurate and as
+fast.
 
-  python -m experiments.resnet_digits --workdir=/tmp/jaxvision/resnet_digits
+  python -m experiments.train --config=experiments/configs/classification/resnet18_digits.py \
+      --workdir=/tmp/jaxvision/resnet_digits
 
 Expected: 98.3-100% top-1 on the 360 test images (seeds 0-4) in about 15 s on 2 CPU cores
 (experiments/RESULTS.md).

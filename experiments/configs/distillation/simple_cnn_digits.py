@@ -1,13 +1,15 @@
 """Distils a ResNet-18 teacher into the Quickstart's simple CNN on the embedded digits.
 
-The teacher is a run of configs/resnet_digits.py; the student is configs/digits.py's simple
-CNN at the teacher's 8x8 input (shifted by up to a pixel), with half the Quickstart's steps.
+The teacher is a run of configs/classification/resnet18_digits.py; the student is
+configs/classification/simple_cnn_digits.py's simple CNN at the teacher's 8x8 input (shifted by up
+to a pixel), with half the Quickstart's steps.
 Function matching (big_vision): teacher and student see the same augmented, mixed-up image and
 the loss is the KL to the teacher at T = 1 (distill_weight 1.0); Hinton's recipe is
 distill_weight < 1 with a temperature.
 
-  python -m experiments.resnet_digits --workdir=/tmp/jaxvision/teacher
-  python -m experiments.distill --config=experiments/configs/distill_digits.py \
+  python -m experiments.train --config=experiments/configs/classification/resnet18_digits.py \
+      --workdir=/tmp/jaxvision/teacher
+  python -m experiments.distill --config=experiments/configs/distillation/simple_cnn_digits.py \
       --workdir=/tmp/jaxvision/distilled --config.teacher=/tmp/jaxvision/teacher
 
 Measured for seeds 0-2 in experiments/RESULTS.md: 0.986 / 0.994 / 0.992 top-1 from a teacher of
@@ -17,12 +19,12 @@ rather than beat it. Hinton's recipe at T=4 needs a lower rate (--config.learnin
 at 0.2 it diverges on two seeds of three.
 """
 
-from experiments.configs import digits
+from experiments.configs.classification import simple_cnn_digits
 from experiments.configs.common import distillation_fields
 
 
 def get_config():
-    config = distillation_fields(digits.get_config())
+    config = distillation_fields(simple_cnn_digits.get_config())
     config.image_size = 8  # the teacher's input: both models see the same pixels
     config.pad = 1
     config.total_steps = 400

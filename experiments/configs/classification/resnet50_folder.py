@@ -5,7 +5,7 @@ big_vision file) with a fresh classifier for your classes; SGD with momentum, lr
 64, 5% warmup then cosine over 20 epochs, inception crop + flip at 224. Set freeze_backbone=True
 for a linear probe, class_weights="balanced" for imbalanced folders.
 
-  python -m experiments.resnet_digits --config=experiments/configs/finetune_folder.py \
+  python -m experiments.train --config=experiments/configs/classification/resnet50_folder.py \
       --workdir=/tmp/jaxvision/mydata --config.data_dir=ROOT \
       --config.init_from=resnet50.safetensors
 

@@ -3,7 +3,7 @@
 SGD with Nesterov momentum 0.9, lr 0.1 at batch 128, weight decay 5e-4, cosine over 200 epochs,
 pad-4 crop + flip.
 
-  python -m experiments.resnet_digits --config=experiments/configs/resnet18_cifar10.py \
+  python -m experiments.train --config=experiments/configs/classification/resnet18_cifar10.py \
       --workdir=/tmp/jaxvision/r18_cifar10 --config.data_dir=$TFDS_DATA_DIR
 
 Data: `tfds build cifar10 --file_format=array_record`. Expected: >= 94% top-1 (95.0-95.5% is

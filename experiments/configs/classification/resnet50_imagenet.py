@@ -4,7 +4,8 @@ SGD with Nesterov momentum 0.9, lr 0.1 x B/256, 5 warmup epochs then cosine to 0
 weight decay 1e-4 on kernels only, label smoothing 0.1, bf16 compute with float32 parameters,
 inception crop + flip at 224, eval resize 256 + center crop 224.
 
-  python -m experiments.resnet_imagenet --config=experiments/configs/resnet50_imagenet.py \
+  python -m experiments.resnet_imagenet \
+      --config=experiments/configs/classification/resnet50_imagenet.py \
       --workdir=/tmp/jaxvision/r50 --config.data_dir=$TFDS_DATA_DIR
 
 Data: imagenet2012 prepared with `tfds build imagenet2012 --file_format=array_record`.

@@ -4,7 +4,8 @@ LAMB, lr 5e-3 at batch 2048 (scaled linearly), weight decay 0.01, cosine over 60
 5 warmup epochs, RandAugment (2 ops, magnitude 7), mixup 0.2 / CutMix 1.0 (switch 0.5), EMA of
 the weights, bf16 compute, inception crop + flip at 224, eval at 224 / 0.95.
 
-  python -m experiments.resnet_imagenet --config=experiments/configs/resnet50_imagenet_timm.py \
+  python -m experiments.resnet_imagenet \
+      --config=experiments/configs/classification/resnet50_imagenet_timm.py \
       --workdir=/tmp/jaxvision/r50_a1 --config.data_dir=$TFDS_DATA_DIR
 
 Expected: ~80.4% top-1 (timm's reported A1 result; timm trains A1 with a binary cross-entropy
@@ -12,7 +13,7 @@ loss, jaxvision with softmax cross-entropy and label smoothing 0.1, which may la
 lower). Not yet run with jaxvision; CI runs its smoke path on mock data.
 """
 
-from experiments.configs import resnet50_imagenet
+from experiments.configs.classification import resnet50_imagenet
 
 
 def get_config():

@@ -4,14 +4,14 @@ Global-average pooling, fixed 2-D sin-cos position embeddings, batch 1024, AdamW
 decoupled weight decay 1e-4) with 10k warmup steps then cosine over 90 epochs, gradient
 clipping at 1.0, RandAugment (2, 10), mixup 0.2, inception crop + flip at 224, bf16 compute.
 
-  python -m experiments.train --config=experiments/configs/vit_s16_imagenet.py \
+  python -m experiments.train --config=experiments/configs/classification/vit_s16_imagenet.py \
       --workdir=/tmp/jaxvision/vit_s16 --config.data_dir=$TFDS_DATA_DIR
 
 Expected: 76.5% top-1 after 90 epochs (big_vision's figure on TPUv3-8); not yet run with
 jaxvision. CI runs its smoke path on mock data.
 """
 
-from experiments.configs import resnet50_imagenet
+from experiments.configs.classification import resnet50_imagenet
 
 
 def get_config():

@@ -1,7 +1,7 @@
 """ViT-S/4 on CIFAR-10 from scratch: 64 tokens of 4x4 patches, with the augmentation that ViTs
 need on small data (RandAugment, mixup/CutMix, random erasing) and AdamW.
 
-  python -m experiments.train --config=experiments/configs/vit_cifar10.py \
+  python -m experiments.train --config=experiments/configs/classification/vit_s4_cifar10.py \
       --workdir=/tmp/jaxvision/vit_cifar10 --config.data_dir=$TFDS_DATA_DIR
 
 Expected: roughly 90% top-1 after 300 epochs (what small ViTs trained from scratch on CIFAR-10
@@ -9,7 +9,7 @@ with this kind of augmentation typically reach); no anchor has been measured for
 recipe, and it has not yet been run with jaxvision. CI runs its smoke path on mock data.
 """
 
-from experiments.configs import resnet18_cifar10
+from experiments.configs.classification import resnet18_cifar10
 
 
 def get_config():

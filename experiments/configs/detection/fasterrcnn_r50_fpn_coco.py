@@ -8,7 +8,8 @@ flips; the ImageNet ResNet-50 backbone with frozen BatchNorm and conv1 + layer1 
 proposals per image in training / evaluation, 256 anchors and 512 RoIs sampled per image;
 score_thresh 0.05, nms_thresh 0.5, 100 detections per image).
 
-  python -m experiments.detection --config=experiments/configs/fasterrcnn_r50_fpn_coco.py \
+  python -m experiments.detection \
+      --config=experiments/configs/detection/fasterrcnn_r50_fpn_coco.py \
       --workdir=DIR --config.data_dir=TFDS_DATA_DIR \
       --config.init_from=resnet50_imagenet.safetensors
   (or --config.dataset=coco_json --config.data_dir=COCO_ROOT with annotations/instances_*.json)
@@ -21,7 +22,7 @@ of 32, and groups batches by aspect ratio), the RoIs are sampled by a different 
 (torchvision's from 0.001 x), and PIL resizes the images (antialiased).
 """
 
-from experiments.configs import retinanet_r50_fpn_coco
+from experiments.configs.detection import retinanet_r50_fpn_coco
 
 
 def get_config():

@@ -8,7 +8,7 @@ layer1 frozen (trainable_backbone_layers=3). FCOS's own options are torchvision'
 (center_sampling_radius 1.5; score_thresh 0.2, nms_thresh 0.6, 100 detections per image for
 evaluation).
 
-  python -m experiments.detection --config=experiments/configs/fcos_r50_fpn_coco.py \
+  python -m experiments.detection --config=experiments/configs/detection/fcos_r50_fpn_coco.py \
       --workdir=DIR --config.data_dir=TFDS_DATA_DIR \
       --config.init_from=resnet50_imagenet.safetensors
   (or --config.dataset=coco_json --config.data_dir=COCO_ROOT with annotations/instances_*.json)
@@ -21,7 +21,7 @@ autocast (no loss scaling needed), weight decay skips norms and biases, warmup r
 from 0 (torchvision's from 0.001 x), and PIL resizes the images (antialiased).
 """
 
-from experiments.configs import retinanet_r50_fpn_coco
+from experiments.configs.detection import retinanet_r50_fpn_coco
 
 
 def get_config():
