@@ -224,7 +224,9 @@ def run(
         if needs_workdir and not flags.FLAGS.workdir:
             fail("--workdir is required: the directory for checkpoints, metrics and config.json")
         if flags.FLAGS.config is None:
-            fail("--config is required: e.g. --config=experiments/configs/classification/resnet50_imagenet.py")
+            fail(
+                "--config is required: e.g. --config=experiments/configs/classification/resnet50_imagenet.py"
+            )
         try:
             config = flags.FLAGS.config
             config.keys()  # a config file that failed to load raises here

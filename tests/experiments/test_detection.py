@@ -297,7 +297,7 @@ def test_another_familys_options_are_dropped_and_typos_refused(capsys):
 
 def test_detection_benchmark_prints_its_row():
     result = run_module(
-        "experiments.detection_benchmark",
+        "benchmarks.detection",
         "--model=retinanet_resnet18_fpn_small",
         "--height=64",
         "--width=96",
@@ -323,7 +323,7 @@ def test_step_time_prints_the_recipes_step():
         "--config.model_kwargs.width=8",
         "--config.model_kwargs.anchor_size=16",  # an option the recipe leaves unset
     ]
-    result = run_module("experiments.detection_step_time", *tiny, "--steps=2", check=True)
+    result = run_module("benchmarks.detection_step_time", *tiny, "--steps=2", check=True)
     row = json.loads(result.stdout.strip().splitlines()[-1])
     assert row["model"] == "retinanet_resnet18_fpn_small" and row["steps"] == 2
     assert row["batch_size"] == 2 and row["image_size"] == 64
@@ -335,7 +335,7 @@ def test_two_stage_benchmarks_print_their_rows():
     """Faster R-CNN's predict (it places its own anchors on a non-square input) and RoIAlign's
     forward + backward, without torch: jaxvision's rows only."""
     result = run_module(
-        "experiments.detection_benchmark",
+        "benchmarks.detection",
         "--model=fasterrcnn_resnet18_fpn_small",
         "--height=64",
         "--width=96",
@@ -347,7 +347,7 @@ def test_two_stage_benchmarks_print_their_rows():
     row = json.loads(result.stdout.strip().splitlines()[-1])
     assert row["model"] == "fasterrcnn_resnet18_fpn_small" and row["ms"]["jaxvision"] > 0
     result = run_module(
-        "experiments.roi_align_benchmark",
+        "benchmarks.roi_align",
         "--image=64",
         "--rois=8",
         "--channels=4",

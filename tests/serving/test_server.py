@@ -187,7 +187,7 @@ def test_serve_bench_prints_its_rows():
     """The benchmark command at tiny settings: a raw row per bucket, a server row per case,
     every answer right."""
     result = run_module(
-        "experiments.serve_bench",
+        "benchmarks.serve",
         "--model=simple_cnn",
         "--image_size=16",
         "--requests=16",

@@ -1,7 +1,7 @@
 """RoIAlign speed: jaxvision.ops.multiscale_roi_align (jitted, forward + backward to the maps)
 against torchvision's MultiScaleRoIAlign, on the same random maps and boxes, in one process.
 
-  python -m experiments.roi_align_benchmark [--image=512] [--batch=2] [--rois=512] \\
+  python -m benchmarks.roi_align [--image=512] [--batch=2] [--rois=512] \\
       [--channels=256] [--repeats=5] [--torch=auto]
 
 The maps are an FPN's P2..P5 of a --image square (strides 4 ... 32, --channels each), the
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from experiments.peers import import_torch, median_seconds
+from benchmarks.timing import import_torch, median_seconds
 from jaxvision.ops.roi_align import multiscale_roi_align
 
 _IMAGE = flags.DEFINE_integer("image", 512, "Image side (a multiple of 32).")

@@ -1,9 +1,9 @@
 """Serving speed: the raw Predictor per batch bucket, then a real server (experiments.serve on
 localhost) at several client concurrencies, with batching and with max_batch_size=1.
 
-  python -m experiments.serve_bench --workdir=DIR [--requests=256] [--concurrency=1,8,32] \\
+  python -m benchmarks.serve --workdir=DIR [--requests=256] [--concurrency=1,8,32] \\
       [--max_batch_size=32] [--max_delay_ms=5]
-  python -m experiments.serve_bench --model=resnet50 --image_size=224 --requests=64
+  python -m benchmarks.serve --model=resnet50 --image_size=224 --requests=64
 
 With --model the model has random weights (ImageNet's 1,000 classes and normalisation) and is
 exported to a bundle in a temporary directory, which the server loads.
@@ -29,7 +29,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from experiments.peers import median_seconds
+from benchmarks.timing import median_seconds
 from jaxvision import cli
 from jaxvision.predictor import Predictor
 

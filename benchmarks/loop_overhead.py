@@ -1,6 +1,6 @@
 """Loop overhead: steps/s of the shared training loop against a bare `for` over the same step.
 
-  python -m experiments.loop_overhead [--steps=120] [--repeats=3] [--batch_size=512] \\
+  python -m benchmarks.loop_overhead [--steps=120] [--repeats=3] [--batch_size=512] \\
       [--model=simple_cnn] [--augment]
 
 Both sides train the same run (the digits config's simple CNN, by default on the digits' own

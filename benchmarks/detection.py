@@ -1,10 +1,10 @@
 """Detector inference speed: jaxvision's predict (network + post-processing, jitted) against
 torchvision's model in eval mode, on the same input size, in one process.
 
-  python -m experiments.detection_benchmark \\
+  python -m benchmarks.detection \\
       [--model=retinanet_resnet50_fpn|fcos_resnet50_fpn|fasterrcnn_resnet50_fpn] \\
       [--height=800 --width=1088] [--batch=1] [--repeats=5] [--torch=auto]
-  python -m experiments.detection_benchmark --model=retinanet_resnet18_fpn_small \\
+  python -m benchmarks.detection --model=retinanet_resnet18_fpn_small \\
       --model_kwargs='{"width": 32, "head_norm": "group"}' --height=128 --width=128 \\
       --batch=32 --torch=no                               # the shapes recipe's detector
 
@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from experiments.peers import import_torch, median_seconds
+from benchmarks.timing import import_torch, median_seconds
 from jaxvision.models import detection as detectors
 from jaxvision.tasks.detection import FAMILIES
 from jaxvision.train.state import ModelState

@@ -1,6 +1,6 @@
 """Seconds per training step of a detection recipe: its own jitted step on its own batches.
 
-  python -m experiments.detection_step_time \\
+  python -m benchmarks.detection_step_time \\
       --config=experiments/configs/detection/fasterrcnn_shapes.py \\
       [--config.model_kwargs.roi_sampling_ratio=2 ...] [--steps=8]
 

@@ -42,7 +42,7 @@ def _rows(module, *args, without=(), env=None):
 
 def test_train_throughput_row():
     (row,) = _rows(
-        "experiments.throughput",
+        "benchmarks.throughput",
         "--model=resnet18",
         "--batch_size=4",
         "--image_size=32",
@@ -69,7 +69,7 @@ def test_train_throughput_row():
 def test_inference_sweep_and_plot(tmp_path):
     plot = tmp_path / "sweep.png"
     rows = _rows(
-        "experiments.throughput",
+        "benchmarks.throughput",
         "--model=vit_ti16",
         "--mode=infer",
         "--image_size=32",
@@ -91,7 +91,7 @@ def test_inference_sweep_and_plot(tmp_path):
 def test_largest_model_that_fits_with_fsdp_and_remat():
     """The scale benchmark's form on 2 simulated devices: FSDP over both, remat, two ViTs."""
     rows = _rows(
-        "experiments.throughput",
+        "benchmarks.throughput",
         "--model=vit_s4,vit_ti16",
         "--batch_size=4",
         "--image_size=32",
@@ -122,7 +122,7 @@ def test_largest_model_that_fits_with_fsdp_and_remat():
 
 def test_compile_only_plans_memory_without_running():
     rows = _rows(
-        "experiments.throughput",
+        "benchmarks.throughput",
         "--model=vit_ti16,simple_cnn",
         "--batch_size=8",
         "--image_size=32",
@@ -141,7 +141,7 @@ def test_compile_only_plans_memory_without_running():
 
 def test_input_pipeline_throughput():
     (row,) = _rows(
-        "experiments.input_throughput",
+        "benchmarks.input_throughput",
         "--num_images=16",
         "--batch_size=8",
         "--steps=1",

@@ -1,9 +1,9 @@
 """Training and inference throughput of the library's own models and train step, on synthetic
 data already on the device.
 
-  python -m experiments.throughput --model=resnet50 --batch_size=256 --mode=train \\
+  python -m benchmarks.throughput --model=resnet50 --batch_size=256 --mode=train \\
       --dtype=bfloat16 [--steps=50] [--sweep=64,128,256,512 --plot=r50_sweep.png]
-  python -m experiments.throughput --model=vit_l16,vit_h14,vit_g14,vit_bigg14 --batch_size=32 \\
+  python -m benchmarks.throughput --model=vit_l16,vit_h14,vit_g14,vit_bigg14 --batch_size=32 \\
       --mesh="(('fsdp',-1),)" --sharding=fsdp --remat [--compile_only]     # largest that trains
 
 Prints one JSON line per measurement: img/s, step time, TFLOP/s, MFU and HFU, peak device memory

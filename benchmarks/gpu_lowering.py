@@ -1,6 +1,6 @@
 """What a GPU will run, read from any machine: the train step exported for CUDA, op by op.
 
-  python -m experiments.gpu_lowering [--models=resnet50,vit_b16] [--batch_size=8] \\
+  python -m benchmarks.gpu_lowering [--models=resnet50,vit_b16] [--batch_size=8] \\
       [--dtype=bfloat16] [--platform=cuda]
 
 `jax.export` lowers for a platform the host does not have, from abstract shapes (no arrays, no

@@ -1,6 +1,6 @@
 """NMS speed: jaxvision.ops.nms / batched_nms (jitted) against torchvision's, on random boxes.
 
-  python -m experiments.nms_benchmark [--sizes=1000,5000,20000] [--classes=80] \\
+  python -m benchmarks.nms [--sizes=1000,5000,20000] [--classes=80] \\
       [--max_outputs=all,300] [--repeats=10] [--torch=auto]
 
 For each N and each max_output ("all": N, the whole kept set, as torchvision returns it) it
@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from experiments.peers import import_torch, median_seconds
+from benchmarks.timing import import_torch, median_seconds
 from jaxvision.ops.nms import batched_nms, nms
 
 _SIZES = flags.DEFINE_list("sizes", ["1000", "5000", "20000"], "Numbers of boxes.")

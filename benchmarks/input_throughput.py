@@ -1,6 +1,6 @@
 """Input-pipeline throughput on the CPU: JPEG decode + inception crop + flip at 224.
 
-  python -m experiments.input_throughput [--data_dir=ROOT] [--num_images=256] [--repeats=3] \\
+  python -m benchmarks.input_throughput [--data_dir=ROOT] [--num_images=256] [--repeats=3] \\
       [--synthetic_size=500x375] [--workers=0] [--feed_img_per_s=7000]
 
   Issue 19's figures: run it with TensorFlow installed (its own venv, with this project
