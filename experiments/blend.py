@@ -1,4 +1,4 @@
-"""Blends two images: alpha blending or a seamless Laplacian-pyramid join (jaxvision.fusion).
+"""Blends two images: alpha blending or a seamless Laplacian-pyramid join (jaxvision.blending).
 
   python -m experiments.blend --a=A.png --b=B.jpg --out=OUT.png [--method=laplacian]
       [--mask=MASK.png | --seam=vertical|horizontal] [--levels=N] [--alpha=0.5]
@@ -14,7 +14,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from jaxvision import cli, fusion
+from jaxvision import blending, cli
 from jaxvision.data import files
 from jaxvision.errors import UserError
 
@@ -39,11 +39,11 @@ def blend(a_path, b_path, method, mask_path=None, seam="vertical", levels=0, alp
     if method == "alpha":
         if not 0 <= alpha <= 1:
             raise UserError(f"--alpha={alpha} must be in [0, 1]")
-        return fusion.alpha_blend(a, b, alpha if mask is None else mask)
+        return blending.alpha_blend(a, b, alpha if mask is None else mask)
     if levels < 0:
         raise UserError(f"--levels={levels} must be >= 0 (0: as deep as the image allows)")
-    mask = fusion.half_mask(a.shape, seam) if mask is None else mask
-    return fusion.laplacian_blend(a, b, mask, levels or None)
+    mask = blending.half_mask(a.shape, seam) if mask is None else mask
+    return blending.laplacian_blend(a, b, mask, levels or None)
 
 
 def define_flags() -> None:

@@ -1,4 +1,4 @@
-"""Pixel-level image fusion: alpha blending and Laplacian-pyramid blending of two images.
+"""Image blending: alpha blending and Laplacian-pyramid blending of two images.
 
 Laplacian blending (Burt & Adelson 1983, "A multiresolution spline"): each image is split into
 band-pass levels (a Laplacian pyramid), the mask into a Gaussian pyramid, every level is blended

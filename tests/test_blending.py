@@ -1,4 +1,4 @@
-"""Image fusion: the pyramid equals OpenCV's, collapse inverts it, blends by hand, the command."""
+"""Image blending: the pyramid equals OpenCV's, collapse inverts it, blends by hand, the command."""
 
 import os
 
@@ -7,40 +7,40 @@ import pytest
 from PIL import Image
 
 from experiments.blend import blend
-from jaxvision import fusion
+from jaxvision import blending
 from jaxvision.errors import UserError
 from tests.experiments.helpers import run_module
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "fusion_expected.npz")
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "blending_expected.npz")
 
 
 def test_pyramid_steps_equal_opencvs():
-    expected = np.load(FIXTURES)  # tests/fixtures/make_fusion_fixtures.py
+    expected = np.load(FIXTURES)  # tests/fixtures/make_blending_fixtures.py
     for name in ("odd", "even"):
         np.testing.assert_allclose(
-            fusion.pyr_down(expected[name]), expected[f"{name}_down"], atol=1e-9
+            blending.pyr_down(expected[name]), expected[f"{name}_down"], atol=1e-9
         )
     np.testing.assert_allclose(
-        fusion.pyr_up(expected["even"], (24, 32)), expected["even_up"], atol=1e-9
+        blending.pyr_up(expected["even"], (24, 32)), expected["even_up"], atol=1e-9
     )
 
 
 def test_collapse_inverts_the_laplacian_pyramid():
     image = np.random.default_rng(0).uniform(0, 255, (37, 50, 3))
-    pyramid = fusion.laplacian_pyramid(image, 4)
+    pyramid = blending.laplacian_pyramid(image, 4)
     assert [p.shape[:2] for p in pyramid] == [(37, 50), (19, 25), (10, 13), (5, 7)]
-    np.testing.assert_allclose(fusion.collapse(pyramid), image, atol=1e-9)
+    np.testing.assert_allclose(blending.collapse(pyramid), image, atol=1e-9)
 
 
 def test_alpha_blend_by_hand():
     rng = np.random.default_rng(1)
     a, b = (rng.integers(0, 256, (6, 5, 3), dtype=np.uint8) for _ in range(2))
-    out = fusion.alpha_blend(a, b, 0.25)
+    out = blending.alpha_blend(a, b, 0.25)
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out, np.round(0.25 * a + 0.75 * b).astype(np.uint8))
     mask = np.zeros((6, 5))
     mask[:, :2] = 1
-    out = fusion.alpha_blend(a, b, mask)
+    out = blending.alpha_blend(a, b, mask)
     np.testing.assert_array_equal(out[:, :2], a[:, :2])
     np.testing.assert_array_equal(out[:, 2:], b[:, 2:])
 
@@ -48,13 +48,13 @@ def test_alpha_blend_by_hand():
 def test_laplacian_blend_joins_without_a_step():
     a = np.full((64, 64, 3), 200, np.uint8)
     b = np.zeros((64, 64, 3), np.uint8)
-    np.testing.assert_array_equal(fusion.laplacian_blend(a, b, np.ones((64, 64))), a)
-    out = fusion.laplacian_blend(a, b, fusion.half_mask(a.shape, "vertical")).astype(int)
+    np.testing.assert_array_equal(blending.laplacian_blend(a, b, np.ones((64, 64))), a)
+    out = blending.laplacian_blend(a, b, blending.half_mask(a.shape, "vertical")).astype(int)
     # Far from the seam each image is itself; across it the 200-level step becomes a ramp.
     assert (out[:, :8] == 200).all() and (out[:, -8:] == 0).all()
     steps = np.abs(np.diff(out[32, :, 0]))
     assert steps.max() < 60 and (np.diff(out[32, :, 0]) <= 0).all()
-    hard = fusion.alpha_blend(a, b, fusion.half_mask(a.shape)).astype(int)
+    hard = blending.alpha_blend(a, b, blending.half_mask(a.shape)).astype(int)
     assert np.abs(np.diff(hard[32, :, 0])).max() == 200
 
 
@@ -81,12 +81,12 @@ def test_blend_command_and_its_errors(tmp_path):
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: fusion.alpha_blend(np.zeros((4, 4)), np.zeros((4, 5))), "differ in shape"),
+        (lambda: blending.alpha_blend(np.zeros((4, 4)), np.zeros((4, 5))), "differ in shape"),
         (
-            lambda: fusion.laplacian_blend(np.zeros((4, 4)), np.zeros((4, 4)), np.ones((3, 4))),
+            lambda: blending.laplacian_blend(np.zeros((4, 4)), np.zeros((4, 4)), np.ones((3, 4))),
             "does not cover",
         ),
-        (lambda: fusion.half_mask((4, 4), "diagonal"), "unknown seam direction"),
+        (lambda: blending.half_mask((4, 4), "diagonal"), "unknown seam direction"),
     ],
 )
 def test_bad_inputs_say_what_is_wrong(call, message):
