@@ -1,4 +1,4 @@
-"""Serving speed: the raw Predictor per batch bucket, then a real server (experiments.serve on
+"""Serving speed: the raw Predictor per batch bucket, then a real server (jaxvision serve on
 localhost) at several client concurrencies, with batching and with max_batch_size=1.
 
   python -m benchmarks.serve --workdir=DIR [--requests=256] [--concurrency=1,8,32] \\
@@ -71,7 +71,7 @@ def _serve(max_batch_size: int, source: str):
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "experiments.serve", source,
+            sys.executable, "-m", "jaxvision", "serve", source,
             f"--port={port}", f"--max_batch_size={max_batch_size}",
             f"--max_delay_ms={_MAX_DELAY.value}", f"--queue_size={4 * _REQUESTS.value}",
         ],

@@ -7,7 +7,7 @@ Defaults to experiments/configs/generation/dcgan_digits.py (a class-conditional 
 embedded digits at 32x32); any classification dataset runs (`--config.dataset=folder
 --config.data_dir=ROOT`, a TFDS
 name). Rerunning the same command resumes exactly (both models, both optimizers, the EMA).
-`python -m experiments.generate --workdir=DIR --num=64 [--label=3]` writes samples afterwards.
+`jaxvision generate --workdir=DIR --num=64 [--label=3]` writes samples afterwards.
 """
 
 from jaxvision import signals
@@ -85,7 +85,7 @@ def feature_extractor(config, channels: int):
 
 
 def generator_record(config, dataset, channels: int) -> dict:
-    """What `<workdir>/model.json` keeps for experiments.generate."""
+    """What `<workdir>/model.json` keeps for jaxvision generate."""
     return {
         "task": "gan",
         "model": "dcgan",

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments.blend import blend
 from jaxvision import blending
+from jaxvision.commands.blend import blend
 from jaxvision.errors import UserError
-from tests.experiments.helpers import run_module
+from tests.experiments.helpers import run_tool
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "blending_expected.npz")
 
@@ -63,8 +63,8 @@ def test_blend_command_and_its_errors(tmp_path):
     Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(tmp_path / "a.png")
     Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(tmp_path / "b.png")
     out = tmp_path / "out.png"
-    result = run_module(
-        "experiments.blend",
+    result = run_tool(
+        "blend",
         f"--a={tmp_path / 'a.png'}",
         f"--b={tmp_path / 'b.png'}",
         f"--out={out}",

@@ -1,6 +1,6 @@
 """Blends two images: alpha blending or a seamless Laplacian-pyramid join (jaxvision.blending).
 
-  python -m experiments.blend --a=A.png --b=B.jpg --out=OUT.png [--method=laplacian]
+  jaxvision blend --a=A.png --b=B.jpg --out=OUT.png [--method=laplacian]
       [--mask=MASK.png | --seam=vertical|horizontal] [--levels=N] [--alpha=0.5]
 
 B is resized to A's size. The Laplacian method takes A where the mask is white and B where it
@@ -8,10 +8,8 @@ is black (default: A's left half, B's right half); alpha blending mixes alpha * 
 * B, or uses the mask as a per-pixel alpha when one is given.
 """
 
-import sys
-
 import numpy as np
-from absl import app, flags
+from absl import flags
 from PIL import Image
 
 from jaxvision import blending, cli
@@ -70,8 +68,3 @@ def main(argv):
     except UserError as e:
         cli.fail(str(e))
     print(f"wrote {FLAGS.out} ({FLAGS.method}, {image.shape[1]}x{image.shape[0]})")
-
-
-if __name__ == "__main__":
-    define_flags()
-    sys.exit(app.run(main, flags_parser=cli.parse_flags))

@@ -1,9 +1,9 @@
 """Evaluates trained workdirs: the metrics of a split, top-k labels for images, or an ensemble.
 
-  python -m experiments.evaluate --workdir=DIR [--step=N] [--split=test|train]
-  python -m experiments.evaluate --workdir=DIR --images a.png b.jpg [--top_k=5]
-  python -m experiments.evaluate --workdir=A --workdir=B [--workdir=C ...] [--images ...]
-  python -m experiments.evaluate --workdir=DETECTOR --images a.jpg [--out=DIR]
+  jaxvision evaluate --workdir=DIR [--step=N] [--split=test|train]
+  jaxvision evaluate --workdir=DIR --images a.png b.jpg [--top_k=5]
+  jaxvision evaluate --workdir=A --workdir=B [--workdir=C ...] [--images ...]
+  jaxvision evaluate --workdir=DETECTOR --images a.jpg [--out=DIR]
 
 One workdir: restores the newest readable (or `--step`) checkpoint and prints the metrics
 (top-1/top-5/loss, macro precision/recall/F1 and a per-class table) for the raw weights and
@@ -18,36 +18,17 @@ workdir's model.json: only a split's evaluation opens the data (as the run's con
 """
 
 import os
-import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from experiments.runs import evaluate_ensemble, split_metrics, split_source
 from jaxvision import cli, evaluation
 from jaxvision.data import files
 from jaxvision.errors import UserError
+from jaxvision.evaluation.workdirs import evaluate_ensemble, split_metrics, split_source
 from jaxvision.predictor import Predictor
 
-_WORKDIR = flags.DEFINE_multi_string(
-    "workdir",
-    None,
-    "A training workdir (config.json, model.json, checkpoints/); several: an ensemble.",
-)
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default: the newest.")
-_SPLIT = flags.DEFINE_enum("split", "test", ["test", "train"], "Which split to evaluate.")
-_IMAGES = flags.DEFINE_multi_string(
-    "images", [], "Image files to label instead: --images a.png b.jpg (or --images=a.png ...)."
-)
-_TOP_K = flags.DEFINE_integer("top_k", 5, "Labels per image.")
-_OUT = flags.DEFINE_string(
-    "out",
-    None,
-    "Detectors: where --images writes the drawn images (default <workdir>/predictions).",
-)
-_SCORE = flags.DEFINE_float(
-    "score_threshold", 0.3, "Detectors: the least score of a box that --images prints and draws."
-)
+FLAGS = flags.FLAGS
 
 
 def print_detections(predictor: Predictor, paths: list[str], pixels: list, out: str) -> None:
@@ -60,7 +41,7 @@ def print_detections(predictor: Predictor, paths: list[str], pixels: list, out: 
     os.makedirs(out, exist_ok=True)
     names = predictor.class_names
     for i, (path, image) in enumerate(zip(paths, pixels, strict=True)):
-        keep = outputs["valid"][i] & (outputs["scores"][i] >= _SCORE.value)
+        keep = outputs["valid"][i] & (outputs["scores"][i] >= FLAGS.score_threshold)
         boxes, scores = outputs["boxes"][i][keep], outputs["scores"][i][keep]
         classes = outputs["classes"][i][keep]
         print(f"{path}: {len(boxes)} boxes")
@@ -73,33 +54,59 @@ def print_detections(predictor: Predictor, paths: list[str], pixels: list, out: 
     print(f"drawn images in {out}")
 
 
+def define_flags() -> None:
+    """The command's flags, defined when it runs (not on import: other commands share
+    names)."""
+    flags.DEFINE_multi_string(
+        "workdir",
+        None,
+        "A training workdir (config.json, model.json, checkpoints/); several: an ensemble.",
+    )
+    flags.DEFINE_integer("step", None, "Checkpoint step; default: the newest.")
+    flags.DEFINE_enum("split", "test", ["test", "train"], "Which split to evaluate.")
+    flags.DEFINE_multi_string(
+        "images", [], "Image files to label instead: --images a.png b.jpg (or --images=a.png ...)."
+    )
+    flags.DEFINE_integer("top_k", 5, "Labels per image.")
+    flags.DEFINE_string(
+        "out",
+        None,
+        "Detectors: where --images writes the drawn images (default <workdir>/predictions).",
+    )
+    flags.DEFINE_float(
+        "score_threshold",
+        0.3,
+        "Detectors: the least score of a box that --images prints and draws.",
+    )
+
+
 def main(argv):
     # `--images a.png b.jpg`: the files after the first are positional arguments.
-    images = [*_IMAGES.value, *argv[1:]] if _IMAGES.value else []
-    if len(argv) > 1 and not _IMAGES.value:
+    images = [*FLAGS.images, *argv[1:]] if FLAGS.images else []
+    if len(argv) > 1 and not FLAGS.images:
         cli.fail(f"unexpected arguments {argv[1:]}: to label images, pass --images a.png b.jpg")
-    workdirs = _WORKDIR.value or []
+    workdirs = FLAGS.workdir or []
     if not workdirs:
         cli.fail("--workdir is required: the directory of a training run (several: an ensemble)")
     try:
-        predictors = [Predictor.from_workdir(w, _STEP.value) for w in workdirs]
+        predictors = [Predictor.from_workdir(w, FLAGS.step) for w in workdirs]
         first = predictors[0]
         if first.task.kind == "detection" and len(predictors) > 1:
             raise UserError("ensembles are for classifiers: evaluate one detector workdir")
         if images:
             pixels = [files.load_image(p, first.record["channels"]) for p in images]
             if first.task.kind == "detection":
-                out = _OUT.value or os.path.join(workdirs[0], "predictions")
+                out = FLAGS.out or os.path.join(workdirs[0], "predictions")
                 print_detections(first, images, pixels, out)
                 return
             probs = np.mean([p.predict(pixels)["probs"] for p in predictors], axis=0)
-            for path, top in zip(images, first.top_k(probs, _TOP_K.value), strict=True):
+            for path, top in zip(images, first.top_k(probs, FLAGS.top_k), strict=True):
                 print(f"{path}: {', '.join(f'{name} {p:.3f}' for name, p in top)}")
             return
-        source, batch_size = split_source(workdirs[0], _SPLIT.value)
+        source, batch_size = split_source(workdirs[0], FLAGS.split)
         if len(predictors) > 1:
             metrics = evaluate_ensemble(predictors, source, batch_size)
-            print(f"{len(predictors)} members on {_SPLIT.value} ({len(source)} images):")
+            print(f"{len(predictors)} members on {FLAGS.split} ({len(source)} images):")
             for i, w in enumerate(workdirs):
                 print(f"member_{i}: {w} (step {predictors[i].step})")
             print(evaluation.metrics_table(metrics))
@@ -109,11 +116,7 @@ def main(argv):
         for name, variables in sets:
             if variables is not None:
                 metrics, evaluator = split_metrics(only, variables, source, batch_size, name)
-                print(f"{name} on {_SPLIT.value} ({len(source)} images), step {only.step}:")
+                print(f"{name} on {FLAGS.split} ({len(source)} images), step {only.step}:")
                 print(evaluator.table(metrics))
     except UserError as e:
         cli.fail(str(e))
-
-
-if __name__ == "__main__":
-    sys.exit(app.run(main, flags_parser=cli.parse_flags))

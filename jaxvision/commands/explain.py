@@ -1,6 +1,6 @@
 """Explains a trained classifier's predictions: a heat map per image, over the image.
 
-  python -m experiments.explain --workdir=DIR --images a.jpg b.png --method=gradcam
+  jaxvision explain --workdir=DIR --images a.jpg b.png --method=gradcam
       [--target=top1|LABEL|INDEX] [--out=DIR] [--layer=NAME] [--steps=64 --baseline=black ...]
 
 Writes, for each image, `<out>/<name>_<method>.png` (the heat map over the preprocessed image,
@@ -12,10 +12,9 @@ completeness error, |sum of attributions - (f(x) - f(baseline))|. `--method=a,b`
 """
 
 import os
-import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from jaxvision import cli
 from jaxvision.data import files
@@ -24,49 +23,56 @@ from jaxvision.explain import METHODS, ModelFunction, explain
 from jaxvision.explain.render import overlay
 from jaxvision.predictor import Predictor
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A classifier's training workdir.")
-_IMAGES = flags.DEFINE_multi_string("images", [], "Image files: --images a.png b.jpg.")
-_METHOD = flags.DEFINE_string(
-    "method", "gradcam", f"One of {', '.join(METHODS)}; several: a,b; or all."
-)
-_TARGET = flags.DEFINE_string("target", "top1", "Class to explain: top1, a class name or index.")
-_OUT = flags.DEFINE_string("out", None, "Where to write the maps (default <workdir>/explain).")
-_LAYER = flags.DEFINE_string("layer", None, "Grad-CAM's feature map (default: the last).")
-_STEPS = flags.DEFINE_integer("steps", 64, "Integrated Gradients: path points.")
-_BASELINE = flags.DEFINE_enum(
-    "baseline", "black", ["black", "blurred", "uniform", "mean"], "Integrated Gradients: baseline."
-)
-_RULE = flags.DEFINE_enum(
-    "rule", "gausslegendre", ["gausslegendre", "riemann_trapezoid"], "IG: integration rule."
-)
-_SAMPLES = flags.DEFINE_integer("samples", 25, "SmoothGrad: noisy copies.")
+FLAGS = flags.FLAGS
 
 
 def method_options(method: str) -> dict:
     if method == "integrated_gradients":
-        return {"steps": _STEPS.value, "baseline": _BASELINE.value, "rule": _RULE.value}
+        return {"steps": FLAGS.steps, "baseline": FLAGS.baseline, "rule": FLAGS.rule}
     if method == "smoothgrad":
-        return {"samples": _SAMPLES.value}
-    if method in ("gradcam", "gradcam_plus_plus") and _LAYER.value:
-        return {"layer": _LAYER.value}
+        return {"samples": FLAGS.samples}
+    if method in ("gradcam", "gradcam_plus_plus") and FLAGS.layer:
+        return {"layer": FLAGS.layer}
     return {}
 
 
+def define_flags() -> None:
+    """The command's flags, defined when it runs (not on import: other commands share
+    names)."""
+    flags.DEFINE_string("workdir", None, "A classifier's training workdir.")
+    flags.DEFINE_multi_string("images", [], "Image files: --images a.png b.jpg.")
+    flags.DEFINE_string("method", "gradcam", f"One of {', '.join(METHODS)}; several: a,b; or all.")
+    flags.DEFINE_string("target", "top1", "Class to explain: top1, a class name or index.")
+    flags.DEFINE_string("out", None, "Where to write the maps (default <workdir>/explain).")
+    flags.DEFINE_string("layer", None, "Grad-CAM's feature map (default: the last).")
+    flags.DEFINE_integer("steps", 64, "Integrated Gradients: path points.")
+    flags.DEFINE_enum(
+        "baseline",
+        "black",
+        ["black", "blurred", "uniform", "mean"],
+        "Integrated Gradients: baseline.",
+    )
+    flags.DEFINE_enum(
+        "rule", "gausslegendre", ["gausslegendre", "riemann_trapezoid"], "IG: integration rule."
+    )
+    flags.DEFINE_integer("samples", 25, "SmoothGrad: noisy copies.")
+
+
 def main(argv):
-    images = [*_IMAGES.value, *argv[1:]] if _IMAGES.value else []
-    if not _WORKDIR.value or not images:
+    images = [*FLAGS.images, *argv[1:]] if FLAGS.images else []
+    if not FLAGS.workdir or not images:
         cli.fail("give --workdir=DIR (a classifier's run) and --images a.png [b.jpg ...]")
     try:
-        fn = ModelFunction.of(Predictor.from_workdir(_WORKDIR.value))
-        methods = list(METHODS) if _METHOD.value == "all" else _METHOD.value.split(",")
-        if _METHOD.value == "all" and not getattr(fn.model, "num_heads", None):
+        fn = ModelFunction.of(Predictor.from_workdir(FLAGS.workdir))
+        methods = list(METHODS) if FLAGS.method == "all" else FLAGS.method.split(",")
+        if FLAGS.method == "all" and not getattr(fn.model, "num_heads", None):
             methods.remove("attention_rollout")  # ViTs only
         pixels = [files.load_image(path, fn.channels) for path in images]
-        out = _OUT.value or os.path.join(_WORKDIR.value, "explain")
+        out = FLAGS.out or os.path.join(FLAGS.workdir, "explain")
         os.makedirs(out, exist_ok=True)
         for method in methods:
             result = explain(
-                fn, pixels, method=method, target=_TARGET.value, **method_options(method)
+                fn, pixels, method=method, target=FLAGS.target, **method_options(method)
             )
             for i, path in enumerate(images):
                 name = f"{os.path.splitext(os.path.basename(path))[0]}_{method}"
@@ -87,7 +93,3 @@ def main(argv):
                 print(f"{line} -> {os.path.join(out, name)}.png")
     except UserError as e:
         cli.fail(str(e))
-
-
-if __name__ == "__main__":
-    sys.exit(app.run(main, flags_parser=cli.parse_flags))

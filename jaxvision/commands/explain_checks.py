@@ -1,6 +1,6 @@
 """Checks the explanations of a trained classifier on its own test images, and prints them.
 
-  python -m experiments.explain_checks --workdir=DIR [--images=32] [--methods=a,b]
+  jaxvision explain-checks --workdir=DIR [--images=32] [--methods=a,b]
 
 For each method: Integrated Gradients' completeness error (|sum of attributions - (f(x) -
 f(baseline))| / |f(x) - f(baseline)| at 128 steps: median and worst image); the deletion metric
@@ -11,37 +11,43 @@ top-level modules are re-initialised from the output down). The images are the f
 of the run's test split.
 """
 
-import sys
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from experiments.runs import split_source
 from jaxvision import cli
 from jaxvision.errors import UserError
+from jaxvision.evaluation.workdirs import split_source
 from jaxvision.explain import METHODS, ModelFunction, checks, explain
 from jaxvision.predictor import Predictor
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A classifier's training workdir.")
-_IMAGES = flags.DEFINE_integer("images", 32, "Test images to explain.")
-_METHODS = flags.DEFINE_string("methods", "all", "Methods, a,b (default: all but rollout).")
+FLAGS = flags.FLAGS
+
 _CASCADE = ("gradient", "gradcam")
 
 
+def define_flags() -> None:
+    """The command's flags, defined when it runs (not on import: other commands share
+    names)."""
+    flags.DEFINE_string("workdir", None, "A classifier's training workdir.")
+    flags.DEFINE_integer("images", 32, "Test images to explain.")
+    flags.DEFINE_string("methods", "all", "Methods, a,b (default: all but rollout).")
+
+
 def main(argv):
-    if len(argv) > 1 or not _WORKDIR.value:
+    if len(argv) > 1 or not FLAGS.workdir:
         cli.fail("give --workdir=DIR (a classifier's run)")
     try:
-        predictor = Predictor.from_workdir(_WORKDIR.value)
+        predictor = Predictor.from_workdir(FLAGS.workdir)
         fn = ModelFunction.of(predictor)
-        source, _ = split_source(_WORKDIR.value, "test")
-        images = [source[i]["image"] for i in range(min(_IMAGES.value, len(source)))]
+        source, _ = split_source(FLAGS.workdir, "test")
+        images = [source[i]["image"] for i in range(min(FLAGS.images, len(source)))]
     except UserError as e:
         cli.fail(str(e))
     methods = [m for m in METHODS if m != "attention_rollout"]
-    if _METHODS.value != "all":
-        methods = _METHODS.value.split(",")
+    if FLAGS.methods != "all":
+        methods = FLAGS.methods.split(",")
     u8, x = fn.inputs(images)
     shape = x.shape[:3]
     print(f"{predictor.record['model']} at step {predictor.step}, {len(images)} test images")
@@ -72,7 +78,3 @@ def main(argv):
             steps = ", ".join(f"{c['randomized'][-1]} {c['spearman']:.2f}" for c in curve[1:])
             line += f"; randomized from the top: {steps}"
         print(f"{line}; {seconds:.1f} s with compilation")
-
-
-if __name__ == "__main__":
-    sys.exit(app.run(main, flags_parser=cli.parse_flags))

@@ -1,6 +1,6 @@
 """Writes samples of a trained GAN (experiments.gan): one PNG per sample and a grid of them.
 
-  python -m experiments.generate --workdir=DIR --num=64 [--label=3] [--seed=0] [--out=DIR/samples]
+  jaxvision generate --workdir=DIR --num=64 [--label=3] [--seed=0] [--out=DIR/samples]
 
 Uses the generator's EMA weights when the run kept them (--weights=trained for the trained ones).
 A conditional generator draws `--label` (a class index or name), or cycles through the classes
@@ -8,12 +8,11 @@ without it; an unconditional one refuses --label. The same seed writes the same 
 """
 
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from jaxvision import cli, predictor
 from jaxvision.checkpoint import load_model
@@ -91,8 +90,3 @@ def main(argv):
         write_png(os.path.join(out, f"{name}.png"), image)
     grid = write_png(os.path.join(out, "grid.png"), image_grid(images, 8, scale=2))
     print(f"wrote {len(images)} samples of step {step} and {grid}")
-
-
-if __name__ == "__main__":
-    define_flags()
-    sys.exit(app.run(main, flags_parser=cli.parse_flags))

@@ -1,6 +1,6 @@
 """An image folder for classification from jaxvision's synthetic shapes set (no download).
 
-  python -m experiments.make_shapes_folder --out=ROOT [--seed=0] [--classes=circle,rectangle,...]
+  jaxvision make-shapes-folder --out=ROOT [--seed=0] [--classes=circle,rectangle,...]
       [--num_train=1200] [--num_test=300] [--size=32]
 
 Every labelled shape of shapes images 0..N-1 (render at 96 x 96, up to 3 shapes each) becomes
@@ -56,15 +56,16 @@ def write_split(root, split, count, seed, classes, size) -> dict:
     return counts
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str]) -> None:
+    """argv: ["jaxvision make-shapes-folder", --flags ...]."""
+    parser = argparse.ArgumentParser(prog=argv[0], description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--classes", default=",".join(shapes.CLASS_NAMES[1:]))
     parser.add_argument("--num_train", type=int, default=1200, help="crops per class")
     parser.add_argument("--num_test", type=int, default=300, help="crops per class")
     parser.add_argument("--size", type=int, default=32)
-    args = parser.parse_args()
+    args = parser.parse_args(argv[1:])
     classes = args.classes.split(",")
     unknown = sorted(set(classes) - set(shapes.CLASS_NAMES[1:]))
     if unknown:
@@ -76,7 +77,3 @@ def main():
     ):
         counts = write_split(root / folder, split, count, args.seed, classes, args.size)
         print(folder, counts)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """Model soups: averages the weights of fine-tunes of one model into a new workdir.
 
-  python -m experiments.soup --workdir=A --workdir=B [--workdir=C ...] --out=DIR \
+  jaxvision soup --workdir=A --workdir=B [--workdir=C ...] --out=DIR \
       [--recipe=uniform|greedy] [--held_out=test|train]
 
 Wortsman et al. 2022: fine-tunes that start from the same weights can be averaged into one
@@ -12,32 +12,26 @@ members kept them.
 DIR becomes a workdir like any other: config.json and model.json of the first member and a
 checkpoint at its step (optimizer state included): rerunning the members' training command on
 DIR evaluates the soup and prints its `final:` line, `init_from=DIR` fine-tunes it, and
-`experiments.evaluate --workdir=DIR` uses it unchanged. The members' digits set has
+`jaxvision evaluate --workdir=DIR` uses it unchanged. The members' digits set has
 no validation split: greedy selection on `test` then reads the test set, say so when you report.
 """
 
 import json
 import os
 import shutil
-import sys
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from experiments.runs import split_metrics, split_source
 from jaxvision import cli, ensembles, evaluation
 from jaxvision.checkpoint import Checkpointer
 from jaxvision.errors import UserError
+from jaxvision.evaluation.workdirs import split_metrics, split_source
 from jaxvision.predictor import Predictor
 from jaxvision.train import reporting
 
-_WORKDIR = flags.DEFINE_multi_string("workdir", None, "A member's workdir; two or more.")
-_OUT = flags.DEFINE_string("out", None, "The soup's new workdir.")
-_RECIPE = flags.DEFINE_enum("recipe", "uniform", ["uniform", "greedy"], "How members join.")
-_HELD_OUT = flags.DEFINE_enum(
-    "held_out", "test", ["test", "train"], "The split that scores members and soups."
-)
+FLAGS = flags.FLAGS
 
 
 def read_state(workdir: str):
@@ -111,24 +105,31 @@ def write_workdir(out: str, first: str, soup: dict, step_meta) -> None:
     checkpointer.close()
 
 
+def define_flags() -> None:
+    """The command's flags, defined when it runs (not on import: other commands share
+    names)."""
+    flags.DEFINE_multi_string("workdir", None, "A member's workdir; two or more.")
+    flags.DEFINE_string("out", None, "The soup's new workdir.")
+    flags.DEFINE_enum("recipe", "uniform", ["uniform", "greedy"], "How members join.")
+    flags.DEFINE_enum(
+        "held_out", "test", ["test", "train"], "The split that scores members and soups."
+    )
+
+
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}")
-    workdirs = _WORKDIR.value or []
-    if len(workdirs) < 2 or not _OUT.value:
+    workdirs = FLAGS.workdir or []
+    if len(workdirs) < 2 or not FLAGS.out:
         cli.fail("a soup needs two or more --workdir members and --out=DIR for the result")
     try:
-        soup, chosen, scores = make_soup(workdirs, _RECIPE.value, _HELD_OUT.value)
-        write_workdir(_OUT.value, workdirs[0], soup, read_state(workdirs[0]))
+        soup, chosen, scores = make_soup(workdirs, FLAGS.recipe, FLAGS.held_out)
+        write_workdir(FLAGS.out, workdirs[0], soup, read_state(workdirs[0]))
     except UserError as e:
         cli.fail(str(e))
     print(
-        f"{_RECIPE.value} soup of {reporting.plural(len(chosen), 'member')} "
-        f"({', '.join(f'member_{i}' for i in chosen)}) on {_HELD_OUT.value}:"
+        f"{FLAGS.recipe} soup of {reporting.plural(len(chosen), 'member')} "
+        f"({', '.join(f'member_{i}' for i in chosen)}) on {FLAGS.held_out}:"
     )
     print(evaluation.metrics_table({k: v for k, v in scores.items() if k.endswith("/top1")}))
-    print(f"written to {_OUT.value}")
-
-
-if __name__ == "__main__":
-    sys.exit(app.run(main, flags_parser=cli.parse_flags))
+    print(f"written to {FLAGS.out}")

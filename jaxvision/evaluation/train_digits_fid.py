@@ -1,6 +1,6 @@
 """Trains the digits-FID classifier (jaxvision.evaluation.digits_fid) and writes its weights.
 
-  python -m experiments.digits_features --out=jaxvision/evaluation/digits_fid.safetensors
+  python -m jaxvision.evaluation.train_digits_fid --out=jaxvision/evaluation/digits_fid.safetensors
 
 Deterministic: the digits' train split only (open_dataset("digits"), test_fraction 0.2,
 split_seed 0), each epoch every image once, upsampled 8x8 → 32x32 by a random one of PIL's
@@ -23,12 +23,8 @@ from jaxvision.data import open_dataset
 from jaxvision.data.transforms import pad_crop
 from jaxvision.evaluation import digits_fid
 
-_OUT = flags.DEFINE_string("out", digits_fid.WEIGHTS, "Where to write the weights.")
-_EPOCHS = flags.DEFINE_integer("epochs", 40, "Passes over the train split.")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Training batch size.")
-_LR = flags.DEFINE_float("lr", 2e-3, "Peak Adam learning rate (cosine decay to 0).")
-_SHIFT = flags.DEFINE_integer("shift", 2, "Largest random shift, in 32x32 pixels.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the augmentation, order, init and dropout.")
+FLAGS = flags.FLAGS
+
 METHODS = ("bilinear", "bicubic", "nearest")
 
 
@@ -67,6 +63,17 @@ def accuracy(variables: dict, images: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(np.asarray(logits), -1) == labels))
 
 
+def define_flags() -> None:
+    """The command's flags, defined when it runs (not on import: other commands share
+    names)."""
+    flags.DEFINE_string("out", digits_fid.WEIGHTS, "Where to write the weights.")
+    flags.DEFINE_integer("epochs", 40, "Passes over the train split.")
+    flags.DEFINE_integer("batch_size", 64, "Training batch size.")
+    flags.DEFINE_float("lr", 2e-3, "Peak Adam learning rate (cosine decay to 0).")
+    flags.DEFINE_integer("shift", 2, "Largest random shift, in 32x32 pixels.")
+    flags.DEFINE_integer("seed", 0, "Seed of the augmentation, order, init and dropout.")
+
+
 def main(argv) -> None:
     del argv
     start = time.time()
@@ -76,28 +83,28 @@ def main(argv) -> None:
     upsampled = np.stack([digits_fid.upsample_digits(train_images, m) for m in METHODS])
 
     model = digits_fid.DigitsNet()
-    key = jax.random.key(_SEED.value)
+    key = jax.random.key(FLAGS.seed)
     init_key, key = jax.random.split(key)
     params = model.init(init_key, jnp.zeros((1, *digits_fid.IMAGE_SHAPE)))["params"]
-    steps_per_epoch = len(train_labels) // _BATCH.value
-    schedule = optax.cosine_decay_schedule(_LR.value, _EPOCHS.value * steps_per_epoch)
+    steps_per_epoch = len(train_labels) // FLAGS.batch_size
+    schedule = optax.cosine_decay_schedule(FLAGS.lr, FLAGS.epochs * steps_per_epoch)
     optimizer = optax.adam(schedule)
     opt_state = optimizer.init(params)
     train_step = make_train_step(model, optimizer)
 
-    rng = np.random.default_rng(_SEED.value)
-    for epoch in range(_EPOCHS.value):
-        images = epoch_images(upsampled, rng, _SHIFT.value)
+    rng = np.random.default_rng(FLAGS.seed)
+    for epoch in range(FLAGS.epochs):
+        images = epoch_images(upsampled, rng, FLAGS.shift)
         order = rng.permutation(len(train_labels))
         losses = []
         for step in range(steps_per_epoch):
-            index = order[step * _BATCH.value : (step + 1) * _BATCH.value]
+            index = order[step * FLAGS.batch_size : (step + 1) * FLAGS.batch_size]
             key, step_key = jax.random.split(key)
             params, opt_state, loss = train_step(
                 params, opt_state, images[index], train_labels[index], step_key
             )
             losses.append(loss)
-        print(f"epoch {epoch + 1}/{_EPOCHS.value} loss {float(np.mean(losses)):.4f}", flush=True)
+        print(f"epoch {epoch + 1}/{FLAGS.epochs} loss {float(np.mean(losses)):.4f}", flush=True)
 
     # The features' standardisation: the train split's embedding statistics (bilinear).
     variables = {"params": jax.device_get(params)}
@@ -108,8 +115,8 @@ def main(argv) -> None:
         "mean": embedding.mean(0).astype(np.float32),
         "std": embedding.std(0).astype(np.float32),
     }
-    digits_fid.save_variables(_OUT.value, variables)
-    result = {"out": _OUT.value, "train_examples": len(train_labels)}
+    digits_fid.save_variables(FLAGS.out, variables)
+    result = {"out": FLAGS.out, "train_examples": len(train_labels)}
     for method in METHODS:
         test = digits_fid.upsample_digits(test_images, method)
         result[f"test_accuracy_{method}"] = accuracy(variables, test, test_labels)
@@ -119,4 +126,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

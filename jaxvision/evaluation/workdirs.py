@@ -1,5 +1,6 @@
-"""Reading trained runs back: their config, a split of their data, metrics of their weights,
-ensembles of them. Shared by experiments.evaluate and experiments.soup."""
+"""Finished runs read back: their stored config, a split of their data, the metrics of their
+weights, ensembles of them. The `jaxvision` commands that act on runs (evaluate, soup, quantize,
+prune, explain-checks) share it."""
 
 import json
 import os
@@ -9,27 +10,39 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from experiments.classification import open_dataset
-from experiments.configs.common import base_config, detection_fields
 from jaxvision import data, ensembles
-from jaxvision.errors import UserError
+from jaxvision.errors import UserError, listing
 from jaxvision.predictor import Predictor, eval_transform
 from jaxvision.sharding import batch_sharding, batch_split, make_mesh, replicated
+from jaxvision.train import reporting
 from jaxvision.train.losses import topk_correct
 from jaxvision.train.state import ModelState
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The run's config from `<workdir>/config.json`; fields added to jaxvision after the run
-    was trained keep their defaults."""
+def _as_config_value(value):
+    """A config.json value as the ConfigDict held it: lists back to tuples (a JSON array was
+    a tuple), nested objects as ConfigDicts."""
+    if isinstance(value, list):
+        return tuple(_as_config_value(v) for v in value)
+    if isinstance(value, dict):
+        return ml_collections.ConfigDict({k: _as_config_value(v) for k, v in value.items()})
+    return value
+
+
+def load_config(
+    workdir: str, defaults: ml_collections.ConfigDict | None = None
+) -> ml_collections.ConfigDict:
+    """The run's config from `<workdir>/config.json`. With `defaults` (the training program's
+    full config), the stored values go into it, so fields added after the run was trained keep
+    their defaults and fields jaxvision no longer has are left out."""
     path = os.path.join(workdir, "config.json")
     if not os.path.isfile(path):
         raise UserError(f"{path} not found: --workdir must be a directory a training run wrote")
     with open(path) as f:
         stored = json.load(f)
-    config = base_config()
-    if "detection" in stored:
-        detection_fields(config)
+    if defaults is None:
+        return ml_collections.ConfigDict({k: _as_config_value(v) for k, v in stored.items()})
+    config = defaults
     for key, value in stored.items():
         if key not in config:
             continue
@@ -41,14 +54,40 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     return config
 
 
-def split_source(workdir: str, split: str):
-    config = load_config(workdir)
-    if "detection" in config:
-        from experiments.detection import open_dataset as open_detection_dataset
+def open_run_dataset(config: ml_collections.ConfigDict) -> data.Dataset:
+    """The dataset a run's stored `config` trained on, opened as its program opened it
+    (a detection run with its dataset's options); notes about the data are printed."""
+    detection = "detection" in config
+    options = config.get("dataset_options") or {}
+    options = options.to_dict() if isinstance(options, ml_collections.ConfigDict) else options
+    if options and config.dataset != "shapes":
+        reporting.note(f"dataset {config.dataset} takes no options: {', '.join(options)} ignored")
+        options = {}
+    dataset = data.open_dataset(
+        config.dataset,
+        data_dir=config.get("data_dir"),
+        train_split=config.get("train_split", "train"),
+        test_split=config.get("test_split"),
+        test_fraction=config.get("test_fraction", 0.2),
+        strict=config.get("data_strict", False),
+        options=options or None,
+    )
+    if detection:
+        for line in dataset.notes:
+            reporting.note(line)
+    if dataset.skipped:
+        what = "image" if detection else "unreadable image file"
+        reporting.note(
+            f"left out {reporting.plural(len(dataset.skipped), what)} of {config.data_dir}: "
+            f"{listing(dataset.skipped)} (data_strict=True stops instead)"
+        )
+    return dataset
 
-        dataset = open_detection_dataset(config)
-    else:
-        dataset = open_dataset(config)
+
+def split_source(workdir: str, split: str):
+    """(the `split` ("test" or "train") of the run's data, the run's batch size)."""
+    config = load_config(workdir)
+    dataset = open_run_dataset(config)
     return dataset.test if split == "test" else dataset.train, config.batch_size
 
 

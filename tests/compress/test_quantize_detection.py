@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from experiments import detection
-from experiments.compression import quantize, table
-from experiments.runs import split_metrics, split_source
 from jaxvision import bundle
+from jaxvision.commands.quantize import quantize, table
 from jaxvision.compress.detection import QuantizedDetection, agreement
 from jaxvision.evaluation.coco import STAT_NAMES
+from jaxvision.evaluation.workdirs import split_metrics, split_source
 from jaxvision.predictor import Predictor
 from tests.experiments.helpers import TINY_SHAPES, load_config
 

@@ -1,5 +1,5 @@
 """Detection end to end at tiny settings: the shapes program trains, evaluates with COCO metrics
-and resumes exactly; `experiments.evaluate` prints the COCO table and draws boxes in the images'
+and resumes exactly; `jaxvision evaluate` prints the COCO table and draws boxes in the images'
 own pixels; init_from takes a classification backbone or a detector's torchvision-named file;
 the COCO recipes build; bad COCO input ends in one line."""
 
@@ -25,6 +25,7 @@ from tests.experiments.helpers import (
     load_config,
     read_metrics,
     run_module,
+    run_tool,
     without_timings,
 )
 
@@ -119,7 +120,7 @@ def test_bfloat16_trains_like_float32(trained, tmp_path):
 
 def test_evaluate_prints_the_coco_table_and_draws_boxes_in_image_pixels(trained, tmp_path):
     workdir, final = trained
-    result = run_module("experiments.evaluate", f"--workdir={workdir}", check=True)
+    result = run_tool("evaluate", f"--workdir={workdir}", check=True)
     rows = dict(line.split()[:2] for line in result.stdout.splitlines() if line.startswith("eval/"))
     assert float(rows["eval/AP50"]) == pytest.approx(final["eval/AP50"], abs=1e-4)
     assert "class" in result.stdout and "circle" in result.stdout
@@ -144,8 +145,8 @@ def test_evaluate_prints_the_coco_table_and_draws_boxes_in_image_pixels(trained,
         paths.append(str(tmp_path / name))
         Image.fromarray(pixels).save(paths[-1])
     out = tmp_path / "drawn"
-    result = run_module(
-        "experiments.evaluate",
+    result = run_tool(
+        "evaluate",
         f"--workdir={workdir}",
         "--images",
         *paths,

@@ -17,6 +17,7 @@ from tests.experiments.helpers import (
     parse_final,
     read_metrics,
     run_module,
+    run_tool,
     without_timings,
 )
 
@@ -86,7 +87,7 @@ def test_digits_with_tricks_reaches_its_band_and_reruns_bitwise(tmp_path):
     assert finals[0]["eval/top1"] >= 0.97 and finals[0]["eval_ema/top1"] >= 0.97
 
     # The evaluate command on that workdir: the same numbers, and labels for single images.
-    table = run_module("experiments.evaluate", f"--workdir={tmp_path / 'a'}")
+    table = run_tool("evaluate", f"--workdir={tmp_path / 'a'}")
     assert table.returncode == 0, table.stderr[-3000:]
     assert not re.search(r"^I\d{4} ", table.stderr, re.M)  # no library INFO logging
     assert f"eval/top1{'':16}{finals[0]['eval/top1']:.4f}" in table.stdout
@@ -100,8 +101,8 @@ def test_digits_with_tricks_reaches_its_band_and_reruns_bitwise(tmp_path):
     for i in (0, 1):
         paths.append(str(tmp_path / f"digit{i}.png"))
         Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8)).save(paths[-1])
-    labels = run_module(
-        "experiments.evaluate",
+    labels = run_tool(
+        "evaluate",
         f"--workdir={tmp_path / 'a'}",
         "--images",  # the form of the command's docstring: --images a.png b.png
         *paths,
@@ -112,6 +113,6 @@ def test_digits_with_tricks_reaches_its_band_and_reruns_bitwise(tmp_path):
     assert lines[0].startswith(f"{paths[0]}: 0 ") and lines[1].startswith(f"{paths[1]}: 1 ")
     assert len(lines[0].split(", ")) == 3
 
-    missing = run_module("experiments.evaluate", f"--workdir={tmp_path / 'a'}", "--step=7")
+    missing = run_tool("evaluate", f"--workdir={tmp_path / 'a'}", "--step=7")
     assert missing.returncode == 2
     assert "no checkpoint for step 7" in missing.stderr.strip().splitlines()[-1]

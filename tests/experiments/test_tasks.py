@@ -12,13 +12,13 @@ from jax import export
 
 from experiments import distill
 from experiments.classification import train_and_evaluate
-from experiments.runs import group_probs, split_source
 from jaxvision import bundle
 from jaxvision.checkpoint import load_model, load_variables
 from jaxvision.errors import UserError
+from jaxvision.evaluation.workdirs import group_probs, split_source
 from jaxvision.predictor import Predictor
 from jaxvision.sharding import make_mesh
-from tests.experiments.helpers import load_config, parse_final, run_module
+from tests.experiments.helpers import load_config, parse_final, run_module, run_tool
 
 
 def _table(stdout: str) -> dict:
@@ -90,8 +90,8 @@ def test_ensemble_vmapped_equals_each_member_and_reports_calibration(members):
         alone = predictor.predict([source[i]["image"] for i in range(len(source))])["probs"]
         np.testing.assert_allclose(member, alone, atol=1e-6)
 
-    result = run_module(
-        "experiments.evaluate", f"--workdir={workdirs[0]}", f"--workdir={workdirs[1]}", check=True
+    result = run_tool(
+        "evaluate", f"--workdir={workdirs[0]}", f"--workdir={workdirs[1]}", check=True
     )
     table = _table(result.stdout)
     for i, final in enumerate(finals):
@@ -103,9 +103,7 @@ def test_ensemble_vmapped_equals_each_member_and_reports_calibration(members):
 def test_soup_is_a_workdir_that_evaluates_and_trains(tmp_path, members):
     workdirs, _ = members
     out = str(tmp_path / "soup")
-    result = run_module(
-        "experiments.soup", *(f"--workdir={w}" for w in workdirs), f"--out={out}", check=True
-    )
+    result = run_tool("soup", *(f"--workdir={w}" for w in workdirs), f"--out={out}", check=True)
     soup_top1 = _table(result.stdout)["soup/top1"]
     # Its weights are the members' mean.
     soup, _ = load_variables(out)
@@ -132,9 +130,7 @@ def test_soup_is_a_workdir_that_evaluates_and_trains(tmp_path, members):
 def test_export_writes_a_bundle_that_predicts_as_the_workdir(tmp_path, members):
     (workdir, _), (final, _) = members
     out = str(tmp_path / "bundle")
-    result = run_module(
-        "experiments.export", f"--workdir={workdir}", f"--out={out}", "--max_batch=4", check=True
-    )
+    result = run_tool("export", f"--workdir={workdir}", f"--out={out}", "--max_batch=4", check=True)
     assert "buckets [1, 2, 4], platforms cpu, cuda" in result.stdout
     with open(os.path.join(out, "metadata.json")) as f:
         metadata = json.load(f)
@@ -154,7 +150,7 @@ def test_export_writes_a_bundle_that_predicts_as_the_workdir(tmp_path, members):
     np.testing.assert_array_equal(loaded.predict(images)["probs"], expected)
     assert loaded.class_names == metadata["model"]["class_names"]
 
-    again = run_module("experiments.export", f"--workdir={workdir}", f"--out={out}")
+    again = run_tool("export", f"--workdir={workdir}", f"--out={out}")
     assert again.returncode == 2 and again.stderr.strip().splitlines()[-1] == (
         f"error: --out {out} is not empty: give a new directory for the bundle"
     )

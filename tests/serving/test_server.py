@@ -1,4 +1,4 @@
-"""A real server process on localhost (experiments.serve on a bundle of a tiny digits run):
+"""A real server process on localhost (jaxvision serve on a bundle of a tiny digits run):
 answers equal the bundle's predictions, concurrent requests share batches in order, and every
 bad input gets its 4xx while the next good request still succeeds, and a bounded load at
 concurrency 1, 8 and 32 has no errors."""
