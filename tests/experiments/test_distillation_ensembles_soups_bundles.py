@@ -1,6 +1,6 @@
-"""The second task and the model-fusion programs end to end, at tiny settings: distillation
-(a frozen teacher beside the student), ensembles (one vmapped forward per architecture) and
-model soups (a new workdir that evaluates and trains like any other), exported bundles."""
+"""Several models of one task end to end, at tiny settings: distillation (a frozen teacher
+beside the student), ensembles (one vmapped forward per architecture), model soups (a new
+workdir that evaluates and trains like any other) and exported bundles."""
 
 import json
 import os
