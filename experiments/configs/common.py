@@ -66,7 +66,7 @@ def base_config() -> ml_collections.ConfigDict:
     # jaxvision prune: an .npz of 0/1 masks whose zeros stay zero through training ("": off).
     config.prune_masks = ""
     # Devices: (axis name, size) pairs over "data", "fsdp", "model"; -1 takes the remaining
-    # devices. sharding: "replicated", "fsdp", "tensor" or "fsdp+tensor" (see README).
+    # devices. sharding: "replicated", "fsdp", "tensor" or "fsdp+tensor" (see docs/performance.md).
     config.mesh = (("data", -1),)
     config.sharding = "replicated"
     # Bookkeeping.

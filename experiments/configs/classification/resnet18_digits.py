@@ -9,7 +9,7 @@ fast.
       --workdir=/tmp/jaxvision/resnet_digits
 
 Expected: 98.3-100% top-1 on the 360 test images (seeds 0-4) in about 15 s on 2 CPU cores
-(experiments/RESULTS.md).
+(docs/results/classification.md).
 """
 
 from experiments.configs.common import base_config

@@ -9,8 +9,8 @@ for a linear probe, class_weights="balanced" for imbalanced folders.
       --workdir=/tmp/jaxvision/mydata --config.data_dir=ROOT \
       --config.init_from=resnet50.safetensors
 
-Convert torchvision's weights once to safetensors (README, "Pretrained weights"). Expected:
-depends on the data; CI runs its smoke path on generated images.
+Convert torchvision's weights once to safetensors (docs/models_and_weights.md, "Pretrained
+weights"). Expected: depends on the data; CI runs its smoke path on generated images.
 """
 
 from ml_collections import config_dict

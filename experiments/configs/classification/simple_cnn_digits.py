@@ -10,7 +10,7 @@ dense(10); label smoothing 0.1; SGD + Nesterov, 2 warmup epochs then cosine, 800
 
 Expected: >= 99.0% top-1 on the 360 test images in well under a minute on 2 CPU cores (an RBF
 SVC with gamma=0.001, what 5-fold cross-validation picks, reaches 98.9% on the same split);
-measured per seed in experiments/RESULTS.md.
+measured per seed in docs/results/classification.md.
 """
 
 from experiments.configs.common import base_config

@@ -6,7 +6,7 @@
 
 CI replays it twice with the same seed (bitwise-identical metrics) and checks its accuracy band.
 Expected: >= 97% top-1 for the weights and for their EMA on the 360 test images (measured values
-in experiments/RESULTS.md).
+in docs/results/classification.md).
 """
 
 from experiments.configs.classification import simple_cnn_digits

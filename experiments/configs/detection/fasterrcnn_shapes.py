@@ -20,7 +20,7 @@ quarter of the RoIs foreground): torchvision's 2 x 2 samples per bin, 3,200 step
       --config.lr_batch_base=16 --config.total_steps=3200 \\
       --config.dataset_options.num_train=51200 --config.detection.box_positive_fraction=0.25
 
-Expected: see experiments/RESULTS.md ("Detection").
+Expected: see docs/results/detection.md.
 """
 
 from experiments.configs.common import base_config, detection_fields
@@ -32,7 +32,7 @@ def get_config():
     config.flip = True
     config.model = "fasterrcnn_resnet18_fpn_small"
     config.model_kwargs.width = 32
-    # One sample per bin (torchvision: 2 x 2): a step 1.4x faster (experiments/RESULTS.md,
+    # One sample per bin (torchvision: 2 x 2): a step 1.4x faster (docs/results/detection.md,
     # "Towards 15 minutes")
     config.model_kwargs.roi_sampling_ratio = 1
     # 64 RoIs per image (torchvision: 512), enough for scenes of at most 10 objects, and up to

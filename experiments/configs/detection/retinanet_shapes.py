@@ -10,7 +10,7 @@ with AdamW and flips (3,200 steps of 16); COCO box AP on the test images.
 
   python -m experiments.detection --workdir=/tmp/jaxvision/shapes
 
-Expected: see experiments/RESULTS.md ("Detection").
+Expected: see docs/results/detection.md.
 """
 
 from experiments.configs.common import base_config, detection_fields
@@ -25,7 +25,7 @@ def get_config():
     config.model_kwargs.head_norm = "group"  # from scratch, GroupNorm heads train far faster
     config.model_kwargs.head_convs = 1  # as accurate as 2 here, for 15% less compute
     # C2's detail added to P3 and carried up the pyramid: better classes for the small shapes
-    # for 3.5% more FLOPs (experiments/RESULTS.md, "Detection").
+    # for 3.5% more FLOPs (docs/results/detection.md).
     config.model_kwargs.c2_detail = True
     config.model_kwargs.bottom_up = True
     config.detection.matcher = "iou"  # torchvision's; "atss" was worse here

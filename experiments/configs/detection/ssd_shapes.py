@@ -8,7 +8,7 @@ and flips.
 
   python -m experiments.detection --config=experiments/configs/detection/ssd_shapes.py --workdir=DIR
 
-Expected: see experiments/RESULTS.md ("Detection").
+Expected: see docs/results/detection.md.
 """
 
 import ml_collections

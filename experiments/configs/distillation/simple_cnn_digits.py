@@ -12,11 +12,11 @@ distill_weight < 1 with a temperature.
   python -m experiments.distill --config=experiments/configs/distillation/simple_cnn_digits.py \
       --workdir=/tmp/jaxvision/distilled --config.teacher=/tmp/jaxvision/teacher
 
-Measured for seeds 0-2 in experiments/RESULTS.md: 0.986 / 0.994 / 0.992 top-1 from a teacher of
-0.983, agreeing with it on 98-99% of the test images; the student alone with the same settings
-reaches 0.992 / 0.994 / 0.997, so on digits distillation makes the student follow its teacher
-rather than beat it. Hinton's recipe at T=4 needs a lower rate (--config.learning_rate=0.05):
-at 0.2 it diverges on two seeds of three.
+Measured for seeds 0-2 in docs/results/classification.md: 0.986 / 0.994 / 0.992 top-1 from a teacher
+of 0.983, agreeing with it on 98-99% of the test images; the student alone with the same settings
+reaches 0.992 / 0.994 / 0.997, so on digits distillation makes the student follow its teacher rather
+than beat it. Hinton's recipe at T=4 needs a lower rate (--config.learning_rate=0.05): at 0.2 it
+diverges on two seeds of three.
 """
 
 from experiments.configs.classification import simple_cnn_digits

@@ -6,7 +6,7 @@ Generator and discriminator of width 32 (DCGAN's layout at 32x32: 4 -> 8 -> 16 -
 (2e-4, b1 = 0.5) for each, batch 64, one D and one G update per step, an EMA of the generator.
 Every evaluation compares 1,437 fakes (fixed latents, the train split's labels) with the 1,437
 train images in the digits-FID feature space and writes a sample grid and an interpolation
-strip under plots/. Measured in experiments/RESULTS.md ("Generation").
+strip under plots/. Measured in docs/results/generation.md.
 """
 
 from experiments.configs.common import base_config, gan_fields
