@@ -396,7 +396,7 @@ def test_documented_command(shown):
         check_python_module(args[1], args[2:])
     elif args[:1] == ["-c"] and len(args) > 1:
         check_python_code(args[1])
-    elif args and not args[0].startswith(("-", ".device/")):  # a script; .device/ is the user's copy
+    elif args and not args[0].startswith(("-", ".device/")):  # .device/: the user's own copy
         assert (ROOT / args[0]).is_file(), f"{args[0]} does not exist"
 
 
