@@ -409,6 +409,29 @@ def test_the_docs_show_the_commands():
     assert len(COMMANDS) > 100
 
 
+def _top_level_names(path):
+    names = set()
+    for node in _parse(path).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
+def _names_resolve(dotted):
+    """`jaxvision.a.b.attr`: the longest module prefix exists and defines the next name."""
+    parts = dotted.split(".")
+    for end in range(len(parts), 0, -1):
+        path = _module_path(".".join(parts[:end]))
+        if path is not None:
+            return end == len(parts) or parts[end] in _top_level_names(path)
+    return False
+
+
 def _slug(heading):
     text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
     return text.replace(" ", "-")
@@ -433,6 +456,9 @@ def test_links_and_named_files_exist(doc):
     for _, span in _inline_spans(text):
         if re.fullmatch(r"(experiments|benchmarks)\.\w+", span):
             assert _module_path(span), f"{doc.name}: no module {span}"
+        elif re.fullmatch(r"jaxvision(\.\w+)+(\(.*\))?", span):
+            name = span.split("(")[0]
+            assert _names_resolve(name), f"{doc.name}: no {name} in jaxvision"
         elif re.fullmatch(r"(experiments|jaxvision|benchmarks|tests|docs)/[\w/.\-]+", span):
             assert (ROOT / span).exists(), f"{doc.name}: {span} does not exist"
 
