@@ -432,6 +432,62 @@ def _names_resolve(dotted):
     return False
 
 
+@functools.cache
+def all_configs():
+    return [
+        load_config(path)
+        for path in sorted((ROOT / "experiments" / "configs").rglob("*.py"))
+        if "get_config" in path.read_text()
+    ]
+
+
+@functools.cache
+def all_open_options(field):
+    if field != "model_kwargs":
+        return frozenset(open_options(field, None))
+    from jaxvision import models
+    from jaxvision.models import detection
+
+    names = set()
+    for registry in (models, detection):
+        for model in registry.names():
+            names |= set(registry.options(model))
+    return frozenset(names)
+
+
+def _in_some_config(parts):
+    for config in all_configs():
+        node = config
+        for part in parts:
+            if not (isinstance(node, ml_collections.ConfigDict) and part in node):
+                break
+            node = node[part]
+        else:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_config_overrides_in_prose_exist(doc):
+    """`--config.KEY=...` written in prose is a key of some config (or an option of some model,
+    detector family or dataset under the open fields)."""
+    for number, span in _inline_spans(doc.read_text()):
+        if not span.startswith("--config."):
+            continue
+        for word in span.split():
+            name = word.strip("[]").partition("=")[0][len("--config.") :]
+            if not word.startswith("--config.") or PLACEHOLDER.search(name):
+                continue
+            parts = name.split(".")
+            if parts[-1].isupper() or parts[-1] == "key":
+                continue  # NAME, key: placeholders
+            if parts[0] in OPEN_FIELDS and len(parts) == 2:
+                known = parts[1] in all_open_options(parts[0])
+            else:
+                known = _in_some_config(parts)
+            assert known, f"{doc.name}:{number}: no config has --config.{name}"
+
+
 def _slug(heading):
     text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
     return text.replace(" ", "-")
