@@ -15,7 +15,7 @@ from jaxvision.compress import measure, prune
 from jaxvision.compress.quantize import QuantizedClassification, Scheme, calibrate, weight_bytes
 from jaxvision.errors import UserError
 from jaxvision.predictor import Predictor, eval_transform
-from jaxvision.train.steps import normalize
+from jaxvision.tasks.images import normalize
 
 
 def calibration_batches(workdir: str, predictor: Predictor, count: int):

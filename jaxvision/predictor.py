@@ -24,8 +24,8 @@ from jaxvision import models
 from jaxvision.checkpoint import load_model
 from jaxvision.data import transforms
 from jaxvision.errors import UserError
+from jaxvision.state import ModelState
 from jaxvision.tasks.classification import Classification
-from jaxvision.train.state import ModelState
 
 TASKS = ("classification", "detection")
 

@@ -11,10 +11,9 @@ from flax import linen as nn
 
 from jaxvision.evaluation.classification import ClassificationEvaluator
 from jaxvision.evaluation.metrics import confusion_counts
+from jaxvision.tasks.images import image_model_init, normalize
 from jaxvision.train.losses import cross_entropy, topk_correct
 from jaxvision.train.mixing import mixup_cutmix
-from jaxvision.train.state import image_model_init
-from jaxvision.train.steps import normalize
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,8 +26,7 @@ from jaxvision.models import detection as detectors
 from jaxvision.ops import anchors as anchor_ops
 from jaxvision.tasks import fasterrcnn, fcos, retinanet, ssd
 from jaxvision.tasks.classification import apply_model
-from jaxvision.train.state import image_model_init
-from jaxvision.train.steps import normalize
+from jaxvision.tasks.images import image_model_init, normalize
 
 # family -> (its math module, its options dataclass)
 FAMILIES = {
