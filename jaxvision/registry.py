@@ -89,10 +89,12 @@ class Registry(Mapping):
         """The information `name` was declared or registered with (nothing is imported)."""
         return dict(self._entry(name).info)
 
-    def unknown(self, name: str, choices: str = "choose one of") -> UserError:
-        """The one-line error for a name not in the registry: the names and the closest one."""
+    def unknown(self, name: str, lead: str | None = None, choices: str = "choose one of"):
+        """The one-line UserError for a name not in the registry: `lead` (default "unknown
+        <kind> '<name>'"), the names and the closest one."""
         names = self.names()
-        message = f"unknown {self.kind} {name!r}: {choices} {', '.join(names) or '(none)'}"
+        lead = lead or f"unknown {self.kind} {name!r}"
+        message = f"{lead}: {choices} {', '.join(names) or '(none)'}"
         close = difflib.get_close_matches(str(name), names, n=1)
         if close:
             message += f" (did you mean {close[0]!r}?)"
