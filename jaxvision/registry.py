@@ -95,10 +95,13 @@ class Registry(Mapping):
         names = self.names()
         lead = lead or f"unknown {self.kind} {name!r}"
         message = f"{lead}: {choices} {', '.join(names) or '(none)'}"
-        close = difflib.get_close_matches(str(name), names, n=1)
-        if close:
-            message += f" (did you mean {close[0]!r}?)"
-        return UserError(message)
+        close = self.closest(name)
+        return UserError(message + (f" (did you mean {close!r}?)" if close else ""))
+
+    def closest(self, name: str) -> str | None:
+        """The registered name most like `name` (difflib's), if any is close."""
+        close = difflib.get_close_matches(str(name), self.names(), n=1)
+        return close[0] if close else None
 
     def _entry(self, name: str) -> _Entry:
         if name not in self._entries:
