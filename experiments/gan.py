@@ -26,7 +26,8 @@ from jaxvision import cli, data  # noqa: E402
 from jaxvision.errors import UserError  # noqa: E402
 from jaxvision.evaluation import digits_fid, generative  # noqa: E402
 from jaxvision.evaluation.samples import GanEvaluator  # noqa: E402
-from jaxvision.models.dcgan import Discriminator, Generator, num_stages  # noqa: E402
+from jaxvision.models import generators  # noqa: E402
+from jaxvision.models.dcgan import num_stages  # noqa: E402
 from jaxvision.sharding import param_specs, state_shardings  # noqa: E402
 from jaxvision.tasks.gan import GAN, LOSSES, GanOptions, GanUpdate, make_gan_train_step  # noqa: E402
 from jaxvision.train import build, loop  # noqa: E402
@@ -119,10 +120,11 @@ def setup(config) -> loop.Run:
     # Models, optimizers, the task.
     num_classes = int(dataset.num_classes) if config.conditional else 0
     dtype = build.dtype(config.dtype)
-    generator = Generator(
-        config.image_size, channels, config.latent_dim, config.g_width, num_classes, dtype
+    shared = dict(image_size=config.image_size, num_classes=num_classes, dtype=dtype)
+    generator = generators.build(
+        "dcgan", channels=channels, latent_dim=config.latent_dim, width=config.g_width, **shared
     )
-    discriminator = Discriminator(config.image_size, config.d_width, num_classes, dtype)
+    discriminator = generators.discriminator("dcgan", width=config.d_width, **shared)
     features = feature_extractor(config, channels)
     task = GAN(
         generator,
