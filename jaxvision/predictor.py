@@ -8,7 +8,10 @@ A detector's outputs are its detections in each image's own pixels: {"boxes": [N
 "scores": [N, D], "classes": [N, D], "valid": [N, D]}.
 
 Built from a workdir's `model.json` (task, model, classes, preprocessing; written by the training
-loop) and one checkpoint: it never opens the training data. The forward is jitted once per batch
+loop) and one checkpoint: it never opens the training data. The record's task kind
+(`jaxvision.tasks.TASK_KINDS`) builds the task and says how images are preprocessed and outputs
+mapped back; wrappers keyed by record fields (`TASK_WRAPPERS`: an int8 model's "quantization")
+wrap the task. The forward is jitted once per batch
 bucket (1, 2, 4, ... up to `max_batch`): a batch is padded to the next bucket.
 """
 
