@@ -9,6 +9,7 @@ import optax
 from flax import linen as nn
 
 from jaxvision.state import ModelState, TrainState
+from jaxvision.tasks.images import image_model_init  # noqa: F401 (the training programs' name)
 from jaxvision.train.ema import ema_init
 
 
