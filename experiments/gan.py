@@ -122,7 +122,11 @@ def setup(config) -> loop.Run:
     dtype = build.dtype(config.dtype)
     shared = dict(image_size=config.image_size, num_classes=num_classes, dtype=dtype)
     generator = generators.build(
-        config.model, channels=channels, latent_dim=config.latent_dim, width=config.g_width, **shared
+        config.model,
+        channels=channels,
+        latent_dim=config.latent_dim,
+        width=config.g_width,
+        **shared,
     )
     discriminator = generators.discriminator(config.model, width=config.d_width, **shared)
     features = feature_extractor(config, channels)
