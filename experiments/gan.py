@@ -88,7 +88,7 @@ def generator_record(config, dataset, channels: int) -> dict:
     """What `<workdir>/model.json` keeps for experiments.generate."""
     return {
         "task": "gan",
-        "model": "dcgan",
+        "model": config.model,
         "model_key": "generator",
         "generator": {
             "image_size": config.image_size,
