@@ -134,6 +134,36 @@ def test_model_registry_options_defaults_and_fixed_fields():
     assert str(info.value) == "net 'net_deep' has no option 'depth': choose from width"
 
 
+def test_a_dataset_registered_here_opens_by_name():
+    from jaxvision.data.dataset import Dataset
+    from jaxvision.data.sources import DATASETS
+
+    def open_ramp(request):
+        images = np.arange(4 * 8 * 8, dtype=np.uint8).reshape(4, 8, 8, 1)
+        source = ArraySource(images, np.array([0, 1, 0, 1]))
+        scale = request.options.get("scale", 1)
+        return Dataset(source, source, 2, ("a", "b"), (0.0,), (float(scale),), 8)
+
+    DATASETS.register("test_ramp", open_ramp, takes_options=True)
+    opened = data.open_dataset("test_ramp", options={"scale": 3})
+    assert opened.num_classes == 2 and opened.std == (3.0,) and len(opened.train) == 4
+    with pytest.raises(UserError, match="only 'shapes', 'test_ramp' has any"):
+        data.open_dataset("digits", options={"scale": 3})
+
+
+def test_generators_are_found_by_family():
+    from jaxvision.models import generators
+    from jaxvision.models.dcgan import Discriminator, Generator
+
+    generator = generators.build("dcgan", image_size=16, channels=1, latent_dim=4, width=4)
+    assert isinstance(generator, Generator) and (generator.latent_dim, generator.width) == (4, 4)
+    assert isinstance(generators.discriminator("dcgan", image_size=16), Discriminator)
+    with pytest.raises(UserError, match="generator 'dcgan' has no option 'latent'"):
+        generators.build("dcgan", latent=4)
+    with pytest.raises(UserError, match="unknown generator 'dcgna'.*did you mean 'dcgan'"):
+        generators.build("dcgna")
+
+
 # ---------------------------------------------------------------------------------------------
 # A new task kind in this file alone: each image's mean brightness (0..1), regressed.
 
