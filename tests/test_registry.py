@@ -5,7 +5,9 @@ evaluated, exported as a bundle and served, with nothing else in jaxvision chang
 import base64
 import io
 import json
+import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -21,7 +23,8 @@ from flax import linen as nn
 from PIL import Image
 
 from jaxvision import bundle, data, evaluation, models
-from jaxvision.data.dataset import ArraySource
+from jaxvision.data.dataset import ArraySource, Dataset
+from jaxvision.data.sources import DATASETS
 from jaxvision.errors import UserError
 from jaxvision.predictor import Predictor, eval_transform
 from jaxvision.registry import ModelRegistry, Registry
@@ -29,6 +32,7 @@ from jaxvision.sharding import param_specs, state_shardings
 from jaxvision.tasks import TASK_KINDS
 from jaxvision.tasks.images import image_model_init, normalize
 from jaxvision.tasks.kinds import TaskKind, model_options
+from tests.experiments.helpers import ROOT
 
 # ---------------------------------------------------------------------------------------------
 # The mechanism
@@ -197,6 +201,9 @@ class MeanSquaredError:
         sums = jax.device_get(self.sums)
         return {f"{prefix}/mse": float(sums["squared_error"]) / max(float(sums["count"]), 1.0)}
 
+    def table(self, metrics: dict) -> str:
+        return "\n".join(f"{name} {value!r}" for name, value in metrics.items())
+
 
 class Brightness:
     """The task: batches {"image": [B, S, S, C] uint8} (+ "mask" in evaluation)."""
@@ -257,6 +264,21 @@ def _images(count: int, seed: int) -> np.ndarray:
     return np.clip(np.rint(level + noise), 0, 255).astype(np.uint8)
 
 
+@DATASETS.register("brightness")
+def open_brightness(request) -> Dataset:
+    """512 training and 64 test images (labels unused)."""
+    train, test = _images(512, seed=0), _images(64, seed=1)
+    return Dataset(
+        train=ArraySource(train, np.zeros(len(train), np.int64)),
+        test=ArraySource(test, np.zeros(len(test), np.int64)),
+        num_classes=1,
+        class_names=("brightness",),
+        mean=(127.5,),
+        std=(127.5,),
+        image_size=SIZE,
+    )
+
+
 RECORD = {
     "task": "brightness",
     "model": "brightness_net",
@@ -290,15 +312,15 @@ def _setup(config):
     rng = jax.random.PRNGKey(config.seed)
     abstract = jax.eval_shape(init, rng)
     specs = param_specs(abstract.models[task.trained].params, mesh, "replicated")
-    test = ArraySource(_images(64, seed=1), np.zeros(64, np.int64))
+    dataset = data.open_dataset(config.dataset)
     return loop.Run(
         mesh=mesh,
         data_sharding=data_sharding,
         task=task,
-        train_source=ArraySource(_images(512, seed=0), np.zeros(512, np.int64)),
+        train_source=dataset.train,
         train_transform=data.TrainTransform(SIZE, "none", False),
         eval_transform=eval_transform(RECORD),
-        evals=[evaluation.Eval("eval", test, 0)],
+        evals=[evaluation.Eval("eval", dataset.test, 0)],
         class_names=RECORD["class_names"],
         total_steps=STEPS,
         train_step=steps.make_train_step(task, tx),
@@ -323,6 +345,24 @@ def _config():
     config.log_every_steps = 20
     config.checkpoint_every_steps = STEPS
     return config
+
+
+def _command(*args: str) -> str:
+    """`jaxvision *args` in a new process that first imports this file (the task kind, model
+    and dataset it registers); its stdout."""
+    argv = ["jaxvision", *args]
+    code = f"import tests.test_registry; from jaxvision.commands import main; main({argv!r})"
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
 
 
 def _png(image: np.ndarray) -> str:
@@ -378,11 +418,17 @@ def test_a_task_kind_defined_here_trains_evaluates_exports_and_serves(tmp_path):
     assert found.shape == (64,) and found.dtype == np.float32
     np.testing.assert_allclose(np.mean((found - targets) ** 2), final["eval/mse"], rtol=1e-4)
 
-    # Exported: the bundle predicts the Predictor's numbers without the model code's help.
+    # `jaxvision evaluate` and `jaxvision export`, in a process that loads this file's
+    # definitions as a plugin: the same metric, and a bundle.
+    evaluated = _command("evaluate", f"--workdir={workdir}")
+    assert f"eval/mse {final['eval/mse']!r}" in evaluated.splitlines(), evaluated
     out = str(tmp_path / "bundle")
-    metadata = bundle.write(predictor, out, platforms=("cpu",), source={"workdir": workdir})
-    assert metadata["model"]["task"] == "brightness" and metadata["explain"] is None
+    _command("export", f"--workdir={workdir}", f"--out={out}", "--platforms=cpu", "--max_batch=8")
     exported = bundle.load(out)
+    metadata = exported.metadata
+    assert metadata["model"]["task"] == "brightness" and metadata["explain"] is None
+    assert metadata["buckets"] == [1, 2, 4, 8]
+    # The bundle predicts the Predictor's numbers without the model code's help.
     np.testing.assert_array_equal(exported.predict(list(images[:5]))["brightness"], found[:5])
 
     # Served: the kind's answers, one per image; no explanations for this kind.

@@ -94,7 +94,7 @@ def open_dataset(
     base = name.split(":")[0].split("/")[0]  # "coco/2017:1.1.0" -> "coco"
     versioned = base in DATASETS and DATASETS.info(base).get("versions")
     key = name if name in DATASETS else base if versioned else None
-    if request.options and not (key and DATASETS.info(key).get("takes_options")):
+    if request.options and not takes_options(name):
         having = [f"'{n}'" for n in DATASETS.names() if DATASETS.info(n).get("takes_options")]
         raise UserError(
             f"dataset {name!r} takes no options (got {', '.join(sorted(request.options))}): only "
@@ -108,6 +108,13 @@ def open_dataset(
         return tfds_sources.open_tfds(name, data_dir, train_split, test_split)
     except tfds_sources.NotInTfds:
         raise _unknown(name) from None
+
+
+def takes_options(name: str) -> bool:
+    """Whether the dataset `name` reads `open_dataset`'s `options` (its opener says so)."""
+    base = name.split(":")[0].split("/")[0]
+    key = name if name in DATASETS else base
+    return key in DATASETS and bool(DATASETS.info(key).get("takes_options"))
 
 
 def _unknown(name: str) -> UserError:
