@@ -81,6 +81,11 @@ class Registry(Mapping):
             return
         self._entries[name] = entry
 
+    def unregister(self, name: str) -> None:
+        """Removes the entry `name` (one a test or a plugin added for a while)."""
+        self._entry(name)  # an unknown name: the usual error
+        del self._entries[name]
+
     def names(self) -> list[str]:
         """Every name, sorted with numbers compared as numbers."""
         return sorted(self._entries, key=natural_key)

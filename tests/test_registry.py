@@ -112,6 +112,7 @@ def test_names_sort_numbers_as_numbers():
         "densenet121", "resnet18", "resnet34", "resnet101", "vit_b16", "vit_b32"
     ]  # fmt: skip
     assert models.names().index("resnet34") < models.names().index("resnet101")
+    assert "brightness_net" not in models.names()  # this file's model is registered per test
 
 
 class _Net(nn.Module):
@@ -149,10 +150,16 @@ def test_a_dataset_registered_here_opens_by_name():
         return Dataset(source, source, 2, ("a", "b"), (0.0,), (float(scale),), 8)
 
     DATASETS.register("test_ramp", open_ramp, takes_options=True)
-    opened = data.open_dataset("test_ramp", options={"scale": 3})
-    assert opened.num_classes == 2 and opened.std == (3.0,) and len(opened.train) == 4
-    with pytest.raises(UserError, match="only 'shapes', 'test_ramp' has any"):
-        data.open_dataset("digits", options={"scale": 3})
+    try:
+        opened = data.open_dataset("test_ramp", options={"scale": 3})
+        assert opened.num_classes == 2 and opened.std == (3.0,) and len(opened.train) == 4
+        with pytest.raises(UserError, match="only 'shapes', 'test_ramp' has any"):
+            data.open_dataset("digits", options={"scale": 3})
+    finally:
+        DATASETS.unregister("test_ramp")
+    assert "test_ramp" not in DATASETS
+    with pytest.raises(UserError, match="unknown dataset 'test_ramp'"):
+        DATASETS.unregister("test_ramp")
 
 
 def test_generators_are_found_by_family():
@@ -172,7 +179,6 @@ def test_generators_are_found_by_family():
 # A new task kind in this file alone: each image's mean brightness (0..1), regressed.
 
 
-@models.MODELS.register("brightness_net")
 class BrightnessNet(nn.Module):
     """images [B, S, S, C] normalised -> [B, num_classes] float32 (num_classes: outputs)."""
 
@@ -244,7 +250,6 @@ class Brightness:
         return MeanSquaredError(class_names)
 
 
-@TASK_KINDS.register("brightness")
 class BrightnessKind(TaskKind):
     """Inference takes TaskKind's defaults: resize and centre crop, rows as the answers."""
 
@@ -264,7 +269,6 @@ def _images(count: int, seed: int) -> np.ndarray:
     return np.clip(np.rint(level + noise), 0, 255).astype(np.uint8)
 
 
-@DATASETS.register("brightness")
 def open_brightness(request) -> Dataset:
     """512 training and 64 test images (labels unused)."""
     train, test = _images(512, seed=0), _images(64, seed=1)
@@ -277,6 +281,24 @@ def open_brightness(request) -> Dataset:
         std=(127.5,),
         image_size=SIZE,
     )
+
+
+def register_brightness() -> list:
+    """Registers this file's model, task kind and dataset; returns [(registry, name)] added.
+    (A research fork would register them on import; the test removes them afterwards so other
+    tests see the registries as jaxvision ships them.)"""
+    models.MODELS.register("brightness_net", BrightnessNet)
+    TASK_KINDS.register("brightness", BrightnessKind)
+    DATASETS.register("brightness", open_brightness)
+    return [(models.MODELS, "brightness_net"), (TASK_KINDS, "brightness"), (DATASETS, "brightness")]
+
+
+@pytest.fixture
+def brightness():
+    added = register_brightness()
+    yield
+    for registry, name in added:
+        registry.unregister(name)
 
 
 RECORD = {
@@ -351,7 +373,10 @@ def _command(*args: str) -> str:
     """`jaxvision *args` in a new process that first imports this file (the task kind, model
     and dataset it registers); its stdout."""
     argv = ["jaxvision", *args]
-    code = f"import tests.test_registry; from jaxvision.commands import main; main({argv!r})"
+    code = (
+        "import tests.test_registry as plugin; plugin.register_brightness(); "
+        f"from jaxvision.commands import main; main({argv!r})"
+    )
     env = {**os.environ, "PYTHONPATH": ROOT}
     done = subprocess.run(
         [sys.executable, "-c", code],
@@ -399,7 +424,7 @@ def _serve(app):
     return url, stop
 
 
-def test_a_task_kind_defined_here_trains_evaluates_exports_and_serves(tmp_path):
+def test_a_task_kind_defined_here_trains_evaluates_exports_and_serves(tmp_path, brightness):
     from jaxvision.serving.app import create_app
     from jaxvision.train import loop
 
@@ -446,7 +471,7 @@ def test_a_task_kind_defined_here_trains_evaluates_exports_and_serves(tmp_path):
         stop()
 
 
-def test_a_record_of_an_unknown_task_kind_says_which_exist():
+def test_a_record_of_an_unknown_task_kind_says_which_exist(brightness):
     with pytest.raises(UserError) as info:
         Predictor({**RECORD, "task": "brightnes"}, {})
     message = str(info.value)
