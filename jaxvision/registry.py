@@ -36,9 +36,10 @@ def natural_key(name: str) -> list[Any]:
 
 @dataclasses.dataclass
 class _Entry:
-    target: str | None  # "module:attribute", while not imported
+    target: str | None  # "module:attribute" of a declared entry; None for a registered one
     value: Any = None
     info: dict = dataclasses.field(default_factory=dict)
+    loaded: bool = False
 
 
 class Registry(Mapping):
@@ -115,12 +116,12 @@ class Registry(Mapping):
 
     def __getitem__(self, name: str) -> Any:
         entry = self._entry(name)
-        if entry.target is not None:
+        if entry.target is not None and not entry.loaded:
             module, _, attribute = entry.target.partition(":")
             value = importlib.import_module(module)
             for part in filter(None, attribute.split(".")):
                 value = getattr(value, part)
-            entry.value, entry.target = value, None
+            entry.value, entry.loaded = value, True
         return entry.value
 
     def __contains__(self, name: object) -> bool:

@@ -85,6 +85,8 @@ def test_a_name_is_registered_once():
     with pytest.raises(ValueError, match="already registered"):
         widgets.declare("dumps", "json:loads")
     widgets.declare("dumps", "json:dumps")  # the same entry again changes nothing
+    assert widgets["dumps"] is json.dumps
+    widgets.declare("dumps", "json:dumps")  # also once it is imported
     thing = object()
     widgets.register("thing", thing)
     widgets.register("thing", thing)
