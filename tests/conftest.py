@@ -1,6 +1,11 @@
-"""Fixtures shared across the test folders, and a compilation cache for the whole suite."""
+"""Fixtures shared across the test folders: a compilation cache for the whole suite, a session
+cache that builds an expensive thing (a trained run) once per test session for every xdist
+worker, and the trained digits run that several folders share."""
 
+import fcntl
+import json
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -24,3 +29,62 @@ def mock_tfds(monkeypatch):
     monkeypatch.setattr(tfds.core.DatasetInfo, "file_format", property(lambda self: array_record))
     with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
         yield
+
+
+class SessionCache:
+    """Things built once per test session, on disk, shared by the session's xdist workers.
+
+    `get(name, build)` calls `build(folder)` (which fills the new folder and returns something
+    JSON can hold) in the first worker that asks; the others wait on a file lock and get the
+    same folder and the stored result. A build that failed is retried by the next worker that
+    asks (and fails there again, with its own error)."""
+
+    def __init__(self, root):
+        self.root = root
+        os.makedirs(root, exist_ok=True)
+
+    def get(self, name, build):
+        folder = os.path.join(self.root, name)
+        result_path = folder + ".json"
+        with open(folder + ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if os.path.exists(result_path):
+                with open(result_path) as f:
+                    return folder, json.load(f)
+            shutil.rmtree(folder, ignore_errors=True)
+            os.makedirs(folder)
+            result = build(folder)
+            with open(result_path + ".tmp", "w") as f:
+                json.dump(result, f)
+            os.replace(result_path + ".tmp", result_path)
+            return folder, result
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory):
+    """The session's SessionCache. Each xdist worker's base temporary folder is inside one made
+    for this test run (shared by its workers alone); without xdist the base folder itself."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    return SessionCache(str(root / "session-cache"))
+
+
+# The Quickstart digits CNN at 8x8, briefly trained: 60 steps reach ~95% test top-1, trained
+# enough that int8 rounding flips few predictions; the compression, serving and bundle tests
+# share it.
+TINY_DIGITS = dict(
+    image_size=8, pad=1, total_steps=60, log_every_steps=30, checkpoint_every_steps=0
+)
+
+
+@pytest.fixture(scope="session")
+def digits_run(session_cache):
+    """(workdir, final metrics) of the tiny digits run (TINY_DIGITS), trained once per session."""
+    from experiments.classification import train_and_evaluate
+    from tests.experiments.helpers import load_config
+
+    def build(folder):
+        return train_and_evaluate(load_config("digits.py", **TINY_DIGITS), f"{folder}/run")
+
+    folder, final = session_cache.get("digits_run", build)
+    return f"{folder}/run", final

@@ -21,6 +21,9 @@ from jaxvision.predictor import Predictor
 from tests.experiments.helpers import run_module
 from tests.serving.helpers import digits, png
 
+# One worker runs every test of the servers' group: each server starts once (conftest.py).
+pytestmark = pytest.mark.xdist_group("serving")
+
 
 def test_answers_equal_the_bundle_and_the_service_describes_itself(server):
     url, path = server
@@ -94,7 +97,7 @@ def test_a_detector_answers_boxes_in_each_images_own_pixels(detector_server):
     assert boxes[:, [0, 2]].max() <= 96 and boxes[:, [1, 3]].max() <= 48
 
 
-def test_explain_answers_gradcam_of_the_top_label(server, detector_server):
+def test_explain_answers_gradcam_of_the_top_label(server, detector_server, digits_run):
     url, path = server
     images = digits(2, seed=3)
     files = [("image", (f"d{i}.png", png(im), "image/png")) for i, im in enumerate(images)]
@@ -103,8 +106,7 @@ def test_explain_answers_gradcam_of_the_top_label(server, detector_server):
     got = answer.json()["explanations"]
     # The bundle's exported Grad-CAM, and the library's on the workdir's model.
     expected = bundle.load(path).explainer().explain(images)
-    workdir = os.path.join(os.path.dirname(path), "run")
-    library = explain(Predictor.from_workdir(workdir), images, method="gradcam")
+    library = explain(Predictor.from_workdir(digits_run[0]), images, method="gradcam")
     for i, item in enumerate(got):
         assert item["method"] == "gradcam" and item["layer"] == "conv1"  # 4x4; conv2 is 2x2
         assert item["index"] == int(expected["targets"][i]) == int(library.targets[i])
