@@ -1,6 +1,7 @@
-"""Fixtures shared across the test folders: a compilation cache for the whole suite, a session
-cache that builds an expensive thing (a trained run) once per test session for every xdist
-worker, and the trained digits run that several folders share."""
+"""What the whole suite shares: a compilation cache, the order in which xdist hands tests to its
+workers (the modules that share an expensive fixture go to one worker each, slow tests first),
+a session cache that builds an expensive thing (a trained run) once per test session for every
+xdist worker, and the trained digits run that several folders share."""
 
 import fcntl
 import json
@@ -19,6 +20,55 @@ os.environ.setdefault(
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 import tensorflow_datasets as tfds
+
+# Test modules (or folders) whose tests share an expensive module- or session-scoped fixture (a
+# trained run, a server, a compiled network): xdist hands each one to a single worker, which
+# builds the fixture once. (The `xdist_group` mark with --dist loadgroup would say this in the
+# modules themselves, but it groups nothing with pytest 9.2: pytest-xdist issue #1386.)
+ONE_WORKER = (
+    "tests/compress/test_quantize.py",
+    "tests/compress/test_quantize_detection.py",
+    "tests/experiments/test_detection.py",
+    "tests/experiments/test_preemption.py",
+    "tests/experiments/test_tasks.py",
+    "tests/explain/",
+    "tests/models/test_fid_inception.py",
+    "tests/serving/test_page.py",  # with test_server.py: the servers start once
+    "tests/serving/test_server.py",
+    "tests/train/test_loop_sync.py",
+    "tests/train/test_sharding_strategies.py",
+)
+
+
+def _work_unit(nodeid):
+    """The scheduling unit of a test: its ONE_WORKER entry, or the test alone."""
+    for prefix in ONE_WORKER:
+        if nodeid.startswith(prefix):
+            return "tests/serving/" if prefix.startswith("tests/serving/test_") else prefix
+    return nodeid
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """For -n's default distribution ("load"): xdist's scope scheduler over _work_unit's units,
+    largest units first (its default order), then single tests in collection order (slow ones
+    first: see below)."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneWorkerUnits(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return _work_unit(nodeid)
+
+    return OneWorkerUnits(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """In an xdist worker, slow tests first (a stable sort): the workers then end at about the
+    same time instead of one of them finishing a long test alone."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture

@@ -17,9 +17,6 @@ from jaxvision.errors import UserError
 from jaxvision.predictor import Predictor
 from tests.serving.helpers import png, serve
 
-# One worker runs this module's tests: the run is quantized once.
-pytestmark = pytest.mark.xdist_group("quantize")
-
 
 def test_kernel_rounding_matches_hand_computation():
     # A [2, 2, 1, 3] conv kernel whose scales (absmax / 127.5) are powers of two, so w / scale

@@ -16,9 +16,6 @@ from jaxvision.evaluation.coco import STAT_NAMES
 from jaxvision.predictor import Predictor
 from tests.experiments.helpers import TINY_SHAPES, load_config
 
-# One worker runs this module's tests: the detector is trained and quantized once.
-pytestmark = pytest.mark.xdist_group("quantize_detection")
-
 # Twelve steps of the tests' tiny shapes RetinaNet (64 px), ten detections per image.
 TINY = {
     **TINY_SHAPES,

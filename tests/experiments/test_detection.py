@@ -28,9 +28,6 @@ from tests.experiments.helpers import (
     without_timings,
 )
 
-# One worker runs this module's tests: the shapes run is trained once.
-pytestmark = pytest.mark.xdist_group("detection")
-
 TINY = TINY_SHAPES
 
 

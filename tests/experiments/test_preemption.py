@@ -19,9 +19,6 @@ from tests.experiments.helpers import (
     without_timings,
 )
 
-# One worker runs this module's tests: the uninterrupted reference run is trained once.
-pytestmark = pytest.mark.xdist_group("preemption")
-
 ARGS = (
     "--config.total_steps=60",
     "--config.log_every_steps=5",

@@ -20,9 +20,6 @@ from jaxvision.predictor import Predictor
 from jaxvision.sharding import make_mesh
 from tests.experiments.helpers import load_config, parse_final, run_module
 
-# One worker runs this module's tests: the two member runs are trained once.
-pytestmark = pytest.mark.xdist_group("tasks")
-
 
 def _table(stdout: str) -> dict:
     """The `name value` rows of a printed metrics table."""

@@ -4,13 +4,9 @@ method, the completeness line of Integrated Gradients, and one-line errors."""
 import os
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from tests.experiments.helpers import run_module
-
-# The explanation tests run in one worker: their trained models (conftest.py) load once.
-pytestmark = pytest.mark.xdist_group("explain")
 
 
 def test_explain_writes_maps_and_attributions(resnet, digits_images, tmp_path):

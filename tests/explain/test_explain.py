@@ -15,9 +15,6 @@ from jaxvision.explain.cam import default_layer
 from jaxvision.explain.core import chunked
 from jaxvision.predictor import Predictor
 
-# The explanation tests run in one worker: their trained models (conftest.py) load once.
-pytestmark = pytest.mark.xdist_group("explain")
-
 
 def test_integrated_gradients_is_complete_at_128_steps(cnn, digits_images):
     fn, _ = cnn

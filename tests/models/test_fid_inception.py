@@ -17,9 +17,6 @@ from jaxvision.models import fid_inception
 from jaxvision.weights import fid_inception as fid_weights
 from jaxvision.weights.common import save_safetensors
 
-# One worker runs this module's tests: the Inception network is initialised and compiled once.
-pytestmark = pytest.mark.xdist_group("fid_inception")
-
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "evaluation", "fixtures")
 sys.path.insert(0, FIXTURES)
 from fid_inception_weights import random_variables  # noqa: E402

@@ -12,9 +12,6 @@ from experiments import detection
 from jaxvision import bundle
 from tests.serving.helpers import digits, png
 
-# One worker runs every test of the servers' group: each server starts once (conftest.py).
-pytestmark = pytest.mark.xdist_group("serving")
-
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 

@@ -21,9 +21,6 @@ from jaxvision.predictor import Predictor
 from tests.experiments.helpers import run_module
 from tests.serving.helpers import digits, png
 
-# One worker runs every test of the servers' group: each server starts once (conftest.py).
-pytestmark = pytest.mark.xdist_group("serving")
-
 
 def test_answers_equal_the_bundle_and_the_service_describes_itself(server):
     url, path = server

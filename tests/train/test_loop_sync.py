@@ -21,9 +21,6 @@ from jaxvision.data.pipeline import PREFETCH_BATCHES
 from jaxvision.train import loop, steps
 from tests.experiments.helpers import load_config
 
-# One worker runs this module's tests: the probed run is trained once.
-pytestmark = pytest.mark.xdist_group("loop_sync")
-
 BATCH = 32
 LOG_EVERY = 6
 # Past the last log step, batches enough to fill the pipeline's buffer.

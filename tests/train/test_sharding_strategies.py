@@ -10,9 +10,6 @@ import sys
 import numpy as np
 import pytest
 
-# One worker runs this module's tests: the trained results (one process, ~1 min) are built once.
-pytestmark = pytest.mark.xdist_group("sharding_strategies")
-
 HERE = os.path.dirname(__file__)
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
