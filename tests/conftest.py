@@ -28,9 +28,7 @@ import tensorflow_datasets as tfds
 ONE_WORKER = (
     "tests/compress/test_quantize.py",
     "tests/compress/test_quantize_detection.py",
-    "tests/experiments/test_detection.py",
     "tests/experiments/test_preemption.py",
-    "tests/experiments/test_tasks.py",
     "tests/explain/",
     "tests/models/test_fid_inception.py",
     "tests/serving/test_page.py",  # with test_server.py: the servers start once
@@ -119,19 +117,11 @@ def session_cache(tmp_path_factory):
     return SessionCache(str(root / "session-cache"))
 
 
-# The Quickstart digits CNN at 8x8, briefly trained: 60 steps reach ~95% test top-1, trained
-# enough that int8 rounding flips few predictions; the compression, serving and bundle tests
-# share it.
-TINY_DIGITS = dict(
-    image_size=8, pad=1, total_steps=60, log_every_steps=30, checkpoint_every_steps=0
-)
-
-
 @pytest.fixture(scope="session")
 def digits_run(session_cache):
     """(workdir, final metrics) of the tiny digits run (TINY_DIGITS), trained once per session."""
     from experiments.classification import train_and_evaluate
-    from tests.experiments.helpers import load_config
+    from tests.experiments.helpers import TINY_DIGITS, load_config
 
     def build(folder):
         return train_and_evaluate(load_config("digits.py", **TINY_DIGITS), f"{folder}/run")

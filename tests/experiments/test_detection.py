@@ -35,11 +35,14 @@ def _config(name="shapes_retinanet.py", **overrides):
     return load_config(name, **{**TINY, **overrides})
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny shapes run: (workdir, its final metrics)."""
-    workdir = str(tmp_path_factory.mktemp("shapes") / "run")
-    return workdir, detection.train_and_evaluate(_config(), workdir)
+@pytest.fixture(scope="session")
+def trained(session_cache):
+    """A tiny shapes run, trained once per session: (workdir, its final metrics)."""
+    folder, final = session_cache.get(
+        "shapes_retinanet_run",
+        lambda folder: detection.train_and_evaluate(_config(), f"{folder}/run"),
+    )
+    return f"{folder}/run", final
 
 
 def test_shapes_run_reports_coco_metrics_and_resumes_exactly(trained, tmp_path):

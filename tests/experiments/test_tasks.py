@@ -18,7 +18,7 @@ from jaxvision.checkpoint import load_model, load_variables
 from jaxvision.errors import UserError
 from jaxvision.predictor import Predictor
 from jaxvision.sharding import make_mesh
-from tests.experiments.helpers import load_config, parse_final, run_module
+from tests.experiments.helpers import TINY_DIGITS, load_config, parse_final, run_module
 
 
 def _table(stdout: str) -> dict:
@@ -27,19 +27,20 @@ def _table(stdout: str) -> dict:
     return {row[0]: float(row[1]) for row in rows if len(row) == 2 and "/" in row[0]}
 
 
-TINY = dict(image_size=8, pad=1, total_steps=40, log_every_steps=20, checkpoint_every_steps=0)
+# The session's tiny digits runs (tests/conftest.py): 60 steps at 8x8.
+TINY = TINY_DIGITS
 
 
-@pytest.fixture(scope="module")
-def members(tmp_path_factory):
-    """Two digits runs of one architecture (seeds 0 and 1): (workdirs, their final lines)."""
-    root = tmp_path_factory.mktemp("members")
-    workdirs, finals = [], []
-    for seed in (0, 1):
-        workdir = str(root / f"seed{seed}")
-        finals.append(train_and_evaluate(load_config("digits.py", seed=seed, **TINY), workdir))
-        workdirs.append(workdir)
-    return workdirs, finals
+@pytest.fixture(scope="session")
+def members(digits_run, session_cache):
+    """Two digits runs of one architecture (seeds 0 and 1, the first the session's shared run),
+    each trained once per session: (workdirs, their final lines)."""
+
+    def build(folder):
+        return train_and_evaluate(load_config("digits.py", seed=1, **TINY), f"{folder}/run")
+
+    folder, final = session_cache.get("digits_run_seed1", build)
+    return [digits_run[0], f"{folder}/run"], [digits_run[1], final]
 
 
 def test_distillation_trains_the_student_and_keeps_the_teacher_frozen(tmp_path, members):
@@ -136,7 +137,7 @@ def test_export_writes_a_bundle_that_predicts_as_the_workdir(tmp_path, members):
         metadata = json.load(f)
     assert metadata["model"]["task"] == "classification"
     assert metadata["model"]["class_names"] == [str(i) for i in range(10)]
-    assert metadata["source"]["step"] == final["step"] == 40
+    assert metadata["source"]["step"] == final["step"] == TINY["total_steps"]
     assert metadata["source"]["metrics"]["eval/top1"] == pytest.approx(final["eval/top1"])
     assert metadata["versions"]["jax"] == jax.__version__
     with open(os.path.join(out, "forward_4.jaxexport"), "rb") as f:
