@@ -45,6 +45,7 @@ def trained(session_cache):
     return f"{folder}/run", final
 
 
+@pytest.mark.slow
 def test_shapes_run_reports_coco_metrics_and_resumes_exactly(trained, tmp_path):
     workdir, final = trained
     assert final["step"] == 4
@@ -83,6 +84,7 @@ def _flags(options: dict, prefix="--config.") -> list[str]:
     return flags
 
 
+@pytest.mark.slow
 def test_fsdp_over_8_devices_trains_as_one_device(trained, tmp_path):
     """The same run sharded (data 2 x fsdp 4, simulated devices): the same losses and AP,
     within float tolerance (another layout reduces in another order)."""
@@ -106,6 +108,7 @@ def test_fsdp_over_8_devices_trains_as_one_device(trained, tmp_path):
     assert final["eval/AP50"] == pytest.approx(trained[1]["eval/AP50"], abs=0.01)
 
 
+@pytest.mark.slow
 def test_bfloat16_trains_like_float32(trained, tmp_path):
     """dtype=bfloat16 computes in bf16 (float32 master weights): the same losses to bf16's
     precision, every metric finite."""
@@ -120,6 +123,7 @@ def test_bfloat16_trains_like_float32(trained, tmp_path):
         assert json.load(f)["dtype"] == "bfloat16"
 
 
+@pytest.mark.slow
 def test_evaluate_prints_the_coco_table_and_draws_boxes_in_image_pixels(trained, tmp_path):
     workdir, final = trained
     result = run_module("experiments.evaluate", f"--workdir={workdir}", check=True)
@@ -164,6 +168,7 @@ def test_evaluate_prints_the_coco_table_and_draws_boxes_in_image_pixels(trained,
     assert Image.open(out / "small.png").size == (64, 64)
 
 
+@pytest.mark.slow
 def test_init_from_a_classification_backbone_or_a_detector_file(tmp_path, capsys):
     config = _config(total_steps=1, learning_rate=0.0, warmup_epochs=0.0)
     width = config.model_kwargs.get("width", detectors.defaults(config.model)["width"])
@@ -197,11 +202,13 @@ def test_init_from_a_classification_backbone_or_a_detector_file(tmp_path, capsys
     )
 
 
+@pytest.mark.slow
 def test_ssd_trains_through_the_same_loop(tmp_path):
     final = detection.train_and_evaluate(_config("shapes_ssd.py"), str(tmp_path))
     assert final["step"] == 4 and np.isfinite(final["eval/AP"])
 
 
+@pytest.mark.slow
 def test_fasterrcnn_trains_and_resumes_through_the_same_loop(tmp_path):
     """The two-stage detector in the same loop: 4 steps, COCO metrics; losing the last
     checkpoint, the rerun replays steps 3-4 exactly (its RoI and anchor samples are drawn
@@ -298,6 +305,7 @@ def test_another_familys_options_are_dropped_and_typos_refused(capsys):
         family_options("ssd", scor_thresh=0.2)
 
 
+@pytest.mark.slow
 def test_detection_benchmark_prints_its_row():
     result = run_module(
         "experiments.detection_benchmark",
@@ -316,6 +324,7 @@ def test_detection_benchmark_prints_its_row():
     assert "batch 2 at 64x96" in result.stdout
 
 
+@pytest.mark.slow
 def test_step_time_prints_the_recipes_step():
     """The recipe's own step on its own batches, at tiny settings from the command line."""
     tiny = [
@@ -334,6 +343,7 @@ def test_step_time_prints_the_recipes_step():
     assert row["img_per_s"] == pytest.approx(2 / row["step_s_median"], rel=1e-2, abs=0.1)
 
 
+@pytest.mark.slow
 def test_two_stage_benchmarks_print_their_rows():
     """Faster R-CNN's predict (it places its own anchors on a non-square input) and RoIAlign's
     forward + backward, without torch: jaxvision's rows only."""

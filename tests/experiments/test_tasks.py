@@ -43,6 +43,7 @@ def members(digits_run, session_cache):
     return [digits_run[0], f"{folder}/run"], [digits_run[1], final]
 
 
+@pytest.mark.slow
 def test_distillation_trains_the_student_and_keeps_the_teacher_frozen(tmp_path, members):
     (teacher, _), _ = members
     config = load_config("distill_digits.py", teacher=teacher, **TINY)
@@ -76,6 +77,7 @@ def test_teacher_must_know_the_classes(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("error: set --config.teacher")
 
 
+@pytest.mark.slow
 def test_ensemble_vmapped_equals_each_member_and_reports_calibration(members):
     workdirs, finals = members
     predictors = [Predictor.from_workdir(w) for w in workdirs]
@@ -97,6 +99,7 @@ def test_ensemble_vmapped_equals_each_member_and_reports_calibration(members):
     assert table["ensemble/top1"] >= min(f["eval/top1"] for f in finals) - 0.02
 
 
+@pytest.mark.slow
 def test_soup_is_a_workdir_that_evaluates_and_trains(tmp_path, members):
     workdirs, _ = members
     out = str(tmp_path / "soup")
@@ -126,6 +129,7 @@ def test_soup_is_a_workdir_that_evaluates_and_trains(tmp_path, members):
     assert load_model(out)[1] == TINY["total_steps"]
 
 
+@pytest.mark.slow
 def test_export_writes_a_bundle_that_predicts_as_the_workdir(tmp_path, members):
     (workdir, _), (final, _) = members
     out = str(tmp_path / "bundle")

@@ -68,6 +68,7 @@ def test_concurrent_requests_are_batched_in_order(server):
     assert re.search(r'^jaxvision_requests_total\{status="200"\} \d', metrics, re.M)
 
 
+@pytest.mark.slow
 def test_a_detector_answers_boxes_in_each_images_own_pixels(detector_server):
     url, path, config = detector_server
     source = detection.open_dataset(config).test
@@ -182,6 +183,7 @@ def test_bad_input_gets_a_4xx_and_the_server_stays_up(server, case):
     assert re.search(rf'^jaxvision_requests_total\{{status="{status}"\}} [1-9]', metrics, re.M)
 
 
+@pytest.mark.slow
 def test_serve_bench_prints_its_rows():
     """The benchmark command at tiny settings: a raw row per bucket, a server row per case,
     every answer right."""
