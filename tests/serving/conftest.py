@@ -1,8 +1,8 @@
 """The served models the serving tests share (a classifier and a detector), and their servers.
 
-The tests that use a server run in one xdist worker (their modules' xdist_group "serving"), so
-each server starts once per test session; the bundles are built once per session too (the
-session cache)."""
+The tests that use a server run in one xdist worker (ONE_WORKER in tests/conftest.py), so each
+server starts once per test session; the bundles are built once per session too (the session
+cache)."""
 
 import pytest
 
