@@ -1,7 +1,7 @@
 """Object detection: data -> sharded detector -> the shared train loop -> COCO evaluation.
 
   python -m experiments.detection --workdir=DIR   # RetinaNet on the embedded shapes set
-  python -m experiments.detection --config=experiments/configs/retinanet_r50_fpn_coco.py \
+  python -m experiments.detection --config=experiments/configs/detection/retinanet_r50_fpn_coco.py \
       --workdir=DIR --config.data_dir=COCO_ROOT
 
 `setup` reads top to bottom: mesh, input (records with boxes, box-aware transforms), detector
@@ -39,7 +39,9 @@ from jaxvision.train.state import (  # noqa: E402
     logical_param_specs,
 )
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "shapes_retinanet.py")
+DEFAULT_CONFIG = os.path.join(
+    os.path.dirname(__file__), "configs", "detection", "retinanet_shapes.py"
+)
 
 
 def open_dataset(config) -> data.Dataset:

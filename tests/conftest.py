@@ -124,7 +124,9 @@ def digits_run(session_cache):
     from tests.experiments.helpers import TINY_DIGITS, load_config
 
     def build(folder):
-        return train_and_evaluate(load_config("digits.py", **TINY_DIGITS), f"{folder}/run")
+        return train_and_evaluate(
+            load_config("classification/simple_cnn_digits.py", **TINY_DIGITS), f"{folder}/run"
+        )
 
     folder, final = session_cache.get("digits_run", build)
     return f"{folder}/run", final

@@ -89,7 +89,7 @@ def optimizer(config, model, image_shape, total_steps: int, steps_per_epoch: flo
         lr_multipliers=lr_multipliers,
         frozen=frozen,
     )
-    if config.get("prune_masks"):  # experiments.prune's fine-tune: pruned weights stay zero
+    if config.get("prune_masks"):  # jaxvision prune's fine-tune: pruned weights stay zero
         from jaxvision.compress.prune import keep_masked, load_masks
 
         tx = optax.chain(tx, keep_masked(load_masks(config.prune_masks)))

@@ -36,11 +36,11 @@ def _trained(session_cache, name, config):
 
 @pytest.fixture(scope="session")
 def cnn(session_cache):
-    config = load_config("digits.py", total_steps=400, **QUIET)
+    config = load_config("classification/simple_cnn_digits.py", total_steps=400, **QUIET)
     return _trained(session_cache, "explain_cnn", config)
 
 
 @pytest.fixture(scope="session")
 def resnet(session_cache):
-    config = load_config("resnet_digits.py", total_steps=200, **QUIET)
+    config = load_config("classification/resnet18_digits.py", total_steps=200, **QUIET)
     return _trained(session_cache, "explain_resnet", config)

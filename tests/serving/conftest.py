@@ -7,7 +7,7 @@ cache)."""
 import pytest
 
 from experiments import detection
-from tests.experiments.helpers import TINY_SHAPES, load_config, run_module
+from tests.experiments.helpers import TINY_SHAPES, load_config, run_tool
 from tests.serving.helpers import serve
 
 # Two steps of the tests' tiny shapes RetinaNet, five detections per image.
@@ -26,13 +26,7 @@ def digits_bundle(session_cache, digits_run):
 
     def build(folder):
         out = f"{folder}/bundle"
-        run_module(
-            "experiments.export",
-            f"--workdir={workdir}",
-            f"--out={out}",
-            "--max_batch=8",
-            check=True,
-        )
+        run_tool("export", f"--workdir={workdir}", f"--out={out}", "--max_batch=8", check=True)
         return out
 
     return session_cache.get("digits_bundle", build)[1]
@@ -54,18 +48,12 @@ def server(digits_bundle):
 def detector_server(session_cache):
     """(base url, bundle path, shapes config): a tiny shapes RetinaNet, exported with buckets
     1-2 and served."""
-    config = load_config("shapes_retinanet.py", **TINY_DETECTOR)
+    config = load_config("detection/retinanet_shapes.py", **TINY_DETECTOR)
 
     def build(folder):
         workdir, out = f"{folder}/run", f"{folder}/bundle"
         detection.train_and_evaluate(config, workdir)
-        run_module(
-            "experiments.export",
-            f"--workdir={workdir}",
-            f"--out={out}",
-            "--max_batch=2",
-            check=True,
-        )
+        run_tool("export", f"--workdir={workdir}", f"--out={out}", "--max_batch=2", check=True)
         return out
 
     _, out = session_cache.get("detector_bundle", build)
