@@ -38,6 +38,7 @@ def _pretrained_file(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_init_from_weights_then_new_head(tmp_path, capsys):
     path = _pretrained_file(tmp_path)
     # Same classes: one step at a tiny learning rate keeps the pretrained accuracy.
@@ -58,6 +59,7 @@ def test_init_from_weights_then_new_head(tmp_path, capsys):
     assert np.isfinite(final["eval/loss"])
 
 
+@pytest.mark.slow
 def test_init_from_another_runs_workdir(tmp_path, capsys):
     source = train_and_evaluate(
         _digits_config(total_steps=60, log_every_steps=30), str(tmp_path / "source")
@@ -77,6 +79,7 @@ def test_init_from_another_runs_workdir(tmp_path, capsys):
     assert "classifier kept fresh: params/fc/bias, params/fc/kernel" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_linear_probe_trains_the_head_alone(tmp_path):
     """freeze_backbone on imported weights with a fresh head: only `fc` moves, and it learns."""
     path = _pretrained_file(tmp_path)
