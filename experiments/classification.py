@@ -98,9 +98,9 @@ def setup(config: ml_collections.ConfigDict) -> loop.Run:
     train_transform, eval_transform = transforms(config)
 
     # Model and optimizer. Quantization-aware training (int8 in the forward) and pruning masks
-    # are jaxvision.compress's wrappers, registered when it is imported.
+    # are jaxvision.compress's wrappers, registered when its training module is imported.
     if config.get("quantize_training") or config.get("prune_masks"):
-        import jaxvision.compress  # noqa: F401
+        import jaxvision.compress.training  # noqa: F401
 
     model_options = build.ModelOptions.from_config(config)
     model = model_options.build(models, num_classes=dataset.num_classes)

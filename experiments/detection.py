@@ -119,7 +119,7 @@ def setup(config) -> loop.Run:
             "with trainable_backbone_layers (0..5)"
         )
     if config.get("quantize_training") or config.get("prune_masks"):
-        import jaxvision.compress  # noqa: F401  (registers QAT and pruning masks)
+        import jaxvision.compress.training  # noqa: F401  (registers QAT, pruning masks)
 
     model_options = build.ModelOptions.from_config(config, registry=detectors)
     model = model_options.build(detectors, num_classes=dataset.num_classes)

@@ -85,7 +85,7 @@ def setup(config) -> loop.Run:
     train_transform, eval_transform = cls.transforms(config)
 
     if config.get("quantize_training") or config.get("prune_masks"):
-        import jaxvision.compress  # noqa: F401  (registers QAT and pruning masks)
+        import jaxvision.compress.training  # noqa: F401  (registers QAT, pruning masks)
 
     model_options = build.ModelOptions.from_config(config)
     student = model_options.build(models, num_classes=dataset.num_classes)

@@ -1,5 +1,5 @@
-"""What compression adds to a training run, registered with `jaxvision.train.wrappers` when
-`jaxvision.compress` is imported:
+"""What compression adds to a training run, registered with `jaxvision.train.wrappers` when this
+module is imported (by a program whose config asks for it; inference never imports it):
 
 - `quantize_training="int8"`: the model trains with int8 weights and activations in the forward
   (qwix's quantization-aware training, `quantize.qat_model`);

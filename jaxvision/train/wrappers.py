@@ -3,9 +3,9 @@ for them: a model wrapper (quantization-aware training: `quantize_training`) tur
 model into the one trained, an optimizer wrapper (pruning masks: `prune_masks`) turns the built
 optimizer into the one applied.
 
-The compression package registers its wrappers when it is imported; a program imports it when
-its config sets one of those fields. `train/` never imports the packages that fill these
-tables.
+The compression package registers its wrappers when its training module is imported; a program
+imports it when its config sets one of those fields. `train/` never imports the packages that
+fill these tables.
 """
 
 from collections.abc import Callable

@@ -140,7 +140,7 @@ def test_registered_wrappers_apply_only_when_the_config_sets_their_field(monkeyp
 
 
 def test_compress_registers_qat_and_pruning_masks_and_train_never_imports_it():
-    import jaxvision.compress  # noqa: F401
+    import jaxvision.compress.training  # noqa: F401
 
     assert "quantize_training" in wrappers.MODEL_WRAPPERS
     assert "prune_masks" in wrappers.OPTIMIZER_WRAPPERS
