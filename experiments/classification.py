@@ -1,11 +1,11 @@
 """Image classification: data -> sharded model -> train loop -> evaluation -> checkpoint.
 
-The program behind `experiments.digits`, `experiments.resnet_digits`,
-`experiments.resnet_imagenet` and `experiments.train`; any config with the same fields runs
-here. `setup` reads top to bottom: mesh, input, model and optimizer, task, and the run (its
-state and shardings, `jaxvision.train.setup.make_run`); the loop (resume, train, evaluate,
-checkpoint, stop) is the library's, `jaxvision.train.loop`. Fork it to try an idea; the library
-never imports from `experiments/`.
+The program behind `experiments.digits`, `experiments.resnet_imagenet` and
+`experiments.train`; any config with the same fields runs here. `setup` reads top to bottom:
+mesh, input, model and optimizer, task, and the run (its state and shardings,
+`jaxvision.train.setup.make_run`); the loop (resume, train, evaluate, checkpoint, stop) is the
+library's, `jaxvision.train.loop`. Fork it to try an idea; the library never imports from
+`experiments/`.
 """
 
 import functools

@@ -1,7 +1,7 @@
 """Object detection: data -> sharded detector -> the shared train loop -> COCO evaluation.
 
   python -m experiments.detection --workdir=DIR   # RetinaNet on the embedded shapes set
-  python -m experiments.detection --config=experiments/configs/retinanet_r50_fpn_coco.py \
+  python -m experiments.detection --config=experiments/configs/detection/retinanet_r50_fpn_coco.py \
       --workdir=DIR --config.data_dir=COCO_ROOT
 
 `setup` reads top to bottom: mesh, input (records with boxes, box-aware transforms), detector
@@ -32,7 +32,9 @@ from jaxvision.tasks.detection import Detection, family_options  # noqa: E402
 from jaxvision.train import build, loop, reporting, steps  # noqa: E402
 from jaxvision.train.setup import NamedModel, make_run  # noqa: E402
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "shapes_retinanet.py")
+DEFAULT_CONFIG = os.path.join(
+    os.path.dirname(__file__), "configs", "detection", "retinanet_shapes.py"
+)
 
 
 def open_dataset(config) -> data.Dataset:

@@ -1,6 +1,6 @@
 """Knowledge distillation: a student classifier trained on a frozen teacher's outputs.
 
-  python -m experiments.distill --config=experiments/configs/distill_digits.py \
+  python -m experiments.distill --config=experiments/configs/distillation/simple_cnn_digits.py \
       --workdir=DIR --config.teacher=TEACHER_WORKDIR
 
 The teacher is another run's workdir (its model, classes and preprocessing from model.json; its
@@ -148,5 +148,7 @@ train_and_evaluate = functools.partial(loop.train_and_evaluate, setup=setup)
 if __name__ == "__main__":
     cli.run(
         train_and_evaluate,
-        default_config=os.path.join(os.path.dirname(__file__), "configs", "distill_digits.py"),
+        default_config=os.path.join(
+            os.path.dirname(__file__), "configs", "distillation", "simple_cnn_digits.py"
+        ),
     )

@@ -3,10 +3,11 @@ state -> alternating updates in the shared loop -> FID / KID, samples and a film
 
   python -m experiments.gan --workdir=DIR [--config.conditional=False] [--config.k=v ...]
 
-Defaults to experiments/configs/gan_digits.py (a class-conditional DCGAN on the embedded digits at
-32x32); any classification dataset runs (`--config.dataset=folder --config.data_dir=ROOT`, a TFDS
+Defaults to experiments/configs/generation/dcgan_digits.py (a class-conditional DCGAN on the
+embedded digits at 32x32); any classification dataset runs (`--config.dataset=folder
+--config.data_dir=ROOT`, a TFDS
 name). Rerunning the same command resumes exactly (both models, both optimizers, the EMA).
-`python -m experiments.generate --workdir=DIR --num=64 [--label=3]` writes samples afterwards.
+`jaxvision generate --workdir=DIR --num=64 [--label=3]` writes samples afterwards.
 """
 
 from jaxvision import signals
@@ -30,7 +31,7 @@ from jaxvision.tasks.gan import GAN, LOSSES, GanOptions, GanUpdate, make_gan_tra
 from jaxvision.train import build, loop  # noqa: E402
 from jaxvision.train.setup import NamedModel, make_run  # noqa: E402
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "gan_digits.py")
+DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "generation", "dcgan_digits.py")
 
 
 class IndexedSource(Sequence):
@@ -82,7 +83,7 @@ def feature_extractor(config, channels: int):
 
 
 def generator_record(config, dataset, channels: int) -> dict:
-    """What `<workdir>/model.json` keeps for experiments.generate."""
+    """What `<workdir>/model.json` keeps for jaxvision generate."""
     return {
         "task": "gan",
         "model": "dcgan",

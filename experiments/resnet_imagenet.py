@@ -1,6 +1,7 @@
 """Trains ResNet-50 v1.5 on ImageNet (TFDS imagenet2012 from a data dir).
 
-  python -m experiments.resnet_imagenet --config=experiments/configs/resnet50_imagenet.py \
+  python -m experiments.resnet_imagenet \
+      --config=experiments/configs/classification/resnet50_imagenet.py \
       --workdir=/tmp/jaxvision/r50 --config.data_dir=$TFDS_DATA_DIR
 
 Expected ~76% top-1 after 90 epochs (see the config's docstring for the recipe). The same command

@@ -1,10 +1,11 @@
 """Trains any classification config: the general entry point for a config file.
 
-  python -m experiments.train --config=experiments/configs/vit_cifar10.py --workdir=DIR
+  python -m experiments.train \
+      --config=experiments/configs/classification/vit_s4_cifar10.py --workdir=DIR
 
-`experiments.digits`, `experiments.resnet_digits` and `experiments.resnet_imagenet` are this
-program with a default config. Rerunning with the same workdir resumes from its latest
-checkpoint.
+`experiments.digits` and `experiments.resnet_imagenet` are this program with a default config (e.g.
+the digits' ResNet-18: `--config=experiments/configs/classification/resnet18_digits.py`). Rerunning
+with the same workdir resumes from its latest checkpoint.
 """
 
 from jaxvision import signals

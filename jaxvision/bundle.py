@@ -1,7 +1,7 @@
 """Exported bundles: a trained model that predicts without jaxvision's model code, the run's
 config or its data.
 
-    python -m experiments.export --workdir=DIR --out=BUNDLE
+    jaxvision export --workdir=DIR --out=BUNDLE
     predictor = bundle.load("BUNDLE")            # the Predictor's interface and outputs
     predictor.predict([image_a, image_b])
 
@@ -155,7 +155,7 @@ def read_metadata(path: str) -> dict:
     """A bundle's metadata.json, with a one-line error when `path` is not a bundle."""
     file = os.path.join(path, METADATA)
     if not os.path.isfile(file):
-        raise UserError(f"{file} not found: --bundle must be a directory experiments.export wrote")
+        raise UserError(f"{file} not found: --bundle must be a directory jaxvision export wrote")
     with open(file) as f:
         metadata = json.load(f)
     if metadata.get("format") != FORMAT:

@@ -224,7 +224,8 @@ def run(
         if needs_workdir and not flags.FLAGS.workdir:
             fail("--workdir is required: the directory for checkpoints, metrics and config.json")
         if flags.FLAGS.config is None:
-            fail("--config is required: e.g. --config=experiments/configs/resnet50_imagenet.py")
+            example = "experiments/configs/classification/resnet50_imagenet.py"
+            fail(f"--config is required: e.g. --config={example}")
         try:
             config = flags.FLAGS.config
             config.keys()  # a config file that failed to load raises here

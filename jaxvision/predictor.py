@@ -64,7 +64,7 @@ def build_task(record: dict):
     else:
         model = models.build(record["model"], **build_options)
         task = Classification(model, mean=record["mean"], std=record["std"])
-    if record.get("quantization"):  # experiments.quantize: variables stored as int8 + scales
+    if record.get("quantization"):  # jaxvision quantize: variables stored as int8 + scales
         from jaxvision.compress.quantize import Scheme, quantized_task
 
         shape = (record["image_size"], record["image_size"], record["channels"])

@@ -61,9 +61,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.remat = False  # recompute blocks in the backward pass (models with a remat option)
     config.moment_dtype = ""  # "bfloat16" halves momentum memory; "" keeps float32
     # "int8": quantization-aware training (qwix: int8 weights and activations in the forward,
-    # straight-through gradients), to fine-tune a float run (init_from) for experiments.quantize.
+    # straight-through gradients), to fine-tune a float run (init_from) for jaxvision quantize.
     config.quantize_training = config_dict.placeholder(str)
-    # experiments.prune: an .npz of 0/1 masks whose zeros stay zero through training ("": off).
+    # jaxvision prune: an .npz of 0/1 masks whose zeros stay zero through training ("": off).
     config.prune_masks = ""
     # Devices: (axis name, size) pairs over "data", "fsdp", "model"; -1 takes the remaining
     # devices. sharding: "replicated", "fsdp", "tensor" or "fsdp+tensor" (see README).

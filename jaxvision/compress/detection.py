@@ -99,7 +99,7 @@ def agreement(
 ) -> dict:
     """How closely `other`'s detections (per image, `split_evaluation`) follow `reference`'s.
 
-    Among the reference detections scoring >= min_score (what experiments.evaluate draws):
+    Among the reference detections scoring >= min_score (what jaxvision evaluate draws):
     `matched`, the share with a detection of `other` of the same class at IoU >= `iou`
     (one-to-one, any score); over those pairs the largest |score difference| and box
     coordinate difference (pixels). `other_unmatched`: the share of `other`'s detections

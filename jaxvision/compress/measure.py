@@ -1,6 +1,6 @@
 """What compressing a model costs: its predictions on a split, prediction speed, weight bytes,
-and the workdir a compressed model is written to (so the Predictor, experiments.evaluate and
-experiments.export read it as any run)."""
+and the workdir a compressed model is written to (so the Predictor, jaxvision evaluate and
+jaxvision export read it as any run)."""
 
 import json
 import os

@@ -120,4 +120,4 @@ def load_masks(path: str) -> dict:
         with np.load(path) as f:
             return {tuple(k.split("/")): f[k].astype(np.float32) for k in f.files}
     except (OSError, ValueError) as e:
-        raise UserError(f"cannot read prune masks {path}: {e}; run experiments.prune") from None
+        raise UserError(f"cannot read prune masks {path}: {e}; run jaxvision prune") from None

@@ -1,6 +1,6 @@
 """Evaluation: passes over a split, each task's evaluator (metrics, per-class reports, pictures).
 
-Used by the training loop after each evaluation and by `experiments.evaluate`. A pass runs the
+Used by the training loop after each evaluation and by `jaxvision evaluate`. A pass runs the
 jitted eval step on padded batches and hands every batch's outputs to the task's evaluator,
 which turns them into metrics on the host (sums for classification; per-example outputs of any
 length for detection).

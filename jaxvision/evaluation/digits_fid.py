@@ -13,7 +13,8 @@ on the digits' train split only (`open_dataset("digits")`: test_fraction 0.2, sp
 upsampled to 32x32 by PIL bilinear, bicubic and nearest resizing with random shifts of up to 2
 pixels, by the deterministic command
 
-    python -m experiments.digits_features --out=jaxvision/evaluation/digits_fid.safetensors
+    python -m jaxvision.evaluation.train_digits_fid \
+        --out=jaxvision/evaluation/digits_fid.safetensors
 
 which also reports the test-split accuracy (see `TEST_ACCURACY`).
 
@@ -33,8 +34,9 @@ from jaxvision.errors import UserError
 WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "digits_fid.safetensors")
 IMAGE_SHAPE = (32, 32, 1)
 FEATURES = 64
-# experiments.digits_features with the shipped weights: the digits' test split (360 images,
-# never trained on), PIL bilinear upsampling: 359 / 360 (bicubic: the same; nearest: 360 / 360).
+# jaxvision.evaluation.train_digits_fid with the shipped weights: the digits' test split (360
+# images, never trained on), PIL bilinear upsampling: 359 / 360 (bicubic: the same; nearest:
+# 360 / 360).
 TEST_ACCURACY = 359 / 360
 
 

@@ -2,7 +2,7 @@
 of pictures.
 
 Plain PIL on host numpy images, no matplotlib: used by the detection evaluator's report, by
-`experiments.evaluate --images` and by the web service, which draw one image at a time.
+`jaxvision evaluate --images` and by the web service, which draw one image at a time.
 """
 
 import colorsys

@@ -1,2 +1,2 @@
 """Model serving: dynamic batching (batcher), checked image decoding (images) and the HTTP
-service (app); `experiments.serve` runs it."""
+service (app); `jaxvision serve` runs it."""

@@ -1,6 +1,6 @@
 """The HTTP service: a Predictor (from a bundle or a workdir) behind FastAPI, with dynamic
 batching, readiness after every bucket is compiled, Prometheus metrics and 4xx answers for bad
-input. `experiments.serve` runs it with uvicorn.
+input. `jaxvision serve` runs it with uvicorn.
 
   POST /v1/predict   multipart files in field "image" (one or many), or JSON
                      {"images": ["<base64>", ...]}; ?top_k=N for classifiers

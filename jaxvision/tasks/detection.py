@@ -207,16 +207,3 @@ class Detection:
 
     def evaluator(self, class_names: Sequence[str]) -> CocoEvaluator:
         return CocoEvaluator(class_names)
-
-
-def to_original_pixels(detections: dict, scale: np.ndarray) -> dict:
-    """One image's valid detections (numpy rows of `predict`) in original-image pixels; scale:
-    (sy, sx) canvas pixels per original pixel."""
-    sy, sx = np.broadcast_to(np.asarray(scale, np.float64), (2,))
-    valid = np.asarray(detections["valid"], bool)
-    boxes = np.asarray(detections["boxes"], np.float64)[valid] / np.array([sx, sy, sx, sy])
-    return {
-        "boxes": boxes.astype(np.float32),
-        "scores": np.asarray(detections["scores"])[valid],
-        "classes": np.asarray(detections["classes"])[valid],
-    }

@@ -173,7 +173,7 @@ def optimizer(
         lr_multipliers=lr_multipliers,
         frozen=frozen,
     )
-    # e.g. experiments.prune's fine-tune: pruned weights stay zero.
+    # e.g. jaxvision prune's fine-tune: pruned weights stay zero.
     return wrappers.wrap_optimizer(tx, options.wrappers), schedule, frozen
 
 

@@ -14,5 +14,5 @@ TINY = dict(image_size=8, pad=1, total_steps=60, log_every_steps=30, checkpoint_
 def digits_run(tmp_path_factory):
     """(workdir, final metrics) of the tiny digits run."""
     workdir = str(tmp_path_factory.mktemp("compress") / "run")
-    final = train_and_evaluate(load_config("digits.py", **TINY), workdir)
+    final = train_and_evaluate(load_config("classification/simple_cnn_digits.py", **TINY), workdir)
     return workdir, final

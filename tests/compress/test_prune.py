@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from experiments.compression import finetune, plot, prune_run, prune_table
+from jaxvision.commands.prune import finetune, plot, prune_run, prune_table
 from jaxvision.compress import prune
 from jaxvision.errors import UserError
 from jaxvision.predictor import Predictor

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import requests
 
-from experiments.compression import quantize
 from jaxvision import bundle, config_checks
+from jaxvision.commands.quantize import quantize
 from jaxvision.compress import quantize as q
 from jaxvision.errors import UserError
 from jaxvision.predictor import Predictor
@@ -97,7 +97,7 @@ def test_int8_bundle_predicts_as_the_workdir(quantized, tmp_path):
     assert dtypes == {np.dtype(np.int8), np.dtype(np.float32)}
     explained = loaded.explainer().explain(images[:1])
     assert explained["heatmaps"].shape == (1, 8, 8) and np.isfinite(explained["heatmaps"]).all()
-    # experiments.serve serves it unchanged: one HTTP call to a real server.
+    # jaxvision serve serves it unchanged: one HTTP call to a real server.
     process, url = serve(path, "--max_batch_size=2")
     try:
         files = [("image", (f"{i}.png", png(im), "image/png")) for i, im in enumerate(images[:2])]

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from experiments import detection
-from experiments.compression import quantize, table
-from experiments.runs import split_metrics, split_source
 from jaxvision import bundle
+from jaxvision.commands.quantize import quantize, table
 from jaxvision.compress.detection import QuantizedDetection, agreement
 from jaxvision.evaluation.coco import STAT_NAMES
+from jaxvision.evaluation.workdirs import split_metrics, split_source
 from jaxvision.predictor import Predictor
 from tests.experiments.helpers import TINY_SHAPES, load_config
 
@@ -32,7 +32,9 @@ def quantized(tmp_path_factory):
     every test detection)."""
     root = tmp_path_factory.mktemp("detector_int8")
     workdir, out = str(root / "run"), str(root / "int8")
-    final = detection.train_and_evaluate(load_config("shapes_retinanet.py", **TINY), workdir)
+    final = detection.train_and_evaluate(
+        load_config("detection/retinanet_shapes.py", **TINY), workdir
+    )
     return workdir, final, out, quantize(workdir, out, "weights", 1, speed_batch=0, min_score=0.0)
 
 

@@ -1,5 +1,6 @@
-"""What the experiment tests share: the repository's place, a command run in a fresh process, the
-run's `final:` line, a workdir's metrics.jsonl and a config file's config.
+"""What the experiment tests share: the repository's place, a command run in a fresh process (a
+program's or a `jaxvision` subcommand's), the run's `final:` line, a workdir's metrics.jsonl and
+a config file's config.
 
 Imported as `tests.experiments.helpers` (pytest puts the repository root on sys.path)."""
 
@@ -11,6 +12,8 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = os.path.join(ROOT, "experiments", "configs")
+# The small ResNet-18 on the digits, as `python -m experiments.train` runs it.
+RESNET_DIGITS = "--config=experiments/configs/classification/resnet18_digits.py"
 
 
 def python_env(**variables):
@@ -35,6 +38,11 @@ def run_module(module, *args, env=None, check=False, timeout=600, **kwargs):
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+def run_tool(name, *args, **kwargs):
+    """`jaxvision name *args` (as `python -m jaxvision name *args`), as `run_module` runs it."""
+    return run_module("jaxvision", name, *args, **kwargs)
 
 
 def parse_final(stdout):

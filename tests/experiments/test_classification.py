@@ -12,6 +12,7 @@ from PIL import Image
 
 from tests.experiments.helpers import (
     CONFIGS,
+    RESNET_DIGITS,
     load_config,
     parse_final,
     read_metrics,
@@ -69,7 +70,8 @@ def test_digits_end_to_end_then_exact_resume(tmp_path):
 def test_config_overrides_reach_the_run(tmp_path):
     workdir = str(tmp_path / "w")
     result = run_module(
-        "experiments.resnet_digits",
+        "experiments.train",
+        RESNET_DIGITS,
         f"--workdir={workdir}",
         "--config.total_steps=3",
         "--config.batch_size=32",
@@ -91,7 +93,7 @@ def test_imagenet_recipe_smoke_on_mock_data(tmp_path, mock_tfds):
     from experiments.classification import train_and_evaluate
 
     config = load_config(
-        "resnet50_imagenet.py",
+        "classification/resnet50_imagenet.py",
         total_steps=2,
         batch_size=4,
         image_size=64,
@@ -123,7 +125,7 @@ def test_folder_dataset_trains(tmp_path):
 
     _write_folder(tmp_path / "images")
     config = load_config(
-        "resnet_digits.py",
+        "classification/resnet18_digits.py",
         dataset="folder",
         data_dir=str(tmp_path / "images"),
         model="simple_cnn",
@@ -142,7 +144,8 @@ def test_folder_dataset_trains(tmp_path):
 
 
 def _bad(tmp_path, *args, env=None):
-    result = run_module("experiments.resnet_digits", f"--workdir={tmp_path / 'w'}", *args, env=env)
+    config = [] if any(a.startswith("--config=") for a in args) else [RESNET_DIGITS]
+    result = run_module("experiments.train", *config, f"--workdir={tmp_path / 'w'}", *args, env=env)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
@@ -191,7 +194,7 @@ def test_bad_input_batch_not_divisible_by_devices(tmp_path):
 
 
 def test_bad_input_missing_workdir():
-    result = run_module("experiments.resnet_digits")
+    result = run_module("experiments.train", RESNET_DIGITS)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: --workdir is required")
 
@@ -211,7 +214,11 @@ def test_bad_input_unknown_model_option(tmp_path):
 
 
 def test_bad_input_fine_tuning_without_weights(tmp_path):
-    line = _bad(tmp_path, f"--config={CONFIGS}/finetune_folder.py", "--config.data_dir=/unused")
+    line = _bad(
+        tmp_path,
+        f"--config={CONFIGS}/classification/resnet50_folder.py",
+        "--config.data_dir=/unused",
+    )
     assert "--config.init_from" in line and "from scratch" in line
 
 

@@ -1,5 +1,5 @@
 """Detection end to end at tiny settings: the shapes program trains, evaluates with COCO metrics
-and resumes exactly; `experiments.evaluate` prints the COCO table and draws boxes in the images'
+and resumes exactly; `jaxvision evaluate` prints the COCO table and draws boxes in the images'
 own pixels; init_from takes a classification backbone or a detector's torchvision-named file;
 the COCO recipes build; bad COCO input ends in one line."""
 
@@ -25,13 +25,14 @@ from tests.experiments.helpers import (
     load_config,
     read_metrics,
     run_module,
+    run_tool,
     without_timings,
 )
 
 TINY = TINY_SHAPES
 
 
-def _config(name="shapes_retinanet.py", **overrides):
+def _config(name="detection/retinanet_shapes.py", **overrides):
     return load_config(name, **{**TINY, **overrides})
 
 
@@ -119,7 +120,7 @@ def test_bfloat16_trains_like_float32(trained, tmp_path):
 
 def test_evaluate_prints_the_coco_table_and_draws_boxes_in_image_pixels(trained, tmp_path):
     workdir, final = trained
-    result = run_module("experiments.evaluate", f"--workdir={workdir}", check=True)
+    result = run_tool("evaluate", f"--workdir={workdir}", check=True)
     rows = dict(line.split()[:2] for line in result.stdout.splitlines() if line.startswith("eval/"))
     assert float(rows["eval/AP50"]) == pytest.approx(final["eval/AP50"], abs=1e-4)
     assert "class" in result.stdout and "circle" in result.stdout
@@ -144,8 +145,8 @@ def test_evaluate_prints_the_coco_table_and_draws_boxes_in_image_pixels(trained,
         paths.append(str(tmp_path / name))
         Image.fromarray(pixels).save(paths[-1])
     out = tmp_path / "drawn"
-    result = run_module(
-        "experiments.evaluate",
+    result = run_tool(
+        "evaluate",
         f"--workdir={workdir}",
         "--images",
         *paths,
@@ -195,7 +196,7 @@ def test_init_from_a_classification_backbone_or_a_detector_file(tmp_path, capsys
 
 
 def test_ssd_trains_through_the_same_loop(tmp_path):
-    final = detection.train_and_evaluate(_config("shapes_ssd.py"), str(tmp_path))
+    final = detection.train_and_evaluate(_config("detection/ssd_shapes.py"), str(tmp_path))
     assert final["step"] == 4 and np.isfinite(final["eval/AP"])
 
 
@@ -211,7 +212,7 @@ def test_fasterrcnn_trains_and_resumes_through_the_same_loop(tmp_path):
             "box_batch_size_per_image": 32,
         },
     }
-    config = _config("shapes_fasterrcnn.py", **small)
+    config = _config("detection/fasterrcnn_shapes.py", **small)
     workdir = str(tmp_path / "run")
     final = detection.train_and_evaluate(config, workdir)
     assert final["step"] == 4 and np.isfinite(final["eval/AP"])
@@ -229,10 +230,10 @@ def test_fasterrcnn_trains_and_resumes_through_the_same_loop(tmp_path):
 @pytest.mark.parametrize(
     "name, model, params",
     [
-        ("retinanet_r50_fpn_coco.py", "retinanet_resnet50_fpn", 34_014_999),
-        ("ssd300_vgg16_coco.py", "ssd300_vgg16", 35_641_826),
-        ("fasterrcnn_r50_fpn_coco.py", "fasterrcnn_resnet50_fpn", 41_755_286),
-        ("fcos_r50_fpn_coco.py", "fcos_resnet50_fpn", 32_269_600),
+        ("detection/retinanet_r50_fpn_coco.py", "retinanet_resnet50_fpn", 34_014_999),
+        ("detection/ssd300_vgg16_coco.py", "ssd300_vgg16", 35_641_826),
+        ("detection/fasterrcnn_r50_fpn_coco.py", "fasterrcnn_resnet50_fpn", 41_755_286),
+        ("detection/fcos_r50_fpn_coco.py", "fcos_resnet50_fpn", 32_269_600),
     ],
 )
 def test_coco_recipes_build_torchvisions_models(name, model, params, tmp_path):
@@ -293,70 +294,6 @@ def test_another_familys_options_are_dropped_and_typos_refused(capsys):
     assert "ssd has no option box_loss: ignored" in capsys.readouterr().err
     with pytest.raises(UserError, match="--config.detection.scor_thresh: ssd has no option"):
         family_options("ssd", scor_thresh=0.2)
-
-
-def test_detection_benchmark_prints_its_row():
-    result = run_module(
-        "experiments.detection_benchmark",
-        "--model=retinanet_resnet18_fpn_small",
-        "--height=64",
-        "--width=96",
-        "--batch=2",
-        "--repeats=1",
-        "--torch=no",
-        '--model_kwargs={"head_norm": "group"}',
-        check=True,
-    )
-    row = json.loads(result.stdout.strip().splitlines()[-1])
-    assert row["model"] == "retinanet_resnet18_fpn_small" and row["batch"] == 2
-    assert list(row["ms"]) == ["jaxvision"] and row["ms"]["jaxvision"] > 0
-    assert "batch 2 at 64x96" in result.stdout
-
-
-def test_step_time_prints_the_recipes_step():
-    """The recipe's own step on its own batches, at tiny settings from the command line."""
-    tiny = [
-        "--config=experiments/configs/shapes_retinanet.py",
-        "--config.image_size=64",
-        "--config.dataset_options.num_train=16",
-        "--config.batch_size=2",
-        "--config.model_kwargs.width=8",
-        "--config.model_kwargs.anchor_size=16",  # an option the recipe leaves unset
-    ]
-    result = run_module("experiments.detection_step_time", *tiny, "--steps=2", check=True)
-    row = json.loads(result.stdout.strip().splitlines()[-1])
-    assert row["model"] == "retinanet_resnet18_fpn_small" and row["steps"] == 2
-    assert row["batch_size"] == 2 and row["image_size"] == 64
-    assert 0 < row["step_s_min"] <= row["step_s_median"]
-    assert row["img_per_s"] == pytest.approx(2 / row["step_s_median"], rel=1e-2, abs=0.1)
-
-
-def test_two_stage_benchmarks_print_their_rows():
-    """Faster R-CNN's predict (it places its own anchors on a non-square input) and RoIAlign's
-    forward + backward, without torch: jaxvision's rows only."""
-    result = run_module(
-        "experiments.detection_benchmark",
-        "--model=fasterrcnn_resnet18_fpn_small",
-        "--height=64",
-        "--width=96",
-        "--batch=2",
-        "--repeats=1",
-        "--torch=no",
-        check=True,
-    )
-    row = json.loads(result.stdout.strip().splitlines()[-1])
-    assert row["model"] == "fasterrcnn_resnet18_fpn_small" and row["ms"]["jaxvision"] > 0
-    result = run_module(
-        "experiments.roi_align_benchmark",
-        "--image=64",
-        "--rois=8",
-        "--channels=4",
-        "--repeats=1",
-        "--torch=no",
-        check=True,
-    )
-    row = json.loads(result.stdout.strip().splitlines()[-1])
-    assert list(row["ms"]) == ["jaxvision"] and row["rois"] == 8
 
 
 def test_a_detector_bundle_predicts_as_its_workdir(trained, tmp_path):

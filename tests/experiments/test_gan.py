@@ -8,10 +8,15 @@ import pytest
 from PIL import Image
 
 from experiments import gan
-from experiments.generate import generate
 from jaxvision.checkpoint import load_model
+from jaxvision.commands.generate import generate
 from jaxvision.errors import UserError
-from tests.experiments.helpers import load_config, read_metrics, run_module, without_timings
+from tests.experiments.helpers import (
+    load_config,
+    read_metrics,
+    run_tool,
+    without_timings,
+)
 
 TINY = dict(
     total_steps=8,
@@ -26,7 +31,7 @@ TINY = dict(
 
 
 def _config(**overrides):
-    config = load_config("gan_digits.py", **{**TINY, **overrides})
+    config = load_config("generation/dcgan_digits.py", **{**TINY, **overrides})
     config.evals.eval.split = "test"  # 360 real images against 360 fakes: a quick pass
     return config
 
@@ -79,9 +84,7 @@ def test_gan_run_logs_metrics_draws_pictures_and_resumes_exactly(tmp_path):
     with pytest.raises(UserError, match="--label=12 is not a class of this GAN: use 0..9"):
         generate(workdir, 4, "12", seed=0)
     out = tmp_path / "samples"
-    result = run_module(
-        "experiments.generate", f"--workdir={workdir}", "--num=10", f"--out={out}", check=True
-    )
+    result = run_tool("generate", f"--workdir={workdir}", "--num=10", f"--out={out}", check=True)
     assert "wrote 10 samples of step 8" in result.stdout
     names = sorted(os.listdir(out))
     assert names[:2] == ["0000_class0.png", "0001_class1.png"] and "grid.png" in names

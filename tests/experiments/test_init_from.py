@@ -15,7 +15,7 @@ from tests.experiments.helpers import load_config
 
 
 def _digits_config(**overrides):
-    return load_config("resnet_digits.py", **overrides)
+    return load_config("classification/resnet18_digits.py", **overrides)
 
 
 def _pretrained_file(tmp_path):

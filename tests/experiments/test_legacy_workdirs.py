@@ -43,7 +43,7 @@ def _to_legacy(workdir: str) -> None:
 
 
 def test_an_old_layout_checkpoint_resumes_to_the_same_run(tmp_path):
-    config = load_config("resnet_digits.py", total_steps=40, ema_decay=0.9, **TINY)
+    config = load_config("classification/resnet18_digits.py", total_steps=40, ema_decay=0.9, **TINY)
     config.model_kwargs.width = 8
     whole = str(tmp_path / "whole")
     final = train_and_evaluate(config, whole)

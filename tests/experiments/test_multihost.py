@@ -20,6 +20,7 @@ import numpy as np
 
 from jaxvision.checkpoint import load_variables
 from tests.experiments.helpers import (
+    RESNET_DIGITS,
     ROOT,
     parse_final,
     python_env,
@@ -49,7 +50,14 @@ def _free_port():
 
 def _two_processes(workdir):
     address = f"localhost:{_free_port()}"
-    command = [sys.executable, "-m", "experiments.resnet_digits", f"--workdir={workdir}", *ARGS]
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.train",
+        RESNET_DIGITS,
+        f"--workdir={workdir}",
+        *ARGS,
+    ]
     processes = [
         subprocess.Popen(
             [
@@ -74,7 +82,7 @@ def _two_processes(workdir):
 
 def test_two_processes_match_one_process_and_resume(tmp_path):
     single = run_module(
-        "experiments.resnet_digits", f"--workdir={tmp_path / 'one'}", *ARGS, env=_devices(8)
+        "experiments.train", RESNET_DIGITS, f"--workdir={tmp_path / 'one'}", *ARGS, env=_devices(8)
     )
     assert single.returncode == 0, single.stderr[-3000:]
 

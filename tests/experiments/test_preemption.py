@@ -11,6 +11,7 @@ import time
 import pytest
 
 from tests.experiments.helpers import (
+    RESNET_DIGITS,
     ROOT,
     parse_final,
     python_env,
@@ -28,11 +29,11 @@ ARGS = (
 
 
 def _command(workdir):
-    return [sys.executable, "-m", "experiments.resnet_digits", f"--workdir={workdir}", *ARGS]
+    return [sys.executable, "-m", "experiments.train", RESNET_DIGITS, f"--workdir={workdir}", *ARGS]
 
 
 def _run_to_end(workdir):
-    return run_module("experiments.resnet_digits", f"--workdir={workdir}", *ARGS, check=True)
+    return run_module("experiments.train", RESNET_DIGITS, f"--workdir={workdir}", *ARGS, check=True)
 
 
 def _interrupt_at(workdir, step, sig, extra_delay, line_start=None):
@@ -115,14 +116,19 @@ def test_non_finite_loss_stops_without_overwriting_the_last_checkpoint(tmp_path)
     workdir = str(tmp_path)
     args = ("--config.total_steps=20", "--config.checkpoint_every_steps=5")
     first = run_module(
-        "experiments.resnet_digits",
+        "experiments.train",
+        RESNET_DIGITS,
         f"--workdir={workdir}",
         "--config.total_steps=5",
         "--config.checkpoint_every_steps=5",
     )
     assert first.returncode == 0, first.stderr[-2000:]
     result = run_module(
-        "experiments.resnet_digits", f"--workdir={workdir}", *args, "--config.learning_rate=1e30"
+        "experiments.train",
+        RESNET_DIGITS,
+        f"--workdir={workdir}",
+        *args,
+        "--config.learning_rate=1e30",
     )
     assert result.returncode == 2, result.stderr[-2000:]
     line = result.stderr.strip().splitlines()[-1]

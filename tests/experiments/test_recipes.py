@@ -17,6 +17,7 @@ from tests.experiments.helpers import (
     parse_final,
     read_metrics,
     run_module,
+    run_tool,
     without_timings,
 )
 
@@ -26,10 +27,10 @@ SMOKE = {"total_steps": 2, "batch_size": 4, "image_size": 32, "worker_count": 0}
 @pytest.mark.parametrize(
     "recipe",
     [
-        "resnet50_imagenet_timm.py",
-        "vit_s16_imagenet.py",
-        "resnet18_cifar10.py",
-        "vit_cifar10.py",
+        "classification/resnet50_imagenet_timm.py",
+        "classification/vit_s16_imagenet.py",
+        "classification/resnet18_cifar10.py",
+        "classification/vit_s4_cifar10.py",
     ],
 )
 def test_recipe_smoke_on_mock_data(tmp_path, mock_tfds, recipe):
@@ -59,7 +60,10 @@ def test_finetune_folder_recipe_from_a_weight_file(tmp_path, capsys):
     weights.save_safetensors(path, weights.export_weights("resnet50", variables))
 
     config = load_config(
-        "finetune_folder.py", data_dir=str(tmp_path / "images"), init_from=path, **SMOKE
+        "classification/resnet50_folder.py",
+        data_dir=str(tmp_path / "images"),
+        init_from=path,
+        **SMOKE,
     )
     final = train_and_evaluate(config, str(tmp_path / "run"))
     assert final["step"] == 2
@@ -68,7 +72,7 @@ def test_finetune_folder_recipe_from_a_weight_file(tmp_path, capsys):
 
 
 def test_digits_with_tricks_reaches_its_band_and_reruns_bitwise(tmp_path):
-    args = ["--config=experiments/configs/digits_aug.py"]
+    args = ["--config=experiments/configs/classification/simple_cnn_digits_aug.py"]
     finals = []
     for name in ("a", "b"):
         result = run_module("experiments.digits", f"--workdir={tmp_path / name}", *args)
@@ -83,7 +87,7 @@ def test_digits_with_tricks_reaches_its_band_and_reruns_bitwise(tmp_path):
     assert finals[0]["eval/top1"] >= 0.97 and finals[0]["eval_ema/top1"] >= 0.97
 
     # The evaluate command on that workdir: the same numbers, and labels for single images.
-    table = run_module("experiments.evaluate", f"--workdir={tmp_path / 'a'}")
+    table = run_tool("evaluate", f"--workdir={tmp_path / 'a'}")
     assert table.returncode == 0, table.stderr[-3000:]
     assert not re.search(r"^I\d{4} ", table.stderr, re.M)  # no library INFO logging
     assert f"eval/top1{'':16}{finals[0]['eval/top1']:.4f}" in table.stdout
@@ -97,8 +101,8 @@ def test_digits_with_tricks_reaches_its_band_and_reruns_bitwise(tmp_path):
     for i in (0, 1):
         paths.append(str(tmp_path / f"digit{i}.png"))
         Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8)).save(paths[-1])
-    labels = run_module(
-        "experiments.evaluate",
+    labels = run_tool(
+        "evaluate",
         f"--workdir={tmp_path / 'a'}",
         "--images",  # the form of the command's docstring: --images a.png b.png
         *paths,
@@ -109,6 +113,6 @@ def test_digits_with_tricks_reaches_its_band_and_reruns_bitwise(tmp_path):
     assert lines[0].startswith(f"{paths[0]}: 0 ") and lines[1].startswith(f"{paths[1]}: 1 ")
     assert len(lines[0].split(", ")) == 3
 
-    missing = run_module("experiments.evaluate", f"--workdir={tmp_path / 'a'}", "--step=7")
+    missing = run_tool("evaluate", f"--workdir={tmp_path / 'a'}", "--step=7")
     assert missing.returncode == 2
     assert "no checkpoint for step 7" in missing.stderr.strip().splitlines()[-1]

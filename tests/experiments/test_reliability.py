@@ -34,7 +34,7 @@ SHORT = {
 
 
 def _config(**overrides):
-    return load_config("digits.py", **{**SHORT, **overrides})
+    return load_config("classification/simple_cnn_digits.py", **{**SHORT, **overrides})
 
 
 def _run(*args):

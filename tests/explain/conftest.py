@@ -24,12 +24,16 @@ def digits_images():
 @pytest.fixture(scope="session")
 def cnn(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("explain") / "cnn")
-    train_and_evaluate(load_config("digits.py", total_steps=400, **QUIET), workdir)
+    train_and_evaluate(
+        load_config("classification/simple_cnn_digits.py", total_steps=400, **QUIET), workdir
+    )
     return ModelFunction.of(Predictor.from_workdir(workdir)), workdir
 
 
 @pytest.fixture(scope="session")
 def resnet(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("explain") / "resnet")
-    train_and_evaluate(load_config("resnet_digits.py", total_steps=200, **QUIET), workdir)
+    train_and_evaluate(
+        load_config("classification/resnet18_digits.py", total_steps=200, **QUIET), workdir
+    )
     return ModelFunction.of(Predictor.from_workdir(workdir)), workdir

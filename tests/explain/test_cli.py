@@ -1,4 +1,4 @@
-"""experiments.explain end to end: heat-map PNGs and raw .npy attributions per image and
+"""`jaxvision explain` end to end: heat-map PNGs and raw .npy attributions per image and
 method, the completeness line of Integrated Gradients, and one-line errors."""
 
 import os
@@ -6,7 +6,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from tests.experiments.helpers import run_module
+from tests.experiments.helpers import run_tool
 
 
 def test_explain_writes_maps_and_attributions(resnet, digits_images, tmp_path):
@@ -18,8 +18,8 @@ def test_explain_writes_maps_and_attributions(resnet, digits_images, tmp_path):
         Image.fromarray(images[i][:, :, 0]).save(path)
         paths.append(path)
     out = str(tmp_path / "maps")
-    result = run_module(
-        "experiments.explain",
+    result = run_tool(
+        "explain",
         f"--workdir={workdir}",
         "--images",
         *paths,
@@ -43,14 +43,12 @@ def test_explain_writes_maps_and_attributions(resnet, digits_images, tmp_path):
 
 def test_explain_errors_are_one_line(resnet, tmp_path):
     _, workdir = resnet
-    result = run_module("experiments.explain", f"--workdir={workdir}", "--images", "nope.png")
+    result = run_tool("explain", f"--workdir={workdir}", "--images", "nope.png")
     assert result.returncode == 2
     assert (
         result.stderr.strip().splitlines()[-1] == "error: image nope.png not found: check the path"
     )
     path = str(tmp_path / "a.png")
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(path)
-    result = run_module(
-        "experiments.explain", f"--workdir={workdir}", "--images", path, "--method=lime"
-    )
+    result = run_tool("explain", f"--workdir={workdir}", "--images", path, "--method=lime")
     assert result.returncode == 2 and "error: unknown method 'lime'" in result.stderr

@@ -2,14 +2,14 @@
 for a platform the host lacks) take bf16 into every convolution and matmul under bfloat16, and
 ViT attention is cuDNN's fused kernel when the target is a GPU. ResNet-50 and ViT-B/16 at full
 size (about 2 s each, abstract shapes only); tiny models for the rest.
-`python -m experiments.gpu_lowering` prints the same counts."""
+`python -m benchmarks.gpu_lowering` prints the same counts."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.gpu_lowering import build, export_train_step, lowered_ops
+from benchmarks.gpu_lowering import build, export_train_step, lowered_ops
 from jaxvision.models import attention, resnet, vit
 
 FMHA = "__cudnn$fmhaSoftmax"

@@ -176,7 +176,7 @@ def test_select_detections_zeroes_padding_rows():
 
 
 def test_benchmark_rows():
-    from experiments.nms_benchmark import benchmark_rows
+    from benchmarks.nms import benchmark_rows
 
     rows = benchmark_rows([64], classes=3, max_outputs=["all"], repeats=1)
     assert [(r["op"], r["n"], r["max_output"]) for r in rows] == [

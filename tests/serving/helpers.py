@@ -1,4 +1,4 @@
-"""Helpers of the serving tests: images as request bytes, and a real `experiments.serve`
+"""Helpers of the serving tests: images as request bytes, and a real `jaxvision serve`
 process on localhost."""
 
 import io
@@ -34,10 +34,10 @@ def _free_port() -> int:
 
 
 def serve(bundle_path: str, *flags: str):
-    """Starts experiments.serve on a bundle; (process, url) once /readyz answers 200."""
+    """Starts jaxvision serve on a bundle; (process, url) once /readyz answers 200."""
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "experiments.serve", f"--bundle={bundle_path}", f"--port={port}"]
+        [sys.executable, "-m", "jaxvision", "serve", f"--bundle={bundle_path}", f"--port={port}"]
         + list(flags),
         cwd=ROOT,
         env=python_env(),

@@ -1,4 +1,4 @@
-"""A real server process on localhost (experiments.serve on a bundle of a tiny digits run):
+"""A real server process on localhost (jaxvision serve on a bundle of a tiny digits run):
 answers equal the bundle's predictions, concurrent requests share batches in order, and every
 bad input gets its 4xx while the next good request still succeeds, and a bounded load at
 concurrency 1, 8 and 32 has no errors."""
@@ -187,7 +187,7 @@ def test_serve_bench_prints_its_rows():
     """The benchmark command at tiny settings: a raw row per bucket, a server row per case,
     every answer right."""
     result = run_module(
-        "experiments.serve_bench",
+        "benchmarks.serve",
         "--model=simple_cnn",
         "--image_size=16",
         "--requests=16",

@@ -111,7 +111,7 @@ class Probe:
 def probed_run(tmp_path_factory):
     probe = Probe()
     config = load_config(
-        "digits.py",
+        "classification/simple_cnn_digits.py",
         batch_size=BATCH,
         total_steps=TOTAL_STEPS,
         log_every_steps=LOG_EVERY,

@@ -32,7 +32,7 @@ def test_bad_step_ranges_are_refused_with_what_to_write(value):
 
 def test_a_run_writes_a_trace_of_the_chosen_steps(tmp_path):
     config = load_config(
-        "digits.py",
+        "classification/simple_cnn_digits.py",
         batch_size=16,
         total_steps=4,
         log_every_steps=4,

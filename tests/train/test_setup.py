@@ -97,7 +97,9 @@ def test_tensor_parallel_reads_the_models_logical_axes():
 
 
 def test_option_groups_read_the_config_once():
-    config = load_config("digits.py", batch_size=64, learning_rate=0.1, lr_batch_base=256)
+    config = load_config(
+        "classification/simple_cnn_digits.py", batch_size=64, learning_rate=0.1, lr_batch_base=256
+    )
     options = build.OptimizerOptions.from_config(config)
     assert options.learning_rate == pytest.approx(0.025)  # scaled to the global batch
     assert (options.name, options.schedule, options.linear_probe) == ("sgd", "cosine", None)

@@ -1,0 +1,5 @@
+"""`python -m jaxvision <command> ...`: the `jaxvision` command (jaxvision.commands)."""
+
+from jaxvision.commands import main
+
+main()

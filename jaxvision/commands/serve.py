@@ -1,0 +1,74 @@
+"""Serves a bundle (or a workdir's model) over HTTP: jaxvision.serving.app under uvicorn.
+
+  jaxvision serve --bundle=BUNDLE [--port=8000] [--host=127.0.0.1]
+  jaxvision serve --workdir=DIR [--max_batch_size=32] [--max_delay_ms=5]
+
+  curl -F image=@cat.jpg http://127.0.0.1:8000/v1/predict?top_k=3
+  curl -F image=@cat.jpg http://127.0.0.1:8000/v1/explain         # Grad-CAM (classifiers)
+  curl http://127.0.0.1:8000/readyz        # 200 once every batch bucket is compiled
+
+The service is stateless: run one process per device behind a load balancer for more.
+"""
+
+from absl import flags
+
+from jaxvision import bundle, cli
+from jaxvision.errors import UserError
+from jaxvision.predictor import Predictor
+from jaxvision.serving.app import Limits, create_app
+
+FLAGS = flags.FLAGS
+
+_DEFAULTS = Limits()
+
+
+def define_flags() -> None:
+    """The command's flags, defined when it runs (not on import: other commands share
+    names)."""
+    flags.DEFINE_string("bundle", None, "A bundle jaxvision export wrote.")
+    flags.DEFINE_string("workdir", None, "Or a training run's workdir.")
+    flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0: every one).")
+    flags.DEFINE_integer("port", 8000, "Port to listen on.")
+    flags.DEFINE_integer("max_batch_size", _DEFAULTS.max_batch_size, "Images per device batch.")
+    flags.DEFINE_float(
+        "max_delay_ms", _DEFAULTS.max_delay_ms, "How long a batch's first request waits for others."
+    )
+    flags.DEFINE_integer("queue_size", _DEFAULTS.queue_size, "Requests that may wait; beyond: 503.")
+    flags.DEFINE_float("timeout_s", _DEFAULTS.timeout_s, "Per request; beyond: 504.")
+    flags.DEFINE_integer("max_images", _DEFAULTS.max_images, "Images per request.")
+    flags.DEFINE_float("max_body_mb", _DEFAULTS.max_body_bytes / 2**20, "Request body limit (MiB).")
+    flags.DEFINE_integer(
+        "max_pixels", _DEFAULTS.max_pixels, "Pixels per image, checked before decoding."
+    )
+
+
+def main(argv):
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments {argv[1:]}")
+    if bool(FLAGS.bundle) == bool(FLAGS.workdir):
+        cli.fail("give --bundle=BUNDLE (from jaxvision export) or --workdir=DIR, not both")
+    if FLAGS.max_batch_size < 1 or FLAGS.queue_size < 1 or FLAGS.max_images < 1:
+        cli.fail("--max_batch_size, --queue_size and --max_images must be at least 1")
+    try:
+        if FLAGS.bundle:
+            predictor = bundle.load(FLAGS.bundle)
+            metadata = predictor.metadata
+        else:
+            predictor = Predictor.from_workdir(FLAGS.workdir, max_batch=FLAGS.max_batch_size)
+            metadata = {"model": predictor.record, "source": {"workdir": FLAGS.workdir}}
+            metadata["source"]["step"] = predictor.step
+    except UserError as e:
+        cli.fail(str(e))
+    limits = Limits(
+        max_batch_size=min(FLAGS.max_batch_size, predictor.max_batch),
+        max_delay_ms=FLAGS.max_delay_ms,
+        queue_size=FLAGS.queue_size,
+        timeout_s=FLAGS.timeout_s,
+        max_body_bytes=int(FLAGS.max_body_mb * 2**20),
+        max_images=FLAGS.max_images,
+        max_pixels=FLAGS.max_pixels,
+    )
+    import uvicorn
+
+    service = create_app(predictor, metadata, limits, explainer=predictor.explainer())
+    uvicorn.run(service, host=FLAGS.host, port=FLAGS.port, log_level="warning")

@@ -1,0 +1,158 @@
+"""Several models of one task end to end, at tiny settings: distillation (a frozen teacher
+beside the student), ensembles (one vmapped forward per architecture), model soups (a new
+workdir that evaluates and trains like any other) and exported bundles."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from jax import export
+
+from experiments import distill
+from experiments.classification import train_and_evaluate
+from jaxvision import bundle
+from jaxvision.checkpoint import load_model, load_variables
+from jaxvision.errors import UserError
+from jaxvision.evaluation.workdirs import group_probs, split_source
+from jaxvision.predictor import Predictor
+from jaxvision.sharding import make_mesh
+from tests.experiments.helpers import load_config, parse_final, run_module, run_tool
+
+
+def _table(stdout: str) -> dict:
+    """The `name value` rows of a printed metrics table."""
+    rows = (line.split() for line in stdout.splitlines())
+    return {row[0]: float(row[1]) for row in rows if len(row) == 2 and "/" in row[0]}
+
+
+TINY = dict(image_size=8, pad=1, total_steps=40, log_every_steps=20, checkpoint_every_steps=0)
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory):
+    """Two digits runs of one architecture (seeds 0 and 1): (workdirs, their final lines)."""
+    root = tmp_path_factory.mktemp("members")
+    workdirs, finals = [], []
+    for seed in (0, 1):
+        workdir = str(root / f"seed{seed}")
+        finals.append(
+            train_and_evaluate(
+                load_config("classification/simple_cnn_digits.py", seed=seed, **TINY), workdir
+            )
+        )
+        workdirs.append(workdir)
+    return workdirs, finals
+
+
+def test_distillation_trains_the_student_and_keeps_the_teacher_frozen(tmp_path, members):
+    (teacher, _), _ = members
+    config = load_config("distillation/simple_cnn_digits.py", teacher=teacher, **TINY)
+    workdir = str(tmp_path / "student")
+    final = distill.train_and_evaluate(config, workdir)
+
+    assert final["eval/top1"] > 0.7  # a student that learned from its teacher
+    assert final["eval/agreement"] > 0.7
+    assert 0 <= final["eval/kl"] < 1.0
+    # The teacher in the student's checkpoint is the teacher run's weights, untouched.
+    frozen, _ = load_variables(workdir, model="teacher")
+    original, _ = load_variables(teacher)
+    jax.tree.map(np.testing.assert_array_equal, frozen, original)
+    # The student's workdir serves its student like any classifier's.
+    predictor = Predictor.from_workdir(workdir)
+    assert predictor.record["model_key"] == "student"
+    source, _ = split_source(workdir, "test")
+    images = [source[i]["image"] for i in range(8)]
+    probs = predictor.predict(images)["probs"]
+    assert probs.shape == (8, 10)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_teacher_must_know_the_classes(tmp_path):
+    result = run_module(
+        "experiments.distill",
+        f"--workdir={tmp_path / 'w'}",
+        "--config.teacher=",
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: set --config.teacher")
+
+
+def test_ensemble_vmapped_equals_each_member_and_reports_calibration(members):
+    workdirs, finals = members
+    predictors = [Predictor.from_workdir(w) for w in workdirs]
+    source, batch_size = split_source(workdirs[0], "test")
+
+    probs, labels = group_probs(predictors, source, batch_size, make_mesh())
+    assert probs.shape == (2, len(source), 10)
+    for member, predictor in zip(probs, predictors, strict=True):
+        alone = predictor.predict([source[i]["image"] for i in range(len(source))])["probs"]
+        np.testing.assert_allclose(member, alone, atol=1e-6)
+
+    result = run_tool(
+        "evaluate", f"--workdir={workdirs[0]}", f"--workdir={workdirs[1]}", check=True
+    )
+    table = _table(result.stdout)
+    for i, final in enumerate(finals):
+        assert table[f"member_{i}/top1"] == pytest.approx(final["eval/top1"], abs=1e-4)
+    assert 0 <= table["ensemble/ece"] <= 1
+    assert table["ensemble/top1"] >= min(f["eval/top1"] for f in finals) - 0.02
+
+
+def test_soup_is_a_workdir_that_evaluates_and_trains(tmp_path, members):
+    workdirs, _ = members
+    out = str(tmp_path / "soup")
+    result = run_tool("soup", *(f"--workdir={w}" for w in workdirs), f"--out={out}", check=True)
+    soup_top1 = _table(result.stdout)["soup/top1"]
+    # Its weights are the members' mean.
+    soup, _ = load_variables(out)
+    a, b = (load_variables(w)[0] for w in workdirs)
+    for name in soup["params"]:
+        for leaf in soup["params"][name]:
+            np.testing.assert_allclose(
+                soup["params"][name][leaf],
+                (a["params"][name][leaf] + b["params"][name][leaf]) / 2,
+                rtol=1e-6,
+                atol=1e-7,
+            )
+    # Rerunning the members' training command on it evaluates the soup: the same top-1.
+    rerun = run_module(
+        "experiments.digits",
+        f"--workdir={out}",
+        *(f"--config.{k}={v}" for k, v in TINY.items()),
+        check=True,
+    )
+    assert parse_final(rerun.stdout)["eval/top1"] == pytest.approx(soup_top1, abs=1e-4)
+    assert load_model(out)[1] == TINY["total_steps"]
+
+
+def test_export_writes_a_bundle_that_predicts_as_the_workdir(tmp_path, members):
+    (workdir, _), (final, _) = members
+    out = str(tmp_path / "bundle")
+    result = run_tool("export", f"--workdir={workdir}", f"--out={out}", "--max_batch=4", check=True)
+    assert "buckets [1, 2, 4], platforms cpu, cuda" in result.stdout
+    with open(os.path.join(out, "metadata.json")) as f:
+        metadata = json.load(f)
+    assert metadata["model"]["task"] == "classification"
+    assert metadata["model"]["class_names"] == [str(i) for i in range(10)]
+    assert metadata["source"]["step"] == final["step"] == 40
+    assert metadata["source"]["metrics"]["eval/top1"] == pytest.approx(final["eval/top1"])
+    assert metadata["versions"]["jax"] == jax.__version__
+    with open(os.path.join(out, "forward_4.jaxexport"), "rb") as f:
+        assert export.deserialize(bytearray(f.read())).platforms == ("cpu", "cuda")
+
+    # Six images of other sizes: buckets 4 and 2, the same preprocessing, bitwise the same.
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (9 + i, 7 + 2 * i, 1), dtype=np.uint8) for i in range(6)]
+    loaded = bundle.load(out)
+    expected = Predictor.from_workdir(workdir, max_batch=4).predict(images)["probs"]
+    np.testing.assert_array_equal(loaded.predict(images)["probs"], expected)
+    assert loaded.class_names == metadata["model"]["class_names"]
+
+    again = run_tool("export", f"--workdir={workdir}", f"--out={out}")
+    assert again.returncode == 2 and again.stderr.strip().splitlines()[-1] == (
+        f"error: --out {out} is not empty: give a new directory for the bundle"
+    )
+    with pytest.raises(UserError, match="metadata.json not found"):
+        bundle.load(str(tmp_path))
