@@ -108,7 +108,8 @@ def test_linear_probe_trains_each_models_own_classifier(name):
     config = _digits_config(model=name, freeze_backbone=True, image_size=32)
     config.model_kwargs = {}
     model = models.build(name, num_classes=10, **build.model_options(config))
-    _, _, frozen = build.optimizer(config, model, (32, 32, 1), total_steps=10, steps_per_epoch=1)
+    options = build.OptimizerOptions.from_config(config)
+    _, _, frozen = build.optimizer(options, model, (32, 32, 1), total_steps=10, steps_per_epoch=1)
     mask = optim.frozen_mask(frozen, abstract_params(model, (32, 32, 1)))
     trainable = sorted(k for k, v in mask.items() if not all(jax.tree.leaves(v)))
     assert trainable == [models.classifier(name)]
