@@ -28,7 +28,6 @@ from jaxvision.data.sources import DATASETS
 from jaxvision.errors import UserError
 from jaxvision.predictor import Predictor, eval_transform
 from jaxvision.registry import ModelRegistry, Registry
-from jaxvision.sharding import param_specs, state_shardings
 from jaxvision.tasks import TASK_KINDS
 from jaxvision.tasks.images import image_model_init, normalize
 from jaxvision.tasks.kinds import TaskKind, model_options
@@ -321,37 +320,26 @@ RECORD = {
 
 def _setup(config):
     """The Run of the brightness task: what an experiment program's setup builds."""
-    from jaxvision.train import build, loop, steps
-    from jaxvision.train.state import init_model_state, init_train_state
+    from jaxvision.train import build, steps
+    from jaxvision.train.setup import NamedModel, make_run
 
-    mesh, data_sharding = build.mesh(config)
     task = BrightnessKind().build(RECORD)
     tx = optax.adam(config.learning_rate)
     example = {"image": np.zeros((1, SIZE, SIZE, 1), np.uint8)}
-
-    def init(rng):
-        model = init_model_state(task.init_variables(example), tx, rng)
-        return init_train_state({task.trained: model})
-
-    rng = jax.random.PRNGKey(config.seed)
-    abstract = jax.eval_shape(init, rng)
-    specs = param_specs(abstract.models[task.trained].params, mesh, "replicated")
     dataset = data.open_dataset(config.dataset)
-    return loop.Run(
-        mesh=mesh,
-        data_sharding=data_sharding,
-        task=task,
+    return make_run(
+        task,
+        {task.trained: NamedModel(task.init_variables(example), tx)},
+        mesh=build.mesh(config),
+        sharding="replicated",
+        seed=config.seed,
+        train_step=steps.make_train_step(task, tx),
         train_source=dataset.train,
         train_transform=data.TrainTransform(SIZE, "none", False),
         eval_transform=eval_transform(RECORD),
         evals=[evaluation.Eval("eval", dataset.test, 0)],
         class_names=RECORD["class_names"],
         total_steps=STEPS,
-        train_step=steps.make_train_step(task, tx),
-        init=init,
-        rng=rng,
-        abstract_state=abstract,
-        state_sharding=state_shardings(abstract, mesh, {task.trained: specs}),
         predictor=RECORD,
     )
 
