@@ -1,33 +1,24 @@
 """Image classification: data -> sharded model -> train loop -> evaluation -> checkpoint.
 
 The program behind `experiments.digits`, `experiments.resnet_imagenet` and
-`experiments.train`; any config with the same fields runs
-here. `setup` reads top to bottom: mesh, input, model and optimizer, task, state and
-shardings; the loop (resume, train, evaluate, checkpoint, stop) is the library's,
-`jaxvision.train.loop`. Fork it to try an idea; the library never imports from `experiments/`.
+`experiments.train`; any config with the same fields runs here. `setup` reads top to bottom:
+mesh, input, model and optimizer, task, and the run (its state and shardings,
+`jaxvision.train.setup.make_run`); the loop (resume, train, evaluate, checkpoint, stop) is the
+library's, `jaxvision.train.loop`. Fork it to try an idea; the library never imports from
+`experiments/`.
 """
 
 import functools
 import math
 
-import jax
 import ml_collections
 import numpy as np
 
 from jaxvision import data, models
 from jaxvision.errors import UserError, listing
-from jaxvision.sharding import (
-    param_specs,
-    state_shardings,
-)
 from jaxvision.tasks.classification import Classification, LossOptions, Mixing
 from jaxvision.train import build, loop, reporting, steps
-from jaxvision.train.state import (
-    TrainState,
-    init_model_state,
-    init_train_state,
-    logical_param_specs,
-)
+from jaxvision.train.setup import NamedModel, make_run
 
 
 def open_dataset(config) -> data.Dataset:
@@ -94,8 +85,8 @@ def predictor_record(config, dataset, kwargs, channels, name="model") -> dict:
 
 
 def setup(config: ml_collections.ConfigDict) -> loop.Run:
-    """Mesh, input, model, optimizer, task and the state's structure and shardings."""
-    mesh, data_sharding = build.mesh(config)
+    """Mesh, input, model and optimizer, task, and the run over them."""
+    mesh = build.mesh(config)
 
     # Input.
     dataset = open_dataset(config)
@@ -106,17 +97,17 @@ def setup(config: ml_collections.ConfigDict) -> loop.Run:
     steps_per_epoch = len(dataset.train) / config.batch_size
     train_transform, eval_transform = transforms(config)
 
-    # Model and optimizer.
-    kwargs = build.model_options(config)
-    model = models.build(
-        config.model, num_classes=dataset.num_classes, dtype=build.dtype(config.dtype), **kwargs
-    )
-    if config.get("quantize_training"):  # int8 in the forward: qwix's quantization-aware training
-        from jaxvision.compress.quantize import qat_model
+    # Model and optimizer. Quantization-aware training (int8 in the forward) and pruning masks
+    # are jaxvision.compress's wrappers, registered when its training module is imported.
+    if config.get("quantize_training") or config.get("prune_masks"):
+        import jaxvision.compress.training  # noqa: F401
 
-        model = qat_model(model)
+    model_options = build.ModelOptions.from_config(config)
+    model = model_options.build(models, num_classes=dataset.num_classes)
     image_shape = (config.image_size, config.image_size, channels)
-    tx, schedule, frozen = build.optimizer(config, model, image_shape, total_steps, steps_per_epoch)
+    tx, schedule, frozen = build.optimizer(
+        build.OptimizerOptions.from_config(config), model, image_shape, total_steps, steps_per_epoch
+    )
 
     # Task: the loss, eval outputs and evaluator of classification.
     task = Classification(
@@ -130,39 +121,24 @@ def setup(config: ml_collections.ConfigDict) -> loop.Run:
         ),
     )
 
-    # State and its shardings: parameters replicated, FSDP-sharded and/or tensor-parallel by
-    # config.sharding; optimizer state follows its parameters.
+    # The run: the trained model's state laid out by config.sharding (replicated, FSDP and/or
+    # tensor-parallel), its optimizer state following its parameters.
     example = {"image": np.zeros((1, *image_shape), np.uint8)}
-
-    def init(rng) -> TrainState:
-        model_state = init_model_state(
-            task.init_variables(example), tx, rng, ema=config.ema_decay > 0
-        )
-        return init_train_state({task.trained: model_state})
-
-    rng = jax.random.PRNGKey(config.seed)
-    abstract_state = jax.eval_shape(init, rng)
-    logical = logical_param_specs(model, image_shape) if "tensor" in config.sharding else None
-    specs = param_specs(
-        abstract_state.models[task.trained].params, mesh, config.sharding, logical_specs=logical
-    )
-    return loop.Run(
+    return make_run(
+        task,
+        {task.trained: NamedModel(task.init_variables(example), tx, ema=config.ema_decay > 0)},
         mesh=mesh,
-        data_sharding=data_sharding,
-        task=task,
+        sharding=config.sharding,
+        seed=config.seed,
+        train_step=train_step,
         train_source=dataset.train,
         train_transform=train_transform,
         eval_transform=eval_transform,
         evals=build.evals(config, {"test": dataset.test, "train": dataset.train}),
         class_names=dataset.class_names,
         total_steps=total_steps,
-        train_step=train_step,
-        init=init,
-        rng=rng,
-        abstract_state=abstract_state,
-        state_sharding=state_shardings(abstract_state, mesh, {task.trained: specs}),
         schedule=schedule,
-        predictor=predictor_record(config, dataset, kwargs, channels),
+        predictor=predictor_record(config, dataset, model_options.kwargs, channels),
     )
 
 

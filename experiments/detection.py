@@ -5,9 +5,9 @@
       --workdir=DIR --config.data_dir=COCO_ROOT
 
 `setup` reads top to bottom: mesh, input (records with boxes, box-aware transforms), detector
-and optimizer, task (anchors, loss, post-processing), state and shardings; the loop (resume,
-train, evaluate, checkpoint, stop) is the library's, `jaxvision.train.loop`. Rerunning with the
-same workdir resumes.
+and optimizer, task (anchors, loss, post-processing), and the run (its state and shardings,
+`jaxvision.train.setup.make_run`); the loop (resume, train, evaluate, checkpoint, stop) is the
+library's, `jaxvision.train.loop`. Rerunning with the same workdir resumes.
 """
 
 from jaxvision import signals
@@ -19,7 +19,6 @@ import functools  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 
-import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxvision import cli, data  # noqa: E402
@@ -29,15 +28,9 @@ from jaxvision.data.detection_transforms import (  # noqa: E402
 )
 from jaxvision.errors import UserError, listing  # noqa: E402
 from jaxvision.models import detection as detectors  # noqa: E402
-from jaxvision.sharding import param_specs, state_shardings  # noqa: E402
 from jaxvision.tasks.detection import Detection, family_options  # noqa: E402
 from jaxvision.train import build, loop, reporting, steps  # noqa: E402
-from jaxvision.train.state import (  # noqa: E402
-    TrainState,
-    init_model_state,
-    init_train_state,
-    logical_param_specs,
-)
+from jaxvision.train.setup import NamedModel, make_run  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(
     os.path.dirname(__file__), "configs", "detection", "retinanet_shapes.py"
@@ -110,8 +103,8 @@ def predictor_record(config, dataset, kwargs, options) -> dict:
 
 
 def setup(config) -> loop.Run:
-    """Mesh, input, detector, optimizer, task and the state's structure and shardings."""
-    mesh, data_sharding = build.mesh(config)
+    """Mesh, input, detector and optimizer, task, and the run over them."""
+    mesh = build.mesh(config)
 
     # Input: records with boxes; transforms that move the boxes with the image.
     dataset = open_dataset(config)
@@ -127,14 +120,15 @@ def setup(config) -> loop.Run:
             "freeze_backbone is for classifiers: a detector freezes its first backbone stages "
             "with trainable_backbone_layers (0..5)"
         )
-    kwargs = build.model_options(config, registry=detectors)
-    model = detectors.build(
-        config.model, num_classes=dataset.num_classes, dtype=build.dtype(config.dtype), **kwargs
-    )
+    if config.get("quantize_training") or config.get("prune_masks"):
+        import jaxvision.compress.training  # noqa: F401  (registers QAT, pruning masks)
+
+    model_options = build.ModelOptions.from_config(config, registry=detectors)
+    model = model_options.build(detectors, num_classes=dataset.num_classes)
     trainable = None if config.trainable_backbone_layers < 0 else config.trainable_backbone_layers
     image_shape = (config.image_size, config.image_size, 3)
     tx, schedule, frozen = build.optimizer(
-        config,
+        build.OptimizerOptions.from_config(config),
         model,
         image_shape,
         total_steps,
@@ -153,38 +147,23 @@ def setup(config) -> loop.Run:
         ),
     )
 
-    # State and its shardings, by the same rules as a classifier's.
+    # The run: the detector's state laid out by the same rules as a classifier's.
     example = {"image": np.zeros((1, *image_shape), np.uint8)}
-
-    def init(rng) -> TrainState:
-        model_state = init_model_state(
-            task.init_variables(example), tx, rng, ema=config.ema_decay > 0
-        )
-        return init_train_state({task.trained: model_state})
-
-    rng = jax.random.PRNGKey(config.seed)
-    abstract_state = jax.eval_shape(init, rng)
-    logical = logical_param_specs(model, image_shape) if "tensor" in config.sharding else None
-    specs = param_specs(
-        abstract_state.models[task.trained].params, mesh, config.sharding, logical_specs=logical
-    )
-    record = predictor_record(config, dataset, kwargs, config.detection.to_dict())
+    record = predictor_record(config, dataset, model_options.kwargs, config.detection.to_dict())
     record["max_boxes"] = max_boxes
-    return loop.Run(
+    return make_run(
+        task,
+        {task.trained: NamedModel(task.init_variables(example), tx, ema=config.ema_decay > 0)},
         mesh=mesh,
-        data_sharding=data_sharding,
-        task=task,
+        sharding=config.sharding,
+        seed=config.seed,
+        train_step=train_step,
         train_source=dataset.train,
         train_transform=train_transform,
         eval_transform=eval_transform,
         evals=build.evals(config, {"test": dataset.test, "train": dataset.train}),
         class_names=dataset.class_names,
         total_steps=total_steps,
-        train_step=train_step,
-        init=init,
-        rng=rng,
-        abstract_state=abstract_state,
-        state_sharding=state_shardings(abstract_state, mesh, {task.trained: specs}),
         schedule=schedule,
         predictor=record,
     )

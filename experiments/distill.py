@@ -25,16 +25,10 @@ from experiments import classification as cls  # noqa: E402
 from jaxvision import cli, models, predictor, weights  # noqa: E402
 from jaxvision.checkpoint import load_model  # noqa: E402
 from jaxvision.errors import UserError  # noqa: E402
-from jaxvision.sharding import param_specs, state_shardings  # noqa: E402
 from jaxvision.tasks.distillation import Distillation, DistillOptions, Teacher  # noqa: E402
 from jaxvision.train import build, loop, reporting, steps  # noqa: E402
-from jaxvision.train.state import (  # noqa: E402
-    count_params,
-    image_model_init,
-    init_model_state,
-    init_train_state,
-    logical_param_specs,
-)
+from jaxvision.train.setup import NamedModel, make_run  # noqa: E402
+from jaxvision.train.state import image_model_init  # noqa: E402
 
 
 def load_teacher(config, dataset) -> tuple[Teacher, dict]:
@@ -82,7 +76,7 @@ def load_teacher(config, dataset) -> tuple[Teacher, dict]:
 
 def setup(config) -> loop.Run:
     """Classification's mesh, input, student and optimizer, plus the frozen teacher."""
-    mesh, data_sharding = build.mesh(config)
+    mesh = build.mesh(config)
     dataset = cls.open_dataset(config)
     channels = dataset.train[0]["image"].shape[-1]
     total_steps = config.total_steps or math.ceil(
@@ -90,13 +84,18 @@ def setup(config) -> loop.Run:
     )
     train_transform, eval_transform = cls.transforms(config)
 
-    kwargs = build.model_options(config)
-    student = models.build(
-        config.model, num_classes=dataset.num_classes, dtype=build.dtype(config.dtype), **kwargs
-    )
+    if config.get("quantize_training") or config.get("prune_masks"):
+        import jaxvision.compress.training  # noqa: F401  (registers QAT, pruning masks)
+
+    model_options = build.ModelOptions.from_config(config)
+    student = model_options.build(models, num_classes=dataset.num_classes)
     image_shape = (config.image_size, config.image_size, channels)
     tx, schedule, frozen = build.optimizer(
-        config, student, image_shape, total_steps, len(dataset.train) / config.batch_size
+        build.OptimizerOptions.from_config(config),
+        student,
+        image_shape,
+        total_steps,
+        len(dataset.train) / config.batch_size,
     )
     teacher, teacher_variables = load_teacher(config, dataset)
     task = Distillation(
@@ -115,65 +114,32 @@ def setup(config) -> loop.Run:
         ),
     )
 
-    # State: the student with its optimizer, the teacher without one; both laid out by the
-    # same sharding rules.
+    # The run: the student with its optimizer, the teacher without one (its weights placed when
+    # the run starts); both laid out by the same sharding rules.
     example = {"image": np.zeros((1, *image_shape), np.uint8)}
-    teacher_shape = (teacher.image_size, teacher.image_size, channels)
-    teacher_example = np.zeros((1, *teacher_shape), np.uint8)
-
-    def init(rng):
-        student_rng, teacher_rng = jax.random.split(rng)
-        return init_train_state(
-            {
-                "student": init_model_state(
-                    task.init_variables(example), tx, student_rng, ema=config.ema_decay > 0
-                ),
-                "teacher": init_model_state(
-                    image_model_init(teacher.model, teacher_example), None, teacher_rng
-                ),
-            }
-        )
-
-    rng = jax.random.PRNGKey(config.seed)
-    abstract_state = jax.eval_shape(init, rng)
-    tensor = "tensor" in config.sharding
-    specs = {
-        name: param_specs(
-            abstract_state.models[name].params,
-            mesh,
-            config.sharding,
-            logical_specs=logical_param_specs(module, shape) if tensor else None,
-        )
-        for name, module, shape in (
-            ("student", student, image_shape),
-            ("teacher", teacher.model, teacher_shape),
-        )
-    }
-    state_sharding = state_shardings(abstract_state, mesh, specs)
-
-    def load_teacher_weights(state):
-        placed = jax.device_put(teacher_variables, state_sharding.models["teacher"].variables)
-        reporting.note(f"teacher: {count_params(placed['params']):,} parameters, frozen")
-        return state.replace_model("teacher", variables=placed)
-
-    return loop.Run(
+    teacher_example = np.zeros((1, teacher.image_size, teacher.image_size, channels), np.uint8)
+    return make_run(
+        task,
+        {
+            "student": NamedModel(task.init_variables(example), tx, ema=config.ema_decay > 0),
+            "teacher": NamedModel(
+                image_model_init(teacher.model, teacher_example), weights=teacher_variables
+            ),
+        },
         mesh=mesh,
-        data_sharding=data_sharding,
-        task=task,
+        sharding=config.sharding,
+        seed=config.seed,
+        train_step=train_step,
         train_source=dataset.train,
         train_transform=train_transform,
         eval_transform=eval_transform,
         evals=build.evals(config, {"test": dataset.test, "train": dataset.train}),
         class_names=dataset.class_names,
         total_steps=total_steps,
-        train_step=train_step,
-        init=init,
-        rng=rng,
-        abstract_state=abstract_state,
-        state_sharding=state_sharding,
         schedule=schedule,
-        predictor=cls.predictor_record(config, dataset, kwargs, channels, name="student"),
-        load_pretrained=load_teacher_weights,
+        predictor=cls.predictor_record(
+            config, dataset, model_options.kwargs, channels, name="student"
+        ),
     )
 
 

@@ -19,7 +19,6 @@ import math  # noqa: E402
 import os  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
-import jax  # noqa: E402
 import optax  # noqa: E402
 
 from experiments import classification as cls  # noqa: E402
@@ -27,11 +26,11 @@ from jaxvision import cli, data  # noqa: E402
 from jaxvision.errors import UserError  # noqa: E402
 from jaxvision.evaluation import digits_fid, generative  # noqa: E402
 from jaxvision.evaluation.samples import GanEvaluator  # noqa: E402
-from jaxvision.models.dcgan import Discriminator, Generator, num_stages  # noqa: E402
-from jaxvision.sharding import param_specs, state_shardings  # noqa: E402
+from jaxvision.models import generators  # noqa: E402
+from jaxvision.models.dcgan import num_stages  # noqa: E402
 from jaxvision.tasks.gan import GAN, LOSSES, GanOptions, GanUpdate, make_gan_train_step  # noqa: E402
 from jaxvision.train import build, loop  # noqa: E402
-from jaxvision.train.state import init_model_state, init_train_state  # noqa: E402
+from jaxvision.train.setup import NamedModel, make_run  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "generation", "dcgan_digits.py")
 
@@ -88,7 +87,7 @@ def generator_record(config, dataset, channels: int) -> dict:
     """What `<workdir>/model.json` keeps for jaxvision generate."""
     return {
         "task": "gan",
-        "model": "dcgan",
+        "model": config.model,
         "model_key": "generator",
         "generator": {
             "image_size": config.image_size,
@@ -103,9 +102,9 @@ def generator_record(config, dataset, channels: int) -> dict:
 
 
 def setup(config) -> loop.Run:
-    """Mesh, input, the two models and their optimizers, the GAN task, state and shardings."""
+    """Mesh, input, the two models and their optimizers, the GAN task, and the run over them."""
     check_config(config)
-    mesh, data_sharding = build.mesh(config)
+    mesh = build.mesh(config)
 
     # Input: images resized to the generator's size; evaluation examples carry their index.
     dataset = cls.open_dataset(config)
@@ -120,10 +119,15 @@ def setup(config) -> loop.Run:
     # Models, optimizers, the task.
     num_classes = int(dataset.num_classes) if config.conditional else 0
     dtype = build.dtype(config.dtype)
-    generator = Generator(
-        config.image_size, channels, config.latent_dim, config.g_width, num_classes, dtype
+    shared = dict(image_size=config.image_size, num_classes=num_classes, dtype=dtype)
+    generator = generators.build(
+        config.model,
+        channels=channels,
+        latent_dim=config.latent_dim,
+        width=config.g_width,
+        **shared,
     )
-    discriminator = Discriminator(config.image_size, config.d_width, num_classes, dtype)
+    discriminator = generators.discriminator(config.model, width=config.d_width, **shared)
     features = feature_extractor(config, channels)
     task = GAN(
         generator,
@@ -144,44 +148,27 @@ def setup(config) -> loop.Run:
         task, g_tx, d_tx, GanUpdate(config.ema_decay, config.ema_warmup)
     )
 
-    # State: both models with their optimizers (the generator with its EMA), laid out by the
+    # The run: both models with their optimizers (the generator with its EMA), laid out by the
     # same sharding rules.
     image_shape = (config.image_size, config.image_size, channels)
-
-    def init(rng):
-        g_rng, d_rng = jax.random.split(rng)
-        return init_train_state(
-            {
-                "generator": init_model_state(
-                    task.init_generator, g_tx, g_rng, ema=config.ema_decay > 0
-                ),
-                "discriminator": init_model_state(
-                    lambda r: task.init_discriminator(r, image_shape), d_tx, d_rng
-                ),
-            }
-        )
-
-    rng = jax.random.PRNGKey(config.seed)
-    abstract_state = jax.eval_shape(init, rng)
-    specs = {
-        name: param_specs(model.params, mesh, config.sharding)
-        for name, model in abstract_state.models.items()
-    }
-    return loop.Run(
+    return make_run(
+        task,
+        {
+            "generator": NamedModel(task.init_generator, g_tx, ema=config.ema_decay > 0),
+            "discriminator": NamedModel(
+                lambda rng: task.init_discriminator(rng, image_shape), d_tx
+            ),
+        },
         mesh=mesh,
-        data_sharding=data_sharding,
-        task=task,
+        sharding=config.sharding,
+        seed=config.seed,
+        train_step=train_step,
         train_source=dataset.train,
         train_transform=train_transform,
         eval_transform=eval_transform,
         evals=build.evals(config, splits),
         class_names=dataset.class_names,
         total_steps=total_steps,
-        train_step=train_step,
-        init=init,
-        rng=rng,
-        abstract_state=abstract_state,
-        state_sharding=state_shardings(abstract_state, mesh, specs),
         predictor=generator_record(config, dataset, channels),
     )
 

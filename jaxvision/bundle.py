@@ -32,6 +32,7 @@ from jax import export
 import jaxvision
 from jaxvision.errors import UserError
 from jaxvision.predictor import Predictor
+from jaxvision.tasks.kinds import kind_of
 
 METADATA, WEIGHTS = "metadata.json", "weights.msgpack"
 FORMAT = 1  # metadata["format"]: bumped when the layout changes
@@ -75,11 +76,8 @@ def write(predictor: Predictor, out: str, *, platforms=("cpu", "cuda"), source: 
         with open(os.path.join(out, _artefact(bucket)), "wb") as f:
             f.write(exported.serialize())
     explained = None
-    if predictor.kind == "classification":
-        if predictor.record.get("quantization"):  # int8 weights: Grad-CAM of their float values
-            from jaxvision.compress.quantize import gradcam_forward
-        else:
-            from jaxvision.explain.service import gradcam_forward
+    if predictor.task_kind.explains:
+        from jaxvision.explain.service import gradcam_forward
 
         forward, layer = gradcam_forward(predictor)
         images = example["images"]
@@ -113,6 +111,7 @@ class ExportedPredictor(Predictor):
         metadata = read_metadata(path)
         self.metadata, self.record = metadata, metadata["model"]
         self.kind = self.record["task"]
+        self.task_kind = kind_of(self.record)
         self.class_names = list(self.record["class_names"])
         self.image_size = self.record["image_size"]
         self.step = metadata["source"].get("step", 0)

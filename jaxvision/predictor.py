@@ -8,7 +8,10 @@ A detector's outputs are its detections in each image's own pixels: {"boxes": [N
 "scores": [N, D], "classes": [N, D], "valid": [N, D]}.
 
 Built from a workdir's `model.json` (task, model, classes, preprocessing; written by the training
-loop) and one checkpoint: it never opens the training data. The forward is jitted once per batch
+loop) and one checkpoint: it never opens the training data. The record's task kind
+(`jaxvision.tasks.TASK_KINDS`) builds the task and says how images are preprocessed and outputs
+mapped back; wrappers keyed by record fields (`TASK_WRAPPERS`: an int8 model's "quantization")
+wrap the task. The forward is jitted once per batch
 bucket (1, 2, 4, ... up to `max_batch`): a batch is padded to the next bucket.
 """
 
@@ -22,12 +25,11 @@ import numpy as np
 
 from jaxvision import models
 from jaxvision.checkpoint import load_model
-from jaxvision.data import transforms
 from jaxvision.errors import UserError
-from jaxvision.tasks.classification import Classification
-from jaxvision.train.state import ModelState
+from jaxvision.state import ModelState
+from jaxvision.tasks.kinds import build_task, check_images, kind_of
 
-TASKS = ("classification", "detection")
+__all__ = ["Predictor", "build_task", "eval_transform", "read_record"]
 
 
 def read_record(workdir: str) -> dict:
@@ -44,49 +46,10 @@ def read_record(workdir: str) -> dict:
         return json.load(f)
 
 
-def build_task(record: dict):
-    """The task of a `model.json` record, its model built as trained."""
-    kind = record.get("task")
-    if kind not in TASKS:
-        raise UserError(f"task {kind!r} has no predictor: use one of {', '.join(TASKS)}")
-    build_options = dict(
-        num_classes=record["num_classes"],
-        dtype=jnp.dtype(record.get("dtype", "float32")),
-        **record.get("model_kwargs", {}),
-    )
-    if kind == "detection":
-        from jaxvision.models import detection as detectors
-        from jaxvision.tasks.detection import Detection, family_options
-
-        model = detectors.build(record["model"], **build_options)
-        options = family_options(model.family, **record.get("options", {}))
-        task = Detection(model, canvas=record["image_size"], options=options)
-    else:
-        model = models.build(record["model"], **build_options)
-        task = Classification(model, mean=record["mean"], std=record["std"])
-    if record.get("quantization"):  # jaxvision quantize: variables stored as int8 + scales
-        from jaxvision.compress.quantize import Scheme, quantized_task
-
-        shape = (record["image_size"], record["image_size"], record["channels"])
-        return quantized_task(task, Scheme.of(model, record["quantization"]["mode"], shape))
-    return task
-
-
 def eval_transform(record: dict):
     """The evaluation preprocessing of one example, as the run evaluated: what a split of the
-    run's data goes through before the model (`jaxvision.data` transforms)."""
-    from jaxvision import data
-
-    if record["task"] == "detection":
-        from jaxvision.data.detection_transforms import DetectionEvalTransform
-
-        return DetectionEvalTransform(
-            record["image_size"],
-            record.get("min_size") or None,
-            record.get("max_size") or None,
-            record.get("max_boxes") or 100,
-        )
-    return data.EvalTransform(record["image_size"], record["crop_ratio"])
+    run's data goes through before the model (its task kind's, jaxvision.tasks.kinds)."""
+    return kind_of(record).eval_transform(record)
 
 
 class Predictor:
@@ -106,6 +69,7 @@ class Predictor:
         max_batch: int = 64,
     ):
         self.record = record
+        self.task_kind = kind_of(record)
         self.task = build_task(record)
         self.kind = self.task.kind
         self.trained_variables = jax.device_put(variables)
@@ -175,44 +139,14 @@ class Predictor:
         model = ModelState(variables=variables, opt_state=None, step=0, rng=None)
         return self.task.predict({self.task.trained: model}, **inputs)
 
-    def preprocess(self, images: Sequence[np.ndarray]) -> tuple[dict, np.ndarray | None]:
-        """uint8 [H, W, C] images of any size -> (the model's inputs as in evaluation, per-image
-        scales). Classification: {"images": [N, S, S, C]}, resized and center-cropped.
+    def preprocess(self, images: Sequence[np.ndarray]) -> tuple[dict, object]:
+        """uint8 [H, W, C] images of any size -> (the model's inputs as in evaluation, what maps
+        the outputs back to each image), by the task's kind (jaxvision.tasks.kinds).
+        Classification: {"images": [N, S, S, C]}, resized and center-cropped, and None.
         Detection: {"images": [N, S, S, 3] canvases, "sizes": [N, 2]} and the scales [N, 2]
         (sy, sx) that map its boxes back to each image's pixels."""
-        channels = self.record["channels"]
-        checked = []
-        for image in images:
-            image = np.asarray(image)
-            if image.ndim == 2:
-                image = image[:, :, None]
-            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != channels:
-                raise UserError(
-                    f"an image of {image.dtype} {image.shape} cannot be labelled: the model "
-                    f"takes uint8 [H, W, {channels}]"
-                )
-            checked.append(image)
-        if self.kind == "detection":
-            from jaxvision.data.detection_transforms import resize_pad
-
-            resized = [
-                resize_pad(
-                    image,
-                    np.zeros((0, 4), np.float32),
-                    self.image_size,
-                    self.record.get("min_size") or None,
-                    self.record.get("max_size") or None,
-                )
-                for image in checked
-            ]
-            inputs = {
-                "images": np.stack([r[0] for r in resized]),
-                "sizes": np.stack([r[3] for r in resized]).astype(np.int32),
-            }
-            return inputs, np.stack([r[2] for r in resized])
-        crop = self.record["crop_ratio"]
-        resized = [transforms.resize_center_crop(i, self.image_size, crop) for i in checked]
-        return {"images": np.stack(resized)}, None
+        checked = check_images(images, self.record["channels"])
+        return self.task_kind.preprocess(self.record, checked)
 
     def bucket(self, n: int) -> int:
         """The compiled batch size a batch of `n` is padded to: the next power of two."""
@@ -245,25 +179,21 @@ class Predictor:
         """images: uint8 [H, W, C] of any size (or an [N, H, W, C] array) -> the task's outputs
         as numpy, one row per image (classification: {"probs": [N, K] float32}; detection:
         {"boxes": [N, D, 4] in each image's pixels, "scores", "classes", "valid": [N, D]})."""
-        inputs, scales = self.preprocess(list(images))
+        inputs, context = self.preprocess(list(images))
         outputs = self.run_bucketed(self._forward, inputs)
-        if scales is not None:  # canvas pixels -> each image's own
-            sy, sx = scales[:, 0], scales[:, 1]
-            factors = np.stack([sx, sy, sx, sy], axis=-1)[:, None, :]
-            outputs["boxes"] = (outputs["boxes"] / factors).astype(np.float32)
-        return outputs
+        return self.task_kind.outputs(self.record, outputs, context)
+
+    def answers(self, outputs: dict, top_k: int = 5) -> list[dict]:
+        """`predict`'s outputs as one JSON-able answer per image (the service's)."""
+        return self.task_kind.answers(self.class_names, outputs, top_k)
 
     def explainer(self):
-        """Grad-CAM of this classifier (jaxvision.explain.service.Explainer); None for other
-        tasks."""
-        if self.kind != "classification":
+        """Grad-CAM of this classifier (jaxvision.explain.service.Explainer); None for a task
+        whose kind has no explanations."""
+        if not self.task_kind.explains:
             return None
         from jaxvision.explain.service import Explainer
 
-        if self.record.get("quantization"):  # int8 weights: Grad-CAM of their float values
-            from jaxvision.compress.quantize import gradcam_forward
-
-            return Explainer(self, *gradcam_forward(self))
         return Explainer.of(self)
 
     def top_k(self, probs: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:

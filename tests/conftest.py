@@ -1,6 +1,12 @@
-"""Fixtures shared across the test folders, and a compilation cache for the whole suite."""
+"""What the whole suite shares: a compilation cache, the order in which xdist hands tests to its
+workers (the modules that share an expensive fixture go to one worker each, slow tests first),
+a session cache that builds an expensive thing (a trained run) once per test session for every
+xdist worker, and the trained digits run that several folders share."""
 
+import fcntl
+import json
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -15,6 +21,53 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 import tensorflow_datasets as tfds
 
+# Test modules (or folders) whose tests share an expensive module- or session-scoped fixture (a
+# trained run, a server, a compiled network): xdist hands each one to a single worker, which
+# builds the fixture once. (The `xdist_group` mark with --dist loadgroup would say this in the
+# modules themselves, but it groups nothing with pytest 9.2: pytest-xdist issue #1386.)
+ONE_WORKER = (
+    "tests/compress/test_quantize.py",
+    "tests/compress/test_quantize_detection.py",
+    "tests/experiments/test_preemption.py",
+    "tests/explain/",
+    "tests/models/test_fid_inception.py",
+    "tests/serving/test_page.py",  # with test_server.py: the servers start once
+    "tests/serving/test_server.py",
+    "tests/train/test_loop_sync.py",
+    "tests/train/test_sharding_strategies.py",
+)
+
+
+def _work_unit(nodeid):
+    """The scheduling unit of a test: its ONE_WORKER entry, or the test alone."""
+    for prefix in ONE_WORKER:
+        if nodeid.startswith(prefix):
+            return "tests/serving/" if prefix.startswith("tests/serving/test_") else prefix
+    return nodeid
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """For -n's default distribution ("load"): xdist's scope scheduler over _work_unit's units,
+    largest units first (its default order), then single tests in collection order (slow ones
+    first: see below)."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneWorkerUnits(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return _work_unit(nodeid)
+
+    return OneWorkerUnits(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """In an xdist worker, slow tests first (a stable sort): the workers then end at about the
+    same time instead of one of them finishing a long test alone."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
 
 @pytest.fixture
 def mock_tfds(monkeypatch):
@@ -24,3 +77,56 @@ def mock_tfds(monkeypatch):
     monkeypatch.setattr(tfds.core.DatasetInfo, "file_format", property(lambda self: array_record))
     with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
         yield
+
+
+class SessionCache:
+    """Things built once per test session, on disk, shared by the session's xdist workers.
+
+    `get(name, build)` calls `build(folder)` (which fills the new folder and returns something
+    JSON can hold) in the first worker that asks; the others wait on a file lock and get the
+    same folder and the stored result. A build that failed is retried by the next worker that
+    asks (and fails there again, with its own error)."""
+
+    def __init__(self, root):
+        self.root = root
+        os.makedirs(root, exist_ok=True)
+
+    def get(self, name, build):
+        folder = os.path.join(self.root, name)
+        result_path = folder + ".json"
+        with open(folder + ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if os.path.exists(result_path):
+                with open(result_path) as f:
+                    return folder, json.load(f)
+            shutil.rmtree(folder, ignore_errors=True)
+            os.makedirs(folder)
+            result = build(folder)
+            with open(result_path + ".tmp", "w") as f:
+                json.dump(result, f)
+            os.replace(result_path + ".tmp", result_path)
+            return folder, result
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory):
+    """The session's SessionCache. Each xdist worker's base temporary folder is inside one made
+    for this test run (shared by its workers alone); without xdist the base folder itself."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    return SessionCache(str(root / "session-cache"))
+
+
+@pytest.fixture(scope="session")
+def digits_run(session_cache):
+    """(workdir, final metrics) of the tiny digits run (TINY_DIGITS), trained once per session."""
+    from experiments.classification import train_and_evaluate
+    from tests.experiments.helpers import TINY_DIGITS, load_config
+
+    def build(folder):
+        return train_and_evaluate(
+            load_config("classification/simple_cnn_digits.py", **TINY_DIGITS), f"{folder}/run"
+        )
+
+    folder, final = session_cache.get("digits_run", build)
+    return f"{folder}/run", final

@@ -19,7 +19,7 @@ from jaxvision.checkpoint import load_model
 from jaxvision.errors import UserError
 from jaxvision.evaluation.generative import to_uint8
 from jaxvision.evaluation.samples import image_grid, write_png
-from jaxvision.models.dcgan import Generator
+from jaxvision.models import generators
 
 FLAGS = flags.FLAGS
 
@@ -51,7 +51,7 @@ def generate(workdir: str, num: int, label: str | None, seed: int, weights: str 
     record = predictor.read_record(workdir)
     if record.get("task") != "gan":
         raise UserError(f"{workdir} is a {record.get('task')} run, not a GAN: point to one")
-    generator = Generator(**record["generator"])
+    generator = generators.build(record.get("model", "dcgan"), **record["generator"])
     found, step, _ = load_model(workdir, None, record["model_key"])
     variables = found["variables"]
     if weights == "ema" and found["ema_params"] is not None:

@@ -36,7 +36,7 @@ from jaxvision.compress.quantize import MODES, Scheme, calibrate, weight_bytes
 from jaxvision.errors import UserError
 from jaxvision.evaluation.workdirs import load_config, split_source
 from jaxvision.predictor import Predictor, eval_transform
-from jaxvision.train.steps import normalize
+from jaxvision.tasks.images import normalize
 
 FLAGS = flags.FLAGS
 

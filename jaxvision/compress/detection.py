@@ -13,10 +13,10 @@ import numpy as np
 from jaxvision import data
 from jaxvision.compress.quantize import Scheme
 from jaxvision.predictor import Predictor, eval_transform
+from jaxvision.state import ModelState
 from jaxvision.tasks.classification import apply_model
 from jaxvision.tasks.detection import Detection
-from jaxvision.train.state import ModelState
-from jaxvision.train.steps import normalize
+from jaxvision.tasks.images import normalize
 
 
 class QuantizedDetection(Detection):

@@ -15,7 +15,7 @@ from jaxvision import data
 from jaxvision.checkpoint import Checkpointer
 from jaxvision.errors import UserError
 from jaxvision.predictor import Predictor, eval_transform
-from jaxvision.train.state import ModelState
+from jaxvision.state import ModelState
 
 
 def split_predictions(predictor: Predictor, source, batch_size: int, variables=None):

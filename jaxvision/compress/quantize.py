@@ -27,6 +27,7 @@ import qwix
 from flax import linen as nn
 
 from jaxvision.errors import UserError
+from jaxvision.registry import Registry
 from jaxvision.tasks.classification import Classification
 
 MODES = ("weights", "weights+activations")
@@ -196,15 +197,46 @@ class QuantizedClassification(Classification):
         live = state.replace(variables=self.scheme.restore(state.variables))
         return super().logits({**models, self.trained: live}, images)
 
+    def gradcam_forward(self, predictor, layer: str | None = None):
+        """(forward(stored variables, images), layer): Grad-CAM of `predictor` (holding this
+        task) computed on its dequantized float weights (rounding has no gradient, so the int8
+        program itself gives no map): what `jaxvision.explain.service` serves."""
+        from jaxvision.explain import service
+
+        view = copy.copy(predictor)
+        view.task = Classification(
+            self.scheme.model, mean=self.mean, std=self.std, name=self.trained
+        )
+        view.variables = dequantized(self.scheme, predictor.variables)
+        forward, layer = service.gradcam_forward(view, layer)
+
+        def quantized_forward(stored, images):
+            return forward(dequantized(self.scheme, stored), images)
+
+        return quantized_forward, layer
+
+
+# task kind -> the task class that runs a quantized model of that kind: (task, scheme) -> task.
+QUANTIZED_TASKS = Registry("quantized task kind")
+QUANTIZED_TASKS.declare("classification", "jaxvision.compress.quantize:QuantizedClassification")
+QUANTIZED_TASKS.declare("detection", "jaxvision.compress.detection:QuantizedDetection")
+
 
 def quantized_task(task, scheme: Scheme):
     """`task` (Classification or Detection) running `scheme`'s storage form: a
     QuantizedClassification or a jaxvision.compress.detection.QuantizedDetection."""
-    if task.kind == "detection":
-        from jaxvision.compress.detection import QuantizedDetection
+    if task.kind not in QUANTIZED_TASKS:
+        raise QUANTIZED_TASKS.unknown(
+            task.kind, f"a {task.kind} model cannot be quantized", "quantizable kinds are"
+        )
+    return QUANTIZED_TASKS[task.kind](task, scheme)
 
-        return QuantizedDetection(task, scheme)
-    return QuantizedClassification(task, scheme)
+
+def quantized_record_task(task, record: dict):
+    """`task` running the int8 weights that a model.json record's "quantization" describes
+    (jaxvision.tasks.TASK_WRAPPERS): what a Predictor of a quantized workdir holds."""
+    shape = (record["image_size"], record["image_size"], record["channels"])
+    return quantized_task(task, Scheme.of(task.model, record["quantization"]["mode"], shape))
 
 
 def dequantized(scheme: Scheme, stored: dict) -> dict:
@@ -220,24 +252,6 @@ def dequantized(scheme: Scheme, stored: dict) -> dict:
             leaf = leaf.array
         params[path] = qwix.dequantize(leaf) if isinstance(leaf, qwix.QArray) else leaf
     return {**restored, "params": flax.traverse_util.unflatten_dict(params)}
-
-
-def gradcam_forward(predictor):
-    """(forward(stored variables, images), layer): Grad-CAM of a quantized classifier
-    `predictor`, computed on its dequantized float weights (rounding has no gradient, so the
-    int8 program itself gives no map): what `jaxvision.explain.service` serves."""
-    from jaxvision.explain import service
-
-    task: QuantizedClassification = predictor.task
-    view = copy.copy(predictor)
-    view.task = Classification(task.scheme.model, mean=task.mean, std=task.std, name=task.trained)
-    view.variables = dequantized(task.scheme, predictor.variables)
-    forward, layer = service.gradcam_forward(view)
-
-    def quantized_forward(stored, images):
-        return forward(dequantized(task.scheme, stored), images)
-
-    return quantized_forward, layer
 
 
 def weight_bytes(variables) -> int:

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxvision.data import sources
-from jaxvision.data.sources import IMAGENET_MEAN, IMAGENET_STD, Dataset
+from jaxvision.data import tfds_sources
+from jaxvision.data.dataset import IMAGENET_MEAN, IMAGENET_STD, Dataset, DatasetRequest
 from jaxvision.errors import UserError
 
 # COCO's 91 category ids (0 = background) as torchvision's detection models name them: the 10 ids
@@ -86,11 +86,16 @@ def tfds_record(example: dict, index: int) -> dict:
     }
 
 
+def open_request(request: DatasetRequest) -> Dataset:
+    """open_dataset("coco/2017", ...) and the like: TFDS's coco."""
+    return open_tfds_coco(request.name, request.data_dir, request.train_split, request.test_split)
+
+
 def open_tfds_coco(
     name: str, data_dir: str | None, train_split: str, test_split: str | None
 ) -> Dataset:
     """TFDS's coco (see the module docstring): 91 classes, COCO's category ids."""
-    builder = sources.tfds_builder(name, data_dir)
+    builder = tfds_sources.tfds_builder(name, data_dir)
     try:
         objects = builder.info.features["objects"]
         num_labels = objects["label"].num_classes
@@ -107,7 +112,7 @@ def open_tfds_coco(
         )
     if test_split is None:
         test_split = "validation"
-    split_sources = sources.tfds_split_sources(builder, name, (train_split, test_split))
+    split_sources = tfds_sources.tfds_split_sources(builder, name, (train_split, test_split))
     return Dataset(
         train=TfdsCocoSource(split_sources[train_split]),
         test=TfdsCocoSource(split_sources[test_split]),

@@ -40,7 +40,13 @@ import numpy as np
 from PIL import Image
 
 from jaxvision.data import files
-from jaxvision.data.sources import IMAGENET_MEAN, IMAGENET_STD, Dataset, check_fraction
+from jaxvision.data.dataset import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Dataset,
+    DatasetRequest,
+    check_fraction,
+)
 from jaxvision.errors import UserError, listing
 
 IMAGE_DIRS = ("images", "")  # looked in after ROOT/<split folder>, in this order
@@ -106,6 +112,18 @@ class CocoJsonSource(Sequence):
             self.iscrowd[rows],
             self.area[rows],
         )
+
+
+def open_request(request: DatasetRequest) -> Dataset:
+    """open_dataset("coco_json", data_dir=..., ...)."""
+    return open_coco_json(
+        request.data_dir,
+        request.train_split,
+        request.test_split,
+        request.test_fraction,
+        request.split_seed,
+        strict=request.strict,
+    )
 
 
 def open_coco_json(

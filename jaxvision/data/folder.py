@@ -11,7 +11,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from jaxvision.data import files, jpeg
-from jaxvision.data.sources import IMAGENET_MEAN, IMAGENET_STD, Dataset, check_fraction
+from jaxvision.data.dataset import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Dataset,
+    DatasetRequest,
+    check_fraction,
+)
 from jaxvision.errors import UserError, listing
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -98,6 +104,18 @@ def _folder_split_dirs(
             "class folders; drop test_split to split the classes under the root instead"
         )
     return None
+
+
+def open_request(request: DatasetRequest) -> Dataset:
+    """open_dataset("folder", data_dir=..., ...)."""
+    return open_folder(
+        request.data_dir,
+        request.train_split,
+        request.test_split,
+        request.test_fraction,
+        request.split_seed,
+        strict=request.strict,
+    )
 
 
 def open_folder(

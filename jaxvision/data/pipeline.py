@@ -21,7 +21,7 @@ import numpy as np
 from absl import flags
 
 from jaxvision.data import augment, transforms
-from jaxvision.data.sources import ArraySource
+from jaxvision.data.dataset import ArraySource
 from jaxvision.errors import UserError
 
 CROPS = ("inception", "pad", "none")

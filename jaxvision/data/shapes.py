@@ -39,7 +39,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from jaxvision.data.sources import IMAGENET_MEAN, IMAGENET_STD, Dataset
+from jaxvision.data.dataset import IMAGENET_MEAN, IMAGENET_STD, Dataset, DatasetRequest
 from jaxvision.errors import UserError
 
 CLASS_NAMES = ("__background__", "circle", "rectangle", "triangle", "star", "cross")
@@ -97,6 +97,16 @@ def open_shapes(
         image_size=int(image_size),
         max_boxes=max(int(max_objects), train_max_objects),
     )
+
+
+def open_request(request: DatasetRequest) -> Dataset:
+    """open_dataset("shapes", options=...): the options are `open_shapes`'s arguments."""
+    unknown = sorted(set(request.options) - set(OPTIONS))
+    if unknown:
+        raise UserError(
+            f"unknown option(s) {', '.join(unknown)} for 'shapes': use {', '.join(OPTIONS)}"
+        )
+    return open_shapes(**request.options)
 
 
 class ShapesSource(Sequence):

@@ -4,108 +4,44 @@ Every source is a `Sequence` whose items are `{"image": uint8 [H, W, C], "label"
 classification, or detection records `{"image", "boxes", "classes", "iscrowd", "area",
 "image_id"}` (see `jaxvision.data.coco`), so the input pipeline can address any element by index
 (needed for exact resume and per-element seeds).
+
+Datasets are found by name in `DATASETS` (name -> opener(DatasetRequest) -> Dataset, imported
+on first use); a name it lacks is a TFDS name. A new dataset registers its opener:
+`DATASETS.register("my_set", open_my_set)` (with `takes_options=True` if it reads `options`).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import dataclasses
-import functools
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 
+from jaxvision.data.dataset import (  # noqa: F401 (the names callers import from here)
+    GRAY_MEAN,
+    GRAY_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ArraySource,
+    Dataset,
+    DatasetRequest,
+    check_fraction,
+)
 from jaxvision.errors import UserError
+from jaxvision.registry import Registry
 
-# Per-channel statistics in 0..255 units; normalisation happens on device.
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-# For 1-channel TFDS sets we map 0..255 to -1..1 instead of estimating statistics: it costs no
-# reads and any reasonable normalisation trains these small sets equally well.
-GRAY_MEAN = (127.5,)
-GRAY_STD = (127.5,)
-
-
-@dataclasses.dataclass(frozen=True)
-class Dataset:
-    """A dataset's train and test sources and what the model and pipeline need to know about it.
-
-    Attributes:
-        train: random access, `len()`, `[i] -> {"image": uint8 [H, W, C], "label": int}`.
-        test: same as `train`.
-        num_classes: labels are in `[0, num_classes)`.
-        class_names: `num_classes` names, indexed by label.
-        mean: per-channel pixel mean in 0..255 units, `C` entries.
-        std: per-channel pixel standard deviation in 0..255 units, `C` entries.
-        image_size: natural side length for fixed-size sets (digits 8, cifar 32); None if images
-            vary in size.
-        skipped: files left out because they cannot be read, one "path (why)" each.
-        notes: what opening the data changed or found, one line each, for the run to report
-            (detection sets: boxes clipped or dropped, images without annotations, ...).
-        max_boxes: detection sets: the most boxes (crowd ones included) of any one image, when
-            it is known without reading every record; None otherwise.
-    """
-
-    train: Sequence
-    test: Sequence
-    num_classes: int
-    class_names: tuple[str, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    image_size: int | None
-    skipped: tuple[str, ...] = ()
-    notes: tuple[str, ...] = ()
-    max_boxes: int | None = None
-
-
-class ArraySource(Sequence):
-    """In-memory examples: `images` uint8 [N, H, W, C], `labels` int [N]."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray):
-        if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        self.images = images
-        self.labels = labels
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> dict:
-        return {"image": self.images[index], "label": int(self.labels[index])}
-
-
-class TfdsSource(Sequence):
-    """A TFDS array_record data source with items reduced to `{"image", "label"}`.
-
-    `label_source`: the same records with images left encoded (TFDS's SkipDecoding), read for
-    `labels` (class weights) so that counting labels never decodes an image.
-    """
-
-    def __init__(self, data_source: Sequence, label_source: Sequence | None = None):
-        self.data_source = data_source
-        self.label_source = label_source if label_source is not None else data_source
-
-    @functools.cached_property
-    def labels(self) -> np.ndarray:
-        """int64 [N], every example's label, read in parallel chunks of records."""
-        chunks = [range(i, min(i + 4096, len(self))) for i in range(0, len(self), 4096)]
-
-        def read(chunk):
-            return [int(r["label"]) for r in self.label_source.__getitems__(list(chunk))]
-
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            return np.asarray([x for part in pool.map(read, chunks) for x in part], np.int64)
-
-    def __len__(self) -> int:
-        return len(self.data_source)
-
-    def __getitem__(self, index: int) -> dict:
-        example = self.data_source[index]
-        image = np.asarray(example["image"], dtype=np.uint8)
-        if image.ndim == 2:
-            image = image[:, :, None]
-        return {"image": image, "label": int(example["label"])}
+# name -> opener(DatasetRequest) -> Dataset. `hint`: what the name needs, for the error that
+# lists them; `takes_options`: whether it reads `options`; `versions`: it also opens
+# "<name>/<config>:<version>" (TFDS's "coco/2017:1.1.0").
+DATASETS = Registry("dataset")
+DATASETS.declare("digits", "jaxvision.data.sources:open_digits")
+DATASETS.declare(
+    "folder", "jaxvision.data.folder:open_request", hint="data_dir=<root>/<class>/*.jpg"
+)
+DATASETS.declare("shapes", "jaxvision.data.shapes:open_request", takes_options=True)
+DATASETS.declare(
+    "coco_json", "jaxvision.data.coco_json:open_request", hint="data_dir=<COCO-format root>"
+)
+DATASETS.declare("coco", "jaxvision.data.coco:open_request", versions=True)
 
 
 def open_dataset(
@@ -145,56 +81,64 @@ def open_dataset(
     Raises:
         UserError: the dataset is unknown, missing, not prepared or malformed.
     """
-    options = dict(options or {})
-    if options and name != "shapes":
+    request = DatasetRequest(
+        name,
+        data_dir,
+        train_split,
+        test_split,
+        test_fraction,
+        split_seed,
+        strict,
+        dict(options or {}),
+    )
+    base = name.split(":")[0].split("/")[0]  # "coco/2017:1.1.0" -> "coco"
+    versioned = base in DATASETS and DATASETS.info(base).get("versions")
+    key = name if name in DATASETS else base if versioned else None
+    if request.options and not takes_options(name):
+        having = [f"'{n}'" for n in DATASETS.names() if DATASETS.info(n).get("takes_options")]
         raise UserError(
-            f"dataset {name!r} takes no options (got {', '.join(sorted(options))}): only "
-            "'shapes' has any; drop them"
+            f"dataset {name!r} takes no options (got {', '.join(sorted(request.options))}): only "
+            f"{', '.join(having) or 'none'} has any; drop them"
         )
-    if name == "shapes":
-        from jaxvision.data import shapes
+    from jaxvision.data import tfds_sources
 
-        return shapes.open_shapes(**_shape_options(options))
-    if name == "coco_json":
-        from jaxvision.data import coco_json
-
-        return coco_json.open_coco_json(
-            data_dir, train_split, test_split, test_fraction, split_seed, strict=strict
-        )
-    if name.split(":")[0].split("/")[0] == "coco":
-        from jaxvision.data import coco
-
-        return coco.open_tfds_coco(name, data_dir, train_split, test_split)
-    if name == "digits":
-        if test_split is not None:
-            raise UserError(
-                f"test_split={test_split!r}: the digits hold out test_fraction of each class "
-                "instead of naming a split; drop test_split"
-            )
-        return _open_digits(test_fraction, split_seed)
-    if name == "folder":
-        from jaxvision.data import folder
-
-        return folder.open_folder(
-            data_dir, train_split, test_split, test_fraction, split_seed, strict=strict
-        )
-    return _open_tfds(name, data_dir, train_split, test_split)
+    try:
+        if key is not None:
+            return DATASETS[key](request)
+        return tfds_sources.open_tfds(name, data_dir, train_split, test_split)
+    except tfds_sources.NotInTfds:
+        raise _unknown(name) from None
 
 
-def _shape_options(options: dict) -> dict:
-    from jaxvision.data import shapes
+def takes_options(name: str) -> bool:
+    """Whether the dataset `name` reads `open_dataset`'s `options` (its opener says so)."""
+    base = name.split(":")[0].split("/")[0]
+    key = name if name in DATASETS else base
+    return key in DATASETS and bool(DATASETS.info(key).get("takes_options"))
 
-    unknown = sorted(set(options) - set(shapes.OPTIONS))
-    if unknown:
+
+def _unknown(name: str) -> UserError:
+    """The one-line error for a name neither registered nor known to TFDS."""
+    named = [n for n in DATASETS.names() if not DATASETS.info(n).get("versions")]
+    hints = [
+        f"'{n}'" + (f" (with {h})" if (h := DATASETS.info(n).get("hint")) else "") for n in named
+    ]
+    message = (
+        f"unknown dataset {name!r}: use {', '.join(hints)} or a TFDS name such as imagenet2012, "
+        "cifar10, mnist, coco/2017"
+    )
+    close = DATASETS.closest(name)
+    return UserError(message + (f" (did you mean {close!r}?)" if close else ""))
+
+
+def open_digits(request: DatasetRequest) -> Dataset:
+    """scikit-learn's 1,797 8x8 digits, `test_fraction` of each class held out."""
+    if request.test_split is not None:
         raise UserError(
-            f"unknown option(s) {', '.join(unknown)} for 'shapes': use {', '.join(shapes.OPTIONS)}"
+            f"test_split={request.test_split!r}: the digits hold out test_fraction of each class "
+            "instead of naming a split; drop test_split"
         )
-    return options
-
-
-def check_fraction(test_fraction: float) -> None:
-    if not 0.0 < test_fraction < 1.0:
-        raise UserError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    return _open_digits(request.test_fraction, request.split_seed)
 
 
 def _open_digits(test_fraction: float, split_seed: int) -> Dataset:
@@ -224,139 +168,3 @@ def _open_digits(test_fraction: float, split_seed: int) -> Dataset:
         std=(float(train_images.std()),),
         image_size=8,
     )
-
-
-def tfds_builder(name: str, data_dir: str | None):
-    """The TFDS builder of a dataset prepared in array_record format, or a UserError that says
-    how to prepare it. Never downloads: a missing ImageNet must fail fast, not start one."""
-    # Imported here: TFDS takes ~0.5 s to import and only TFDS names need it.
-    import tensorflow_datasets as tfds
-
-    # TFDS reads $TFDS_DATA_DIR once at import; read it here so later changes are honoured.
-    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
-        raise UserError(
-            f"unknown dataset {name!r}: use 'digits', 'folder' (with data_dir=<root>/<class>/"
-            "*.jpg), 'shapes', 'coco_json' (with data_dir=<COCO-format root>) or a TFDS name "
-            "such as imagenet2012, cifar10, mnist, coco/2017"
-        ) from None
-    except ModuleNotFoundError:
-        # The builder's code needs TensorFlow (coco's does) to describe the dataset; a prepared
-        # copy describes itself in its files, which TFDS reads without it.
-        return _tfds_builder_from_files(name, data_dir)
-    except (ValueError, AssertionError) as e:  # e.g. an unknown version or config
-        raise UserError(f"cannot open TFDS dataset {name!r}: {_first_line(e)}") from None
-
-    root = builder.data_dir_root
-    if not builder.is_prepared():
-        base = name.split(":")[0].split("/")[0]
-        manual = ""
-        if base == "imagenet2012":
-            manual = (
-                f"place ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in "
-                f"{root}/downloads/manual, then "
-            )
-        elif getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
-            manual = (
-                f"place its source files in {root}/downloads/manual (see the TFDS catalog), then "
-            )
-        raise UserError(
-            f"dataset {name!r} is not prepared in {root} (looked for {builder.data_dir}): "
-            f"{manual}{_build_hint(name, root)}"
-        )
-    _check_array_record(builder, name, root)
-    return builder
-
-
-def _build_hint(name: str, root: str) -> str:
-    return (
-        f"run `tfds build {name} --data_dir={root} --file_format=array_record` "
-        "(building needs TensorFlow: pip install -e '.[tfds-build]')"
-    )
-
-
-def _tfds_builder_from_files(name: str, data_dir: str | None):
-    import tensorflow_datasets as tfds
-
-    root = data_dir or tfds.core.constants.DATA_DIR
-    try:
-        builder = tfds.core.read_only_builder.builder_from_files(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
-        raise UserError(
-            f"dataset {name!r} is not prepared in {root}: {_build_hint(name, root)}"
-        ) from None
-    _check_array_record(builder, name, builder.data_dir_root)
-    return builder
-
-
-def _check_array_record(builder, name: str, root: str) -> None:
-    import tensorflow_datasets as tfds
-
-    formats = [builder.info.file_format, *builder.info.alternative_file_formats]
-    if tfds.core.FileFormat.ARRAY_RECORD not in formats:
-        stored = builder.info.file_format.value if builder.info.file_format else "tfrecord"
-        raise UserError(
-            f"dataset {name!r} in {builder.data_dir} is stored as {stored}, but random access "
-            f"needs array_record: run `tfds convert_format --dataset_version_dir={builder.data_dir}"
-            f" --out_file_format=array_record` or rebuild with `tfds build {name} "
-            f"--data_dir={root} --file_format=array_record` (both need TensorFlow: "
-            "pip install -e '.[tfds-build]')"
-        )
-
-
-def tfds_split_sources(builder, name: str, splits: Sequence[str], decoders=None) -> dict:
-    """{split: the builder's array_record data source}; UserError for a bad split name."""
-    sources = {}
-    for split in splits:
-        try:
-            sources[split] = builder.as_data_source(split=split, decoders=decoders)
-        except (ValueError, KeyError) as e:  # unknown split or bad slicing syntax
-            raise UserError(
-                f"cannot open split {split!r} of {name!r}: {_first_line(e)}; "
-                f"available splits: {', '.join(builder.info.splits) or 'unknown'}"
-            ) from None
-    return sources
-
-
-def _open_tfds(name: str, data_dir: str | None, train_split: str, test_split: str | None):
-    import tensorflow_datasets as tfds
-
-    builder = tfds_builder(name, data_dir)
-    features = builder.info.features
-    if "image" not in features or "label" not in features:
-        raise UserError(
-            f"dataset {name!r} has features {sorted(features)}, but jaxvision needs 'image' and "
-            "'label': pick an image classification dataset"
-        )
-    if test_split is None:
-        test_split = "validation" if "validation" in builder.info.splits else "test"
-    splits = (train_split, test_split)
-    decoded = tfds_split_sources(builder, name, splits)
-    encoded = tfds_split_sources(builder, name, splits, {"image": tfds.decode.SkipDecoding()})
-    sources = {split: TfdsSource(decoded[split], encoded[split]) for split in splits}
-
-    label = features["label"]
-    if not isinstance(label, tfds.features.ClassLabel):
-        raise UserError(
-            f"dataset {name!r} has a {type(label).__name__} 'label', but jaxvision needs a "
-            "ClassLabel: pick an image classification dataset"
-        )
-    shape = features["image"].shape
-    channels = shape[-1]
-    fixed = shape[0] is not None and shape[0] == shape[1]
-    return Dataset(
-        train=sources[train_split],
-        test=sources[test_split],
-        num_classes=label.num_classes,
-        class_names=tuple(label.names),
-        mean=GRAY_MEAN if channels == 1 else IMAGENET_MEAN,
-        std=GRAY_STD if channels == 1 else IMAGENET_STD,
-        image_size=shape[0] if fixed else None,
-    )
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

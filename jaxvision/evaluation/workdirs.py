@@ -14,9 +14,9 @@ from jaxvision import data, ensembles
 from jaxvision.errors import UserError, listing
 from jaxvision.predictor import Predictor, eval_transform
 from jaxvision.sharding import batch_sharding, batch_split, make_mesh, replicated
+from jaxvision.state import ModelState
 from jaxvision.train import reporting
 from jaxvision.train.losses import topk_correct
-from jaxvision.train.state import ModelState
 
 
 def _as_config_value(value):
@@ -60,7 +60,7 @@ def open_run_dataset(config: ml_collections.ConfigDict) -> data.Dataset:
     detection = "detection" in config
     options = config.get("dataset_options") or {}
     options = options.to_dict() if isinstance(options, ml_collections.ConfigDict) else options
-    if options and config.dataset != "shapes":
+    if options and not data.sources.takes_options(config.dataset):
         reporting.note(f"dataset {config.dataset} takes no options: {', '.join(options)} ignored")
         options = {}
     dataset = data.open_dataset(

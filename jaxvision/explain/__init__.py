@@ -32,20 +32,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvision.errors import UserError
-from jaxvision.explain import cam, gradients
 from jaxvision.explain.core import ModelFunction, resolve_targets
-from jaxvision.explain.occlusion import occlusion
+from jaxvision.registry import Registry
 
-METHODS = {
-    "gradient": gradients.gradient,
-    "input_x_gradient": gradients.input_x_gradient,
-    "smoothgrad": gradients.smoothgrad,
-    "integrated_gradients": gradients.integrated_gradients,
-    "gradcam": cam.gradcam,
-    "gradcam_plus_plus": cam.gradcam_plus_plus,
-    "occlusion": occlusion,
-    "attention_rollout": cam.attention_rollout,
-}
+# name -> method(fn, x, targets, **options), imported on first use. A new method registers
+# itself: `@METHODS.register("my_method")`.
+METHODS = Registry("method")
+METHODS.declare("gradient", "jaxvision.explain.gradients:gradient")
+METHODS.declare("input_x_gradient", "jaxvision.explain.gradients:input_x_gradient")
+METHODS.declare("smoothgrad", "jaxvision.explain.gradients:smoothgrad")
+METHODS.declare("integrated_gradients", "jaxvision.explain.gradients:integrated_gradients")
+METHODS.declare("gradcam", "jaxvision.explain.cam:gradcam")
+METHODS.declare("gradcam_plus_plus", "jaxvision.explain.cam:gradcam_plus_plus")
+METHODS.declare("occlusion", "jaxvision.explain.occlusion:occlusion")
+METHODS.declare("attention_rollout", "jaxvision.explain.cam:attention_rollout")
 _ABSOLUTE = ("gradient", "smoothgrad")  # heat map: sum of |a| over channels
 _SIGNED = ("input_x_gradient", "integrated_gradients")  # heat map: positive part of the sum
 
@@ -83,9 +83,7 @@ def explain(predictor, images, method: str = "gradcam", target="top1", **options
     target: "top1" (each image's predicted class), a class name or index, or one per image.
     options: the method's (see the module docstring); an unknown one is a UserError.
     """
-    if method not in METHODS:
-        raise UserError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
-    call = METHODS[method]
+    call = METHODS[method]  # an unknown name: a UserError with the closest one
     if method == "integrated_gradients" and "baseline" in options:
         options["baseline_kind"] = options.pop("baseline")
     accepted = list(inspect.signature(call).parameters)[3:]  # after fn, x, targets

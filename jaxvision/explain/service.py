@@ -19,7 +19,12 @@ from jaxvision.explain.core import ModelFunction
 
 
 def gradcam_forward(predictor, layer: str | None = None):
-    """(forward, the layer it reads) for a workdir's classifier `predictor`."""
+    """(forward, the layer it reads) for a workdir's classifier `predictor`. A task may
+    explain itself otherwise (its `gradcam_forward(predictor, layer)`: a quantized model's is
+    Grad-CAM of its float values)."""
+    own = getattr(getattr(predictor, "task", None), "gradcam_forward", None)
+    if own is not None:
+        return own(predictor, layer)
     fn = ModelFunction.of(predictor)
     size, channels = predictor.image_size, predictor.record["channels"]
     layer = layer or cam.default_layer(fn, jnp.zeros((1, size, size, channels), jnp.float32))

@@ -1,6 +1,7 @@
 """Models by name: `build("resnet50", num_classes=1000)`.
 
-Adding a model is adding a file that defines a Flax module and one line in `_MODELS`. The
+Adding a model is adding a file that defines a Flax module and one entry in `MODELS` (a
+`declare` line here, or `@MODELS.register(name)` on the class). The
 module has fields `num_classes` and `dtype`; a class attribute `classifier` naming its top-level
 classifier module; `__call__(self, x, train=False, features=False)` returning float32 logits, or
 with `features=True` a dict of "pre_logits" ([B, D] float32, what the classifier reads) and the
@@ -11,80 +12,64 @@ A registry entry is the module class, or a `functools.partial` of it that fixes 
 (e.g. a depth); the fields it fixes cannot be passed to `build`.
 """
 
-import dataclasses
-import functools
-import importlib
 import operator
-import re
-from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxvision.errors import UserError
+from jaxvision.registry import ModelRegistry
 
-# name -> (module under jaxvision.models, attribute): a module class or a functools.partial of
-# one. Imported on first use, so a model's module loads only when that model is built.
-_MODELS: dict[str, tuple[str, str]] = {
-    "simple_cnn": ("simple_cnn", "SimpleCNN"),
-    "resnet18": ("resnet", "ResNet18"),
-    "resnet34": ("resnet", "ResNet34"),
-    "resnet50": ("resnet", "ResNet50"),
-    "resnet101": ("resnet", "ResNet101"),
-    "resnet152": ("resnet", "ResNet152"),
-    "vgg16": ("vgg", "VGG16"),
-    "vgg19": ("vgg", "VGG19"),
-    "vgg16_bn": ("vgg", "VGG16BN"),
-    "vgg19_bn": ("vgg", "VGG19BN"),
-    "googlenet": ("googlenet", "GoogLeNet"),
-    "inception_v3": ("inception", "InceptionV3"),
-    "densenet121": ("densenet", "DenseNet121"),
-    "densenet169": ("densenet", "DenseNet169"),
-    "vit_ti16": ("vit", "ViT_Ti16"),
-    "vit_s16": ("vit", "ViT_S16"),
-    "vit_s4": ("vit", "ViT_S4"),
-    "vit_b16": ("vit", "ViT_B16"),
-    "vit_b32": ("vit", "ViT_B32"),
-    "vit_l16": ("vit", "ViT_L16"),
-    "vit_h14": ("vit", "ViT_H14"),
-    "vit_g14": ("vit", "ViT_g14"),
-    "vit_bigg14": ("vit", "ViT_bigG14"),
-    "vit_b16_r50": ("vit", "ViT_B16_R50"),
-    "mixer_b16": ("mixer", "MixerB16"),
-    "row_rnn": ("rnn", "RowRNN"),
-}
-
-# Dataclass fields every Flax module has that are not model options.
-_FLAX_FIELDS = frozenset({"parent", "name"})
-
-
-def _natural_key(name: str) -> list[Any]:
-    # resnet18 < resnet34 < resnet101, as a reader expects, rather than string order.
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+# name -> a module class or a functools.partial of one, imported on first use, so a model's
+# module loads only when that model is built. A model defined elsewhere (a research fork, a
+# test) registers itself: `@models.MODELS.register("my_net")` on its module class.
+MODELS = ModelRegistry("model")
+for _name, _target in {
+    "simple_cnn": "simple_cnn:SimpleCNN",
+    "resnet18": "resnet:ResNet18",
+    "resnet34": "resnet:ResNet34",
+    "resnet50": "resnet:ResNet50",
+    "resnet101": "resnet:ResNet101",
+    "resnet152": "resnet:ResNet152",
+    "vgg16": "vgg:VGG16",
+    "vgg19": "vgg:VGG19",
+    "vgg16_bn": "vgg:VGG16BN",
+    "vgg19_bn": "vgg:VGG19BN",
+    "googlenet": "googlenet:GoogLeNet",
+    "inception_v3": "inception:InceptionV3",
+    "densenet121": "densenet:DenseNet121",
+    "densenet169": "densenet:DenseNet169",
+    "vit_ti16": "vit:ViT_Ti16",
+    "vit_s16": "vit:ViT_S16",
+    "vit_s4": "vit:ViT_S4",
+    "vit_b16": "vit:ViT_B16",
+    "vit_b32": "vit:ViT_B32",
+    "vit_l16": "vit:ViT_L16",
+    "vit_h14": "vit:ViT_H14",
+    "vit_g14": "vit:ViT_g14",
+    "vit_bigg14": "vit:ViT_bigG14",
+    "vit_b16_r50": "vit:ViT_B16_R50",
+    "mixer_b16": "mixer:MixerB16",
+    "row_rnn": "rnn:RowRNN",
+}.items():
+    MODELS.declare(_name, f"jaxvision.models.{_target}")
 
 
 def names() -> list[str]:
     """All model names, sorted (numbers in names compare as numbers)."""
-    return sorted(_MODELS, key=_natural_key)
+    return MODELS.names()
 
 
 def options(name: str) -> list[str]:
     """Keyword options `build(name, ...)` accepts besides `num_classes` and `dtype`, sorted."""
-    factory = _lookup(name)
-    cls, fixed = factory, {}
-    if isinstance(factory, functools.partial):
-        cls, fixed = factory.func, factory.keywords
-    fields = {f.name for f in dataclasses.fields(cls) if f.init}
-    return sorted(fields - _FLAX_FIELDS - set(fixed) - {"num_classes", "dtype"})
+    return MODELS.options(name)
 
 
 def classifier(name: str) -> str:
     """The name of the model's top-level classifier module, e.g. "fc" (ResNet), "head" (ViT),
     "classifier_6" (VGG): what a linear probe trains and what a new head replaces."""
-    factory = _lookup(name)
-    cls = factory.func if isinstance(factory, functools.partial) else factory
-    return cls.classifier
+    return MODELS.module_class(name).classifier
 
 
 def feature_names(name: str, **options: Any) -> tuple[str, ...]:
@@ -101,23 +86,8 @@ def build(name: str, *, num_classes: int, dtype: Any = jnp.float32, **kwargs: An
     images: [B, H, W, C] float (normalised) returns logits: [B, num_classes] float32.
     Raises UserError for an unknown name, a bad `num_classes` or an option the model lacks.
     """
-    factory = _lookup(name)
+    MODELS.module_class(name)  # an unknown name fails first
     # operator.index also accepts numpy integers (a class count read from a dataset).
     if not hasattr(num_classes, "__index__") or operator.index(num_classes) < 1:
         raise UserError(f"model {name!r}: num_classes must be a positive int, got {num_classes!r}")
-    num_classes = operator.index(num_classes)
-    valid = options(name)
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
-        raise UserError(
-            f"model {name!r} has no option {unknown[0]!r}: "
-            f"choose from {', '.join(valid) or '(none)'}"
-        )
-    return factory(num_classes=num_classes, dtype=dtype, **kwargs)
-
-
-def _lookup(name: str) -> Callable[..., nn.Module]:
-    if name not in _MODELS:
-        raise UserError(f"unknown model {name!r}: choose one of {', '.join(names())}")
-    module, attribute = _MODELS[name]
-    return getattr(importlib.import_module(f"jaxvision.models.{module}"), attribute)
+    return MODELS.create(name, num_classes=operator.index(num_classes), dtype=dtype, **kwargs)

@@ -187,7 +187,7 @@ def create_app(predictor, metadata: dict, limits: Limits = Limits(), explainer=N
                 raise ApiError(503, "the server is busy: retry", {"Retry-After": "1"}) from None
             except TimeoutError:
                 raise ApiError(504, f"no answer within {limits.timeout_s} s") from None
-            return {"predictions": _answers(predictor, outputs, top_k)}
+            return {"predictions": predictor.answers(outputs, top_k)}
 
         return await respond(work)
 
@@ -270,34 +270,3 @@ def _json_images(body: bytes) -> list[tuple[str, bytes]]:
         except (binascii.Error, ValueError):
             raise ApiError(400, f"images[{i}] is not valid base64") from None
     return uploads
-
-
-def _answers(predictor, outputs: dict, top_k: int) -> list[dict]:
-    names = predictor.class_names
-    if predictor.kind == "detection":
-        answers = []
-        for boxes, scores, classes, valid in zip(
-            outputs["boxes"], outputs["scores"], outputs["classes"], outputs["valid"], strict=True
-        ):
-            answers.append(
-                {
-                    "detections": [
-                        {"box": [float(v) for v in b], "class": names[c], "score": float(s)}
-                        for b, s, c, ok in zip(boxes, scores, classes, valid, strict=True)
-                        if ok
-                    ]
-                }
-            )
-        return answers
-    answers = []
-    for probs in outputs["probs"]:
-        order = np.argsort(-probs, kind="stable")[:top_k]
-        answers.append(
-            {
-                "labels": [
-                    {"label": names[i], "index": int(i), "probability": float(probs[i])}
-                    for i in order
-                ]
-            }
-        )
-    return answers

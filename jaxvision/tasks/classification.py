@@ -6,15 +6,17 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import linen as nn
 
+from jaxvision import models
 from jaxvision.evaluation.classification import ClassificationEvaluator
 from jaxvision.evaluation.metrics import confusion_counts
+from jaxvision.tasks.images import image_model_init, normalize
+from jaxvision.tasks.kinds import TaskKind, model_options
 from jaxvision.train.losses import cross_entropy, topk_correct
 from jaxvision.train.mixing import mixup_cutmix
-from jaxvision.train.state import image_model_init
-from jaxvision.train.steps import normalize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,3 +143,26 @@ class Classification:
     def predict(self, models: dict, images) -> dict:
         """images: [B, H, W, C] uint8, preprocessed -> {"probs": [B, K] float32}."""
         return {"probs": jax.nn.softmax(self.logits(models, images))}
+
+
+class ClassificationKind(TaskKind):
+    """Classification at inference: the record's "model" (jaxvision.models) with its
+    "mean"/"std"; images resized and centre-cropped to "image_size" by "crop_ratio"; answers:
+    the top-k labels with their probabilities."""
+
+    explains = True
+
+    def build(self, record: dict) -> Classification:
+        model = models.build(record["model"], **model_options(record))
+        return Classification(model, mean=record["mean"], std=record["std"])
+
+    def answers(self, class_names: Sequence[str], outputs: dict, top_k: int) -> list[dict]:
+        answers = []
+        for probs in outputs["probs"]:
+            order = np.argsort(-probs, kind="stable")[:top_k]
+            labels = [
+                {"label": class_names[i], "index": int(i), "probability": float(probs[i])}
+                for i in order
+            ]
+            answers.append({"labels": labels})
+        return answers

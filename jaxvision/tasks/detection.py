@@ -26,8 +26,8 @@ from jaxvision.models import detection as detectors
 from jaxvision.ops import anchors as anchor_ops
 from jaxvision.tasks import fasterrcnn, fcos, retinanet, ssd
 from jaxvision.tasks.classification import apply_model
-from jaxvision.train.state import image_model_init
-from jaxvision.train.steps import normalize
+from jaxvision.tasks.images import image_model_init, normalize
+from jaxvision.tasks.kinds import TaskKind, model_options
 
 # family -> (its math module, its options dataclass)
 FAMILIES = {
@@ -207,3 +207,60 @@ class Detection:
 
     def evaluator(self, class_names: Sequence[str]) -> CocoEvaluator:
         return CocoEvaluator(class_names)
+
+
+class DetectionKind(TaskKind):
+    """Detection at inference: the record's "model" (jaxvision.models.detection) with its
+    family's "options"; images resized into the "image_size" canvas ("min_size"/"max_size"
+    as in training); boxes mapped back to each image's own pixels; answers: the valid
+    detections with class names."""
+
+    def build(self, record: dict) -> Detection:
+        model = detectors.build(record["model"], **model_options(record))
+        options = family_options(model.family, **record.get("options", {}))
+        return Detection(model, canvas=record["image_size"], options=options)
+
+    def eval_transform(self, record: dict):
+        from jaxvision.data.detection_transforms import DetectionEvalTransform
+
+        return DetectionEvalTransform(
+            record["image_size"],
+            record.get("min_size") or None,
+            record.get("max_size") or None,
+            record.get("max_boxes") or 100,
+        )
+
+    def preprocess(self, record: dict, images: Sequence[np.ndarray]) -> tuple[dict, np.ndarray]:
+        """{"images": [N, S, S, 3] canvases, "sizes": [N, 2]} and the scales [N, 2] (sy, sx)
+        that map the boxes back to each image's pixels."""
+        from jaxvision.data.detection_transforms import resize_pad
+
+        min_size, max_size = record.get("min_size") or None, record.get("max_size") or None
+        no_boxes = np.zeros((0, 4), np.float32)
+        resized = [
+            resize_pad(image, no_boxes, record["image_size"], min_size, max_size)
+            for image in images
+        ]
+        inputs = {
+            "images": np.stack([r[0] for r in resized]),
+            "sizes": np.stack([r[3] for r in resized]).astype(np.int32),
+        }
+        return inputs, np.stack([r[2] for r in resized])
+
+    def outputs(self, record: dict, outputs: dict, scales: np.ndarray) -> dict:
+        sy, sx = scales[:, 0], scales[:, 1]  # canvas pixels -> each image's own
+        factors = np.stack([sx, sy, sx, sy], axis=-1)[:, None, :]
+        return {**outputs, "boxes": (outputs["boxes"] / factors).astype(np.float32)}
+
+    def answers(self, class_names: Sequence[str], outputs: dict, top_k: int) -> list[dict]:
+        answers = []
+        for boxes, scores, classes, valid in zip(
+            outputs["boxes"], outputs["scores"], outputs["classes"], outputs["valid"], strict=True
+        ):
+            found = [
+                {"box": [float(v) for v in b], "class": class_names[c], "score": float(s)}
+                for b, s, c, ok in zip(boxes, scores, classes, valid, strict=True)
+                if ok
+            ]
+            answers.append({"detections": found})
+        return answers

@@ -20,8 +20,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxvision.tasks.classification import Classification, LossOptions, apply_model
+from jaxvision.tasks.images import normalize
 from jaxvision.train.losses import distillation_kl, topk_correct
-from jaxvision.train.steps import normalize
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import optax
 
 from jaxvision.evaluation.generative import to_uint8
+from jaxvision.state import TrainState
 from jaxvision.train.ema import ema_update
-from jaxvision.train.state import TrainState
 
 LOSSES = ("non_saturating", "hinge")
 STRIP_STEPS = 10  # images per row of the interpolation strip

@@ -1,15 +1,21 @@
 """A run's common parts, built from the config fields every training config has: the mesh, the
-model's options, the optimizer and its schedule, the evaluations. Experiment programs call these
-in their `setup`, so no program copies them; what is specific to a task stays in its program.
+model's and the optimizer's option groups (read from the config once, `ModelOptions` and
+`OptimizerOptions`), the optimizer and its schedule, the evaluations. Experiment programs call
+these in their `setup`, so no program copies them; what is specific to a task stays in its
+program. Wrappers other packages register (`jaxvision.train.wrappers`: quantization-aware
+training, pruning masks) are applied here when the config asks for them.
 """
 
+import dataclasses
+from typing import Any
+
 import jax.numpy as jnp
-import optax
+from flax import linen as nn
 
 from jaxvision import evaluation, models
 from jaxvision.errors import UserError
-from jaxvision.sharding import batch_sharding, batch_split, check_global_batch, make_mesh
-from jaxvision.train import optim, reporting
+from jaxvision.sharding import batch_split, check_global_batch, make_mesh
+from jaxvision.train import optim, reporting, wrappers
 from jaxvision.train.state import abstract_params
 
 
@@ -21,8 +27,8 @@ def dtype(name: str):
 
 
 def mesh(config):
-    """The mesh (every device on the data axis unless the config says otherwise) and the
-    batch's sharding, after checking that the batch splits over them."""
+    """The mesh (every device on the data axis unless the config says otherwise), after checking
+    that the batch splits over it."""
     mesh = make_mesh([tuple(axis) for axis in config.mesh])
     check_global_batch(config.batch_size, mesh)
     if config.microbatches < 1 or config.batch_size % (config.microbatches * batch_split(mesh)):
@@ -31,7 +37,7 @@ def mesh(config):
             f"{config.microbatches} of a multiple of {batch_split(mesh)} devices: choose "
             "batch_size as a multiple of microbatches x devices"
         )
-    return mesh, batch_sharding(mesh)
+    return mesh
 
 
 def model_options(config, registry=models) -> dict:
@@ -52,48 +58,123 @@ def model_options(config, registry=models) -> dict:
     return {k: v for k, v in kwargs.items() if k not in ignored}
 
 
-def optimizer(config, model, image_shape, total_steps: int, steps_per_epoch: float, frozen=None):
-    """(tx, schedule, frozen) from the config. The learning rate scales linearly with the
-    global batch. frozen: the task's own frozen-parameter predicate (a detector's frozen
-    backbone layers); classifiers take theirs from freeze_backbone."""
-    base_lr = config.learning_rate * config.batch_size / config.lr_batch_base
+@dataclasses.dataclass(frozen=True)
+class ModelOptions:
+    """The model as the config names it: `name` in a registry (jaxvision.models, or
+    jaxvision.models.detection), `kwargs` as its `build` takes them (`model_options`), the
+    compute `dtype` and the registered model wrappers the config asks for ((field, value):
+    quantization-aware training)."""
+
+    name: str
+    kwargs: dict
+    dtype: Any
+    wrappers: tuple = ()
+
+    @classmethod
+    def from_config(cls, config, registry=models) -> "ModelOptions":
+        return cls(
+            config.model,
+            model_options(config, registry),
+            dtype(config.dtype),
+            wrappers.requested(config, wrappers.MODEL_WRAPPERS),
+        )
+
+    def build(self, registry, num_classes: int) -> nn.Module:
+        """The model `registry.build` makes, through the requested wrappers."""
+        model = registry.build(self.name, num_classes=num_classes, dtype=self.dtype, **self.kwargs)
+        return wrappers.wrap_model(model, self.wrappers)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerOptions:
+    """The optimizer and its schedule as the config gives them (`from_config`, the one place
+    that reads them). learning_rate: at the global batch (config.learning_rate x batch_size /
+    lr_batch_base); linear_probe: the classifier module that alone learns (freeze_backbone),
+    else None; wrappers: the registered optimizer wrappers the config asks for ((field, value):
+    pruning masks)."""
+
+    name: str
+    learning_rate: float
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    step_boundaries: tuple = (0.3, 0.6, 0.9)
+    weight_decay: float = 0.0
+    weight_decay_mode: str = "decoupled"
+    momentum: float = 0.9
+    nesterov: bool = True
+    grad_clip_norm: float | None = None
+    moment_dtype: str = ""
+    layer_decay: float = 0.0
+    model: str = ""  # the config's model name, for messages
+    linear_probe: str | None = None
+    wrappers: tuple = ()
+
+    @classmethod
+    def from_config(cls, config) -> "OptimizerOptions":
+        return cls(
+            name=config.optimizer,
+            learning_rate=config.learning_rate * config.batch_size / config.lr_batch_base,
+            schedule=config.schedule,
+            warmup_epochs=config.warmup_epochs,
+            step_boundaries=tuple(config.step_boundaries),
+            weight_decay=config.weight_decay,
+            weight_decay_mode=config.weight_decay_mode,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
+            grad_clip_norm=config.grad_clip_norm,
+            moment_dtype=config.moment_dtype,
+            layer_decay=config.layer_decay,
+            model=config.model,
+            linear_probe=models.classifier(config.model) if config.freeze_backbone else None,
+            wrappers=wrappers.requested(config, wrappers.OPTIMIZER_WRAPPERS),
+        )
+
+
+def optimizer(
+    options: OptimizerOptions,
+    model,
+    image_shape,
+    total_steps: int,
+    steps_per_epoch: float,
+    frozen=None,
+):
+    """(tx, schedule, frozen) from the optimizer's options. frozen: the task's own
+    frozen-parameter predicate (a detector's frozen backbone layers); classifiers take theirs
+    from freeze_backbone (`options.linear_probe`)."""
     schedule = optim.make_schedule(
-        config.schedule,
-        base_lr=base_lr,
+        options.schedule,
+        base_lr=options.learning_rate,
         total_steps=total_steps,
-        warmup_steps=round(config.warmup_epochs * steps_per_epoch),
-        boundaries=tuple(config.step_boundaries),
+        warmup_steps=round(options.warmup_epochs * steps_per_epoch),
+        boundaries=options.step_boundaries,
     )
     lr_multipliers = None
-    if config.layer_decay:  # ViT fine-tuning: earlier blocks learn more slowly
+    if options.layer_decay:  # ViT fine-tuning: earlier blocks learn more slowly
         if not hasattr(model, "depth"):
             raise UserError(
-                f"layer_decay is for ViTs (blocks_0 ... blocks_N), model '{config.model}' has "
+                f"layer_decay is for ViTs (blocks_0 ... blocks_N), model '{options.model}' has "
                 "no such blocks: set layer_decay=0"
             )
         lr_multipliers = optim.layer_decay_multipliers(
-            abstract_params(model, image_shape), config.layer_decay, model.depth
+            abstract_params(model, image_shape), options.layer_decay, model.depth
         )
     # Linear probe: only the model's own classifier learns.
-    if config.freeze_backbone:
-        frozen = optim.frozen_except(models.classifier(config.model))
+    if options.linear_probe is not None:
+        frozen = optim.frozen_except(options.linear_probe)
     tx = optim.make_optimizer(
-        config.optimizer,
+        options.name,
         schedule,
-        weight_decay=config.weight_decay,
-        weight_decay_mode=config.weight_decay_mode,
-        momentum=config.momentum,
-        nesterov=config.nesterov,
-        grad_clip_norm=config.grad_clip_norm,
-        moment_dtype=dtype(config.moment_dtype) if config.moment_dtype else None,
+        weight_decay=options.weight_decay,
+        weight_decay_mode=options.weight_decay_mode,
+        momentum=options.momentum,
+        nesterov=options.nesterov,
+        grad_clip_norm=options.grad_clip_norm,
+        moment_dtype=dtype(options.moment_dtype) if options.moment_dtype else None,
         lr_multipliers=lr_multipliers,
         frozen=frozen,
     )
-    if config.get("prune_masks"):  # jaxvision prune's fine-tune: pruned weights stay zero
-        from jaxvision.compress.prune import keep_masked, load_masks
-
-        tx = optax.chain(tx, keep_masked(load_masks(config.prune_masks)))
-    return tx, schedule, frozen
+    # e.g. jaxvision prune's fine-tune: pruned weights stay zero.
+    return wrappers.wrap_optimizer(tx, options.wrappers), schedule, frozen
 
 
 def evals(config, splits: dict) -> list[evaluation.Eval]:

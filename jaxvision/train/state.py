@@ -1,67 +1,16 @@
-"""The training state: one pytree of arrays that a step maps to the next one.
-
-A run trains one or several named models ("model"; "student" beside a frozen "teacher";
-"generator" and "discriminator"). Each model carries its variables by collection, its own
-optimizer state, step, random key and, optionally, an average of its weights.
-"""
+"""Making the training state (`jaxvision.state`'s ModelState / TrainState, re-exported here):
+fresh models, their abstract shapes and logical shardings, the legacy checkpoint layout."""
 
 from collections.abc import Callable
-from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import optax
 from flax import linen as nn
 
+from jaxvision.state import ModelState, TrainState
+from jaxvision.tasks.images import image_model_init  # noqa: F401 (the training programs' name)
 from jaxvision.train.ema import ema_init
-
-
-@flax.struct.dataclass
-class ModelState:
-    """One model of a run.
-
-    variables: its collections: {"params": ..., "batch_stats": ... (BatchNorm), ...}.
-    opt_state: the optax state for `variables["params"]`; None for a frozen model (a teacher).
-    step: int32 scalar, the optimizer updates applied to this model.
-    rng: uint32 [2] raw PRNG key; a step folds in the run's step, so no two steps share
-        randomness.
-    ema_params: exponential moving average of the parameters (None when none is kept).
-    """
-
-    variables: Any
-    opt_state: Any
-    step: jax.Array
-    rng: jax.Array
-    ema_params: Any = None
-
-    @property
-    def params(self):
-        return self.variables["params"]
-
-    @property
-    def mutable(self) -> dict:
-        """The collections a training forward updates (all but `params`)."""
-        return {k: v for k, v in self.variables.items() if k != "params"}
-
-    def with_ema_weights(self) -> "ModelState":
-        """This model with its EMA parameters in place of the trained ones."""
-        return self.replace(variables={**self.variables, "params": self.ema_params})
-
-
-@flax.struct.dataclass
-class TrainState:
-    """Everything a run needs to continue exactly where it stopped.
-
-    step: int32 scalar, the number of train steps run so far (also the data position).
-    models: {name: ModelState}.
-    """
-
-    step: jax.Array
-    models: dict[str, ModelState]
-
-    def replace_model(self, name: str, **fields) -> "TrainState":
-        return self.replace(models={**self.models, name: self.models[name].replace(**fields)})
 
 
 def init_model_state(
@@ -94,13 +43,6 @@ def init_model_state(
 def init_train_state(models: dict[str, ModelState]) -> TrainState:
     """A run's state at step 0 from its fresh models ({name: `init_model_state(...)`})."""
     return TrainState(step=jnp.zeros((), jnp.int32), models=models)
-
-
-def image_model_init(model: nn.Module, images) -> Callable[[jax.Array], dict]:
-    """`rng -> variables` of an image model on `images` ([B, H, W, C] arrays or shapes; only
-    their shape matters)."""
-    dummy = jnp.zeros((1, *images.shape[1:]), jnp.float32)
-    return lambda rng: model.init({"params": rng, "dropout": rng}, dummy, train=False)
 
 
 def _abstract_variables(model: nn.Module, image_shape):

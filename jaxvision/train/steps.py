@@ -10,7 +10,7 @@ batches on machines that have neither.
 """
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -22,16 +22,6 @@ from jaxvision.sharding import replicated
 from jaxvision.train.ema import ema_update
 from jaxvision.train.optim import frozen_mask
 from jaxvision.train.state import TrainState
-
-
-def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
-    """images: [B, H, W, C] uint8 (0..255) -> float32, per channel (x - mean) / std.
-
-    Done on the device so the host sends 1 byte per pixel instead of 4.
-    """
-    mean = jnp.asarray(mean, jnp.float32)
-    std = jnp.asarray(std, jnp.float32)
-    return (images.astype(jnp.float32) - mean) / std
 
 
 def split_microbatches(batch: dict, num: int) -> dict:

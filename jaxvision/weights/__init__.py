@@ -9,18 +9,18 @@ Each model family has a converter module with these functions:
   import_weights(model_name, tensors, variables, new_head) -> (variables, kept paths)
       optional: replaces the generic import (detectors also read classification backbones)
 
-and one line per model in `_CONVERTERS`. `import_weights` turns a file's tensors into variables
-shaped like a freshly initialised model's, keeping the fresh classifier when the number of classes
-differs (fine-tuning with a new head): the classifier is the module the model names
-(`models.classifier`).
+and one entry per model in `CONVERTERS` (model name -> its converter module, imported on first
+use; a model defined elsewhere registers its own: `CONVERTERS.register("my_net", module)`).
+`import_weights` turns a file's tensors into variables shaped like a freshly initialised
+model's, keeping the fresh classifier when the number of classes differs (fine-tuning with a
+new head): the classifier is the module the model names (`models.classifier`).
 """
-
-import importlib
 
 import numpy as np
 
 from jaxvision import models
 from jaxvision.errors import UserError
+from jaxvision.registry import Registry
 from jaxvision.weights.common import (
     check_complete,
     flatten,
@@ -44,24 +44,27 @@ _TORCHVISION_DETECTION = (
     "retinanet_resnet18_fpn retinanet_resnet18_fpn_small retinanet_resnet34_fpn "
     "retinanet_resnet50_fpn ssd128_vgg16_small ssd300_vgg16"
 )
-_CONVERTERS: dict[str, str] = {
-    **dict.fromkeys(_TORCHVISION.split(), "torchvision"),
-    **dict.fromkeys(_TIMM.split(), "timm"),
-    **dict.fromkeys(_TORCHVISION_DETECTION.split(), "torchvision_detection"),
-}
+CONVERTERS = Registry("weight converter")
+for _module, _names in (
+    ("torchvision", _TORCHVISION),
+    ("timm", _TIMM),
+    ("torchvision_detection", _TORCHVISION_DETECTION),
+):
+    for _name in _names.split():
+        CONVERTERS.declare(_name, f"jaxvision.weights.{_module}")
 
 
 def _converter(model_name: str):
-    if model_name not in _CONVERTERS:
-        raise UserError(
-            f"no weight converter for model '{model_name}': importable models are "
-            f"{', '.join(sorted(_CONVERTERS)) or '(none)'}"
+    if model_name not in CONVERTERS:
+        raise CONVERTERS.unknown(
+            model_name, f"no weight converter for model '{model_name}'", "importable models are"
         )
-    return importlib.import_module(f"jaxvision.weights.{_CONVERTERS[model_name]}")
+    return CONVERTERS[model_name]
 
 
 def importable_models() -> list[str]:
-    return sorted(_CONVERTERS)
+    """The models whose weights import from torchvision / timm / big_vision files."""
+    return sorted(CONVERTERS)
 
 
 def import_weights(

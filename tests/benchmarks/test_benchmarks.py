@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from tests.experiments.helpers import ROOT, python_env
@@ -40,6 +41,7 @@ def _rows(module, *args, without=(), env=None):
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.slow
 def test_train_throughput_row():
     (row,) = _rows(
         "benchmarks.throughput",
@@ -66,6 +68,7 @@ def test_train_throughput_row():
     assert "--xla_gpu_enable_latency_hiding_scheduler=true" in row["xla_flags"]
 
 
+@pytest.mark.slow
 def test_inference_sweep_and_plot(tmp_path):
     plot = tmp_path / "sweep.png"
     rows = _rows(
@@ -88,6 +91,7 @@ def test_inference_sweep_and_plot(tmp_path):
         assert image.size[0] > 300 and image.size[1] > 200
 
 
+@pytest.mark.slow
 def test_largest_model_that_fits_with_fsdp_and_remat():
     """The scale benchmark's form on 2 simulated devices: FSDP over both, remat, two ViTs."""
     rows = _rows(
@@ -120,6 +124,7 @@ def test_largest_model_that_fits_with_fsdp_and_remat():
     assert 1.1 < ratio < 1.6, ratio
 
 
+@pytest.mark.slow
 def test_compile_only_plans_memory_without_running():
     rows = _rows(
         "benchmarks.throughput",

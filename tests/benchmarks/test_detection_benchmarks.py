@@ -7,6 +7,7 @@ import pytest
 from tests.experiments.helpers import run_module
 
 
+@pytest.mark.slow
 def test_detection_benchmark_prints_its_row():
     result = run_module(
         "benchmarks.detection",
@@ -25,6 +26,7 @@ def test_detection_benchmark_prints_its_row():
     assert "batch 2 at 64x96" in result.stdout
 
 
+@pytest.mark.slow
 def test_step_time_prints_the_recipes_step():
     """The recipe's own step on its own batches, at tiny settings from the command line."""
     tiny = [
@@ -43,6 +45,7 @@ def test_step_time_prints_the_recipes_step():
     assert row["img_per_s"] == pytest.approx(2 / row["step_s_median"], rel=1e-2, abs=0.1)
 
 
+@pytest.mark.slow
 def test_two_stage_benchmarks_print_their_rows():
     """Faster R-CNN's predict (it places its own anchors on a non-square input) and RoIAlign's
     forward + backward, without torch: jaxvision's rows only."""

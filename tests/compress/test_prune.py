@@ -66,6 +66,7 @@ def test_keep_masked_holds_zeros_and_leaves_the_rest_to_the_optimizer():
     np.testing.assert_array_equal(state[1].masks["w"]["kernel"], masks[("w", "kernel")])
 
 
+@pytest.mark.slow
 def test_pruned_weights_stay_zero_through_finetuning_and_resume(digits_run, tmp_path):
     workdir, _ = digits_run
     out = str(tmp_path / "pruned")

@@ -83,6 +83,7 @@ def test_int8_model_agrees_with_float(quantized, digits_run, mode):
         assert json.loads(f.readline())["eval/top1"] == report["top1_int8"]
 
 
+@pytest.mark.slow
 def test_int8_bundle_predicts_as_the_workdir(quantized, tmp_path):
     out, _ = quantized["weights+activations"]
     predictor = Predictor.from_workdir(out, max_batch=2)

@@ -16,6 +16,8 @@ from jaxvision.evaluation.workdirs import split_metrics, split_source
 from jaxvision.predictor import Predictor
 from tests.experiments.helpers import TINY_SHAPES, load_config
 
+pytestmark = pytest.mark.slow  # every test here takes over ~10 s
+
 # Twelve steps of the tests' tiny shapes RetinaNet (64 px), ten detections per image.
 TINY = {
     **TINY_SHAPES,

@@ -81,3 +81,10 @@ TINY_SHAPES = {
     "log_every_steps": 2,
     "checkpoint_every_steps": 2,
 }
+
+# The Quickstart digits CNN at 8x8, briefly trained: 60 steps reach ~95% test top-1, trained
+# enough that int8 rounding flips few predictions. The session's shared digits run
+# (tests/conftest.py: digits_run), which the compression, serving and bundle tests use.
+TINY_DIGITS = dict(
+    image_size=8, pad=1, total_steps=60, log_every_steps=30, checkpoint_every_steps=0
+)

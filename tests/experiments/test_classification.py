@@ -27,6 +27,7 @@ DIGITS_ARGS = (
 )
 
 
+@pytest.mark.slow
 def test_digits_end_to_end_then_exact_resume(tmp_path):
     workdir = str(tmp_path / "digits")
     result = run_module("experiments.digits", f"--workdir={workdir}", *DIGITS_ARGS, check=True)
@@ -89,6 +90,7 @@ def test_config_overrides_reach_the_run(tmp_path):
     assert [r["step"] for r in read_metrics(workdir) if "train/loss" in r] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_imagenet_recipe_smoke_on_mock_data(tmp_path, mock_tfds):
     from experiments.classification import train_and_evaluate
 

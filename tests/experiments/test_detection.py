@@ -36,13 +36,17 @@ def _config(name="detection/retinanet_shapes.py", **overrides):
     return load_config(name, **{**TINY, **overrides})
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny shapes run: (workdir, its final metrics)."""
-    workdir = str(tmp_path_factory.mktemp("shapes") / "run")
-    return workdir, detection.train_and_evaluate(_config(), workdir)
+@pytest.fixture(scope="session")
+def trained(session_cache):
+    """A tiny shapes run, trained once per session: (workdir, its final metrics)."""
+    folder, final = session_cache.get(
+        "shapes_retinanet_run",
+        lambda folder: detection.train_and_evaluate(_config(), f"{folder}/run"),
+    )
+    return f"{folder}/run", final
 
 
+@pytest.mark.slow
 def test_shapes_run_reports_coco_metrics_and_resumes_exactly(trained, tmp_path):
     workdir, final = trained
     assert final["step"] == 4
@@ -81,6 +85,7 @@ def _flags(options: dict, prefix="--config.") -> list[str]:
     return flags
 
 
+@pytest.mark.slow
 def test_fsdp_over_8_devices_trains_as_one_device(trained, tmp_path):
     """The same run sharded (data 2 x fsdp 4, simulated devices): the same losses and AP,
     within float tolerance (another layout reduces in another order)."""
@@ -104,6 +109,7 @@ def test_fsdp_over_8_devices_trains_as_one_device(trained, tmp_path):
     assert final["eval/AP50"] == pytest.approx(trained[1]["eval/AP50"], abs=0.01)
 
 
+@pytest.mark.slow
 def test_bfloat16_trains_like_float32(trained, tmp_path):
     """dtype=bfloat16 computes in bf16 (float32 master weights): the same losses to bf16's
     precision, every metric finite."""
@@ -118,6 +124,7 @@ def test_bfloat16_trains_like_float32(trained, tmp_path):
         assert json.load(f)["dtype"] == "bfloat16"
 
 
+@pytest.mark.slow
 def test_evaluate_prints_the_coco_table_and_draws_boxes_in_image_pixels(trained, tmp_path):
     workdir, final = trained
     result = run_tool("evaluate", f"--workdir={workdir}", check=True)
@@ -162,6 +169,7 @@ def test_evaluate_prints_the_coco_table_and_draws_boxes_in_image_pixels(trained,
     assert Image.open(out / "small.png").size == (64, 64)
 
 
+@pytest.mark.slow
 def test_init_from_a_classification_backbone_or_a_detector_file(tmp_path, capsys):
     config = _config(total_steps=1, learning_rate=0.0, warmup_epochs=0.0)
     width = config.model_kwargs.get("width", detectors.defaults(config.model)["width"])
@@ -195,11 +203,13 @@ def test_init_from_a_classification_backbone_or_a_detector_file(tmp_path, capsys
     )
 
 
+@pytest.mark.slow
 def test_ssd_trains_through_the_same_loop(tmp_path):
     final = detection.train_and_evaluate(_config("detection/ssd_shapes.py"), str(tmp_path))
     assert final["step"] == 4 and np.isfinite(final["eval/AP"])
 
 
+@pytest.mark.slow
 def test_fasterrcnn_trains_and_resumes_through_the_same_loop(tmp_path):
     """The two-stage detector in the same loop: 4 steps, COCO metrics; losing the last
     checkpoint, the rerun replays steps 3-4 exactly (its RoI and anchor samples are drawn

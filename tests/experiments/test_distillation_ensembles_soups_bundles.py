@@ -18,7 +18,13 @@ from jaxvision.errors import UserError
 from jaxvision.evaluation.workdirs import group_probs, split_source
 from jaxvision.predictor import Predictor
 from jaxvision.sharding import make_mesh
-from tests.experiments.helpers import load_config, parse_final, run_module, run_tool
+from tests.experiments.helpers import (
+    TINY_DIGITS,
+    load_config,
+    parse_final,
+    run_module,
+    run_tool,
+)
 
 
 def _table(stdout: str) -> dict:
@@ -27,25 +33,25 @@ def _table(stdout: str) -> dict:
     return {row[0]: float(row[1]) for row in rows if len(row) == 2 and "/" in row[0]}
 
 
-TINY = dict(image_size=8, pad=1, total_steps=40, log_every_steps=20, checkpoint_every_steps=0)
+# The session's tiny digits runs (tests/conftest.py): 60 steps at 8x8.
+TINY = TINY_DIGITS
 
 
-@pytest.fixture(scope="module")
-def members(tmp_path_factory):
-    """Two digits runs of one architecture (seeds 0 and 1): (workdirs, their final lines)."""
-    root = tmp_path_factory.mktemp("members")
-    workdirs, finals = [], []
-    for seed in (0, 1):
-        workdir = str(root / f"seed{seed}")
-        finals.append(
-            train_and_evaluate(
-                load_config("classification/simple_cnn_digits.py", seed=seed, **TINY), workdir
-            )
+@pytest.fixture(scope="session")
+def members(digits_run, session_cache):
+    """Two digits runs of one architecture (seeds 0 and 1, the first the session's shared run),
+    each trained once per session: (workdirs, their final lines)."""
+
+    def build(folder):
+        return train_and_evaluate(
+            load_config("classification/simple_cnn_digits.py", seed=1, **TINY), f"{folder}/run"
         )
-        workdirs.append(workdir)
-    return workdirs, finals
+
+    folder, final = session_cache.get("digits_run_seed1", build)
+    return [digits_run[0], f"{folder}/run"], [digits_run[1], final]
 
 
+@pytest.mark.slow
 def test_distillation_trains_the_student_and_keeps_the_teacher_frozen(tmp_path, members):
     (teacher, _), _ = members
     config = load_config("distillation/simple_cnn_digits.py", teacher=teacher, **TINY)
@@ -79,6 +85,7 @@ def test_teacher_must_know_the_classes(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("error: set --config.teacher")
 
 
+@pytest.mark.slow
 def test_ensemble_vmapped_equals_each_member_and_reports_calibration(members):
     workdirs, finals = members
     predictors = [Predictor.from_workdir(w) for w in workdirs]
@@ -100,6 +107,7 @@ def test_ensemble_vmapped_equals_each_member_and_reports_calibration(members):
     assert table["ensemble/top1"] >= min(f["eval/top1"] for f in finals) - 0.02
 
 
+@pytest.mark.slow
 def test_soup_is_a_workdir_that_evaluates_and_trains(tmp_path, members):
     workdirs, _ = members
     out = str(tmp_path / "soup")
@@ -127,6 +135,7 @@ def test_soup_is_a_workdir_that_evaluates_and_trains(tmp_path, members):
     assert load_model(out)[1] == TINY["total_steps"]
 
 
+@pytest.mark.slow
 def test_export_writes_a_bundle_that_predicts_as_the_workdir(tmp_path, members):
     (workdir, _), (final, _) = members
     out = str(tmp_path / "bundle")
@@ -136,7 +145,7 @@ def test_export_writes_a_bundle_that_predicts_as_the_workdir(tmp_path, members):
         metadata = json.load(f)
     assert metadata["model"]["task"] == "classification"
     assert metadata["model"]["class_names"] == [str(i) for i in range(10)]
-    assert metadata["source"]["step"] == final["step"] == 40
+    assert metadata["source"]["step"] == final["step"] == TINY["total_steps"]
     assert metadata["source"]["metrics"]["eval/top1"] == pytest.approx(final["eval/top1"])
     assert metadata["versions"]["jax"] == jax.__version__
     with open(os.path.join(out, "forward_4.jaxexport"), "rb") as f:

@@ -40,6 +40,7 @@ def _models(workdir):
     return {name: load_model(workdir, None, name)[0] for name in ("generator", "discriminator")}
 
 
+@pytest.mark.slow
 def test_gan_run_logs_metrics_draws_pictures_and_resumes_exactly(tmp_path):
     workdir = str(tmp_path / "gan")
     final = gan.train_and_evaluate(_config(), workdir)

@@ -38,6 +38,7 @@ def _pretrained_file(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_init_from_weights_then_new_head(tmp_path, capsys):
     path = _pretrained_file(tmp_path)
     # Same classes: one step at a tiny learning rate keeps the pretrained accuracy.
@@ -58,6 +59,7 @@ def test_init_from_weights_then_new_head(tmp_path, capsys):
     assert np.isfinite(final["eval/loss"])
 
 
+@pytest.mark.slow
 def test_init_from_another_runs_workdir(tmp_path, capsys):
     source = train_and_evaluate(
         _digits_config(total_steps=60, log_every_steps=30), str(tmp_path / "source")
@@ -77,6 +79,7 @@ def test_init_from_another_runs_workdir(tmp_path, capsys):
     assert "classifier kept fresh: params/fc/bias, params/fc/kernel" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_linear_probe_trains_the_head_alone(tmp_path):
     """freeze_backbone on imported weights with a fresh head: only `fc` moves, and it learns."""
     path = _pretrained_file(tmp_path)
@@ -105,7 +108,8 @@ def test_linear_probe_trains_each_models_own_classifier(name):
     config = _digits_config(model=name, freeze_backbone=True, image_size=32)
     config.model_kwargs = {}
     model = models.build(name, num_classes=10, **build.model_options(config))
-    _, _, frozen = build.optimizer(config, model, (32, 32, 1), total_steps=10, steps_per_epoch=1)
+    options = build.OptimizerOptions.from_config(config)
+    _, _, frozen = build.optimizer(options, model, (32, 32, 1), total_steps=10, steps_per_epoch=1)
     mask = optim.frozen_mask(frozen, abstract_params(model, (32, 32, 1)))
     trainable = sorted(k for k, v in mask.items() if not all(jax.tree.leaves(v)))
     assert trainable == [models.classifier(name)]

@@ -17,6 +17,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from jaxvision.checkpoint import load_variables
 from tests.experiments.helpers import (
@@ -28,6 +29,8 @@ from tests.experiments.helpers import (
     run_module,
     without_timings,
 )
+
+pytestmark = pytest.mark.slow  # every test here takes over ~10 s
 
 ARGS = (
     "--config.total_steps=4",

@@ -20,6 +20,8 @@ from tests.experiments.helpers import (
     without_timings,
 )
 
+pytestmark = pytest.mark.slow  # every test here takes over ~10 s
+
 ARGS = (
     "--config.total_steps=60",
     "--config.log_every_steps=5",

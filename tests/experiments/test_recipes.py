@@ -24,6 +24,7 @@ from tests.experiments.helpers import (
 SMOKE = {"total_steps": 2, "batch_size": 4, "image_size": 32, "worker_count": 0}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "recipe",
     [
@@ -42,6 +43,7 @@ def test_recipe_smoke_on_mock_data(tmp_path, mock_tfds, recipe):
     assert os.path.isfile(tmp_path / "run" / "plots" / "confusion_eval.png")
 
 
+@pytest.mark.slow
 def test_finetune_folder_recipe_from_a_weight_file(tmp_path, capsys):
     rng = np.random.default_rng(0)
     for c, name in enumerate(("ants", "bees", "wasps")):
@@ -71,6 +73,7 @@ def test_finetune_folder_recipe_from_a_weight_file(tmp_path, capsys):
     assert "classifier kept fresh: params/fc/bias, params/fc/kernel" in err
 
 
+@pytest.mark.slow
 def test_digits_with_tricks_reaches_its_band_and_reruns_bitwise(tmp_path):
     args = ["--config=experiments/configs/classification/simple_cnn_digits_aug.py"]
     finals = []

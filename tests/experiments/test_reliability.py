@@ -72,6 +72,7 @@ def _corrupt_png(path):
     path.write_bytes(bytes(raw))
 
 
+@pytest.mark.slow
 def test_a_run_that_fails_in_its_final_evaluation_keeps_its_final_checkpoint(tmp_path):
     root = tmp_path / "images"
     for c, name in enumerate(("ant", "bee")):
@@ -166,6 +167,7 @@ def test_disk_full_names_the_checkpoint_that_survives(tmp_path, monkeypatch):
 # Damaged checkpoints and logs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["empty_metadata", "truncated_array"])
 def test_a_damaged_latest_checkpoint_is_skipped_for_the_newest_that_reads(tmp_path, damage):
     reference = classification.train_and_evaluate(_config(), str(tmp_path / "a"))

@@ -1,5 +1,6 @@
 """Trained digits models the explanation tests share: the Quickstart CNN (a flattening head)
-and the BatchNorm ResNet-18 (global average pooling: what Grad-CAM assumes), both short runs."""
+and the BatchNorm ResNet-18 (global average pooling: what Grad-CAM assumes), both short runs,
+each trained once per test session (the session cache)."""
 
 import numpy as np
 import pytest
@@ -21,19 +22,25 @@ def digits_images():
     return images, data.target[-32:]
 
 
-@pytest.fixture(scope="session")
-def cnn(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("explain") / "cnn")
-    train_and_evaluate(
-        load_config("classification/simple_cnn_digits.py", total_steps=400, **QUIET), workdir
-    )
+def _trained(session_cache, name, config):
+    """(ModelFunction, workdir) of a run of `config`, trained once per session."""
+
+    def build(folder):
+        train_and_evaluate(config, f"{folder}/run")
+        return None
+
+    folder, _ = session_cache.get(name, build)
+    workdir = f"{folder}/run"
     return ModelFunction.of(Predictor.from_workdir(workdir)), workdir
 
 
 @pytest.fixture(scope="session")
-def resnet(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("explain") / "resnet")
-    train_and_evaluate(
-        load_config("classification/resnet18_digits.py", total_steps=200, **QUIET), workdir
-    )
-    return ModelFunction.of(Predictor.from_workdir(workdir)), workdir
+def cnn(session_cache):
+    config = load_config("classification/simple_cnn_digits.py", total_steps=400, **QUIET)
+    return _trained(session_cache, "explain_cnn", config)
+
+
+@pytest.fixture(scope="session")
+def resnet(session_cache):
+    config = load_config("classification/resnet18_digits.py", total_steps=200, **QUIET)
+    return _trained(session_cache, "explain_resnet", config)

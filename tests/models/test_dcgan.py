@@ -45,7 +45,9 @@ def test_conditional_models_depend_on_the_label():
     # Same z, two classes: the outputs differ (little at init: the embeddings start near 1 / 0).
     assert float(jnp.abs(images[0] - images[1]).max()) > 1e-4
     twice = g.apply(g_vars, z, jnp.array([3, 3]))
-    assert float(jnp.abs(twice[0] - twice[1]).max()) == 0.0
+    # Same z, same class: the same image, up to the float noise of a batched conv whose rows may
+    # be summed in different orders (seen at 1e-10 on AMD EPYC), far below the class gap above.
+    assert float(jnp.abs(twice[0] - twice[1]).max()) < 1e-7
     d_vars = d.init(jax.random.PRNGKey(0), images, labels)
     same = jnp.stack([images[0], images[0]])
     logits = d.apply(d_vars, same, labels)

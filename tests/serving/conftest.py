@@ -1,14 +1,15 @@
-"""The served models the serving tests share (a classifier and a detector): one of each per
-test session and worker."""
+"""The served models the serving tests share (a classifier and a detector), and their servers.
+
+The tests that use a server run in one xdist worker (ONE_WORKER in tests/conftest.py), so each
+server starts once per test session; the bundles are built once per session too (the session
+cache)."""
 
 import pytest
 
 from experiments import detection
-from experiments.classification import train_and_evaluate
 from tests.experiments.helpers import TINY_SHAPES, load_config, run_tool
 from tests.serving.helpers import serve
 
-TINY = dict(image_size=8, pad=1, total_steps=20, log_every_steps=10, checkpoint_every_steps=0)
 # Two steps of the tests' tiny shapes RetinaNet, five detections per image.
 TINY_DETECTOR = {
     **TINY_SHAPES,
@@ -19,30 +20,43 @@ TINY_DETECTOR = {
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    """(base url, bundle path): a tiny digits run, exported with buckets 1-8 and served with
-    small limits the bad-input tests cross."""
-    root = tmp_path_factory.mktemp("serve")
-    workdir, out = str(root / "run"), str(root / "bundle")
-    train_and_evaluate(load_config("classification/simple_cnn_digits.py", **TINY), workdir)
-    run_tool("export", f"--workdir={workdir}", f"--out={out}", "--max_batch=8", check=True)
+def digits_bundle(session_cache, digits_run):
+    """The session's tiny digits run (tests/conftest.py), exported with buckets 1-8."""
+    workdir, _ = digits_run
+
+    def build(folder):
+        out = f"{folder}/bundle"
+        run_tool("export", f"--workdir={workdir}", f"--out={out}", "--max_batch=8", check=True)
+        return out
+
+    return session_cache.get("digits_bundle", build)[1]
+
+
+@pytest.fixture(scope="session")
+def server(digits_bundle):
+    """(base url, bundle path): the tiny digits bundle served with small limits the bad-input
+    tests cross."""
     flags = ["--max_batch_size=8", "--max_delay_ms=30", "--max_images=4"]
     flags += ["--max_body_mb=0.25", "--max_pixels=250000"]
-    process, url = serve(out, *flags)
-    yield url, out
+    process, url = serve(digits_bundle, *flags)
+    yield url, digits_bundle
     process.terminate()
     process.wait(timeout=20)
 
 
 @pytest.fixture(scope="session")
-def detector_server(tmp_path_factory):
+def detector_server(session_cache):
     """(base url, bundle path, shapes config): a tiny shapes RetinaNet, exported with buckets
     1-2 and served."""
-    root = tmp_path_factory.mktemp("serve_detector")
-    workdir, out = str(root / "run"), str(root / "bundle")
     config = load_config("detection/retinanet_shapes.py", **TINY_DETECTOR)
-    detection.train_and_evaluate(config, workdir)
-    run_tool("export", f"--workdir={workdir}", f"--out={out}", "--max_batch=2", check=True)
+
+    def build(folder):
+        workdir, out = f"{folder}/run", f"{folder}/bundle"
+        detection.train_and_evaluate(config, workdir)
+        run_tool("export", f"--workdir={workdir}", f"--out={out}", "--max_batch=2", check=True)
+        return out
+
+    _, out = session_cache.get("detector_bundle", build)
     process, url = serve(out, "--max_batch_size=2")
     yield url, out, config
     process.terminate()

@@ -115,6 +115,7 @@ def test_the_page_shows_the_servers_error_for_a_file_that_is_not_an_image(
     assert browser.find_elements(By.CSS_SELECTOR, "#answer li") == []
 
 
+@pytest.mark.slow
 def test_the_page_draws_a_detectors_boxes(detector_server, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

@@ -68,6 +68,7 @@ def test_concurrent_requests_are_batched_in_order(server):
     assert re.search(r'^jaxvision_requests_total\{status="200"\} \d', metrics, re.M)
 
 
+@pytest.mark.slow
 def test_a_detector_answers_boxes_in_each_images_own_pixels(detector_server):
     url, path, config = detector_server
     source = detection.open_dataset(config).test
@@ -94,7 +95,7 @@ def test_a_detector_answers_boxes_in_each_images_own_pixels(detector_server):
     assert boxes[:, [0, 2]].max() <= 96 and boxes[:, [1, 3]].max() <= 48
 
 
-def test_explain_answers_gradcam_of_the_top_label(server, detector_server):
+def test_explain_answers_gradcam_of_the_top_label(server, detector_server, digits_run):
     url, path = server
     images = digits(2, seed=3)
     files = [("image", (f"d{i}.png", png(im), "image/png")) for i, im in enumerate(images)]
@@ -103,8 +104,7 @@ def test_explain_answers_gradcam_of_the_top_label(server, detector_server):
     got = answer.json()["explanations"]
     # The bundle's exported Grad-CAM, and the library's on the workdir's model.
     expected = bundle.load(path).explainer().explain(images)
-    workdir = os.path.join(os.path.dirname(path), "run")
-    library = explain(Predictor.from_workdir(workdir), images, method="gradcam")
+    library = explain(Predictor.from_workdir(digits_run[0]), images, method="gradcam")
     for i, item in enumerate(got):
         assert item["method"] == "gradcam" and item["layer"] == "conv1"  # 4x4; conv2 is 2x2
         assert item["index"] == int(expected["targets"][i]) == int(library.targets[i])
@@ -183,6 +183,7 @@ def test_bad_input_gets_a_4xx_and_the_server_stays_up(server, case):
     assert re.search(rf'^jaxvision_requests_total\{{status="{status}"\}} [1-9]', metrics, re.M)
 
 
+@pytest.mark.slow
 def test_serve_bench_prints_its_rows():
     """The benchmark command at tiny settings: a raw row per bucket, a server row per case,
     every answer right."""

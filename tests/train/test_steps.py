@@ -13,6 +13,7 @@ from jaxvision import models
 from jaxvision.evaluation.classification import ClassificationEvaluator
 from jaxvision.sharding import batch_sharding, make_mesh, replicated
 from jaxvision.tasks.classification import Classification, LossOptions, Mixing
+from jaxvision.tasks.images import normalize
 from jaxvision.train import optim, steps
 from jaxvision.train.losses import cross_entropy, topk_correct
 from jaxvision.train.state import init_model_state, init_train_state
@@ -222,7 +223,7 @@ def test_class_weights_weight_the_loss():
     _, m_plain = plain(state, batch)
     _, m_weighted = weighted(state, batch)
     # By hand: per-example losses at the initial params, weighted mean.
-    images = steps.normalize(batch["image"], MEAN, STD)
+    images = normalize(batch["image"], MEAN, STD)
     logits = model.apply({"params": _params(state)}, images)
     losses = np.asarray(cross_entropy(logits, batch["label"]))
     w = weights[batch["label"]]
@@ -296,7 +297,7 @@ def test_auxiliary_heads_add_their_weighted_loss():
     state = _init(task, tx)
     batch = _batch(16)
     _, metrics = jax.jit(steps.make_train_step(task, tx))(state, batch)
-    images = steps.normalize(batch["image"], MEAN, STD)
+    images = normalize(batch["image"], MEAN, STD)
     logits, aux = model.apply({"params": _params(state)}, images, train=True)
     main_loss = np.mean(cross_entropy(logits, batch["label"]))
     aux_loss = np.mean(cross_entropy(aux, batch["label"]))

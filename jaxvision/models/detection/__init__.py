@@ -38,9 +38,6 @@ Names (an entry fixes the architecture and sets defaults that `build` options ov
   channels), boxes per position (4, 6, 6, 4, 4), A = 1,524.
 """
 
-import dataclasses
-import functools
-import importlib
 import operator
 from collections.abc import Callable
 from typing import Any
@@ -51,6 +48,7 @@ import jax.numpy as jnp
 
 from jaxvision.errors import UserError
 from jaxvision.models.detection.freezing import DEFAULT_TRAINABLE_LAYERS, frozen_backbone_layers
+from jaxvision.registry import ModelRegistry
 
 _RETINANET_SMALL = {
     "width": 16,
@@ -90,56 +88,49 @@ _FASTERRCNN_SMALL = {
     "representation_size": 256,
 }
 
-# name -> (module under jaxvision.models.detection, attribute, default options). The attribute
-# is a module class or a functools.partial fixing its architecture; imported on first use.
-_MODELS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "fcos_resnet18_fpn_small": ("fcos", "FCOSResNet18", _FCOS_SMALL),
-    "fcos_resnet50_fpn": ("fcos", "FCOSResNet50", {}),
-    "fasterrcnn_resnet18_fpn_small": ("fasterrcnn", "FasterRCNNResNet18", _FASTERRCNN_SMALL),
-    "fasterrcnn_resnet50_fpn": ("fasterrcnn", "FasterRCNNResNet50", {}),
-    "retinanet_resnet18_fpn": ("retinanet", "RetinaNetResNet18", {}),
-    "retinanet_resnet18_fpn_small": ("retinanet", "RetinaNetResNet18", _RETINANET_SMALL),
-    "retinanet_resnet34_fpn": ("retinanet", "RetinaNetResNet34", {}),
-    "retinanet_resnet50_fpn": ("retinanet", "RetinaNetResNet50", {}),
-    "ssd128_vgg16_small": ("ssd", "SSD", _SSD_SMALL),
-    "ssd300_vgg16": ("ssd", "SSD", {}),
-}
-
-_FLAX_FIELDS = frozenset({"parent", "name"})
+# name -> a module class or a functools.partial fixing its architecture, imported on first use;
+# `defaults`: the options the entry sets (a small preset), which `build` options override.
+DETECTORS = ModelRegistry("detector")
+for _name, _target, _defaults in (
+    ("fcos_resnet18_fpn_small", "fcos:FCOSResNet18", _FCOS_SMALL),
+    ("fcos_resnet50_fpn", "fcos:FCOSResNet50", {}),
+    ("fasterrcnn_resnet18_fpn_small", "fasterrcnn:FasterRCNNResNet18", _FASTERRCNN_SMALL),
+    ("fasterrcnn_resnet50_fpn", "fasterrcnn:FasterRCNNResNet50", {}),
+    ("retinanet_resnet18_fpn", "retinanet:RetinaNetResNet18", {}),
+    ("retinanet_resnet18_fpn_small", "retinanet:RetinaNetResNet18", _RETINANET_SMALL),
+    ("retinanet_resnet34_fpn", "retinanet:RetinaNetResNet34", {}),
+    ("retinanet_resnet50_fpn", "retinanet:RetinaNetResNet50", {}),
+    ("ssd128_vgg16_small", "ssd:SSD", _SSD_SMALL),
+    ("ssd300_vgg16", "ssd:SSD", {}),
+):
+    DETECTORS.declare(_name, f"jaxvision.models.detection.{_target}", defaults=_defaults)
 
 
 def names() -> list[str]:
     """All detector names, sorted."""
-    return sorted(_MODELS)
+    return DETECTORS.names()
 
 
 def options(name: str) -> list[str]:
     """Keyword options `build(name, ...)` accepts besides `num_classes` and `dtype`, sorted."""
-    factory, _ = _lookup(name)
-    cls, fixed = factory, {}
-    if isinstance(factory, functools.partial):
-        cls, fixed = factory.func, factory.keywords
-    fields = {f.name for f in dataclasses.fields(cls) if f.init}
-    return sorted(fields - _FLAX_FIELDS - set(fixed) - {"num_classes", "dtype"})
+    return DETECTORS.options(name)
 
 
 def defaults(name: str) -> dict[str, Any]:
     """The options the entry sets beyond the module's own defaults (e.g. the small presets')."""
-    return dict(_lookup(name)[1])
+    return DETECTORS.defaults(name)
 
 
 def family(name: str) -> str:
     """ "retinanet", "fcos" or "ssd": which anchors, loss and post-processing `name` uses."""
-    factory, _ = _lookup(name)
-    return (factory.func if isinstance(factory, functools.partial) else factory).family
+    return DETECTORS.module_class(name).family
 
 
 def class_outputs(name: str) -> tuple[str, ...]:
     """Path prefixes (under `params`) of the parameters whose shape follows num_classes: what a
     new head replaces ("head/classification_head/cls_logits" for RetinaNet, whose conv tower
     is class-agnostic; all of "head/classification_head" for SSD)."""
-    factory, _ = _lookup(name)
-    return (factory.func if isinstance(factory, functools.partial) else factory).class_outputs
+    return DETECTORS.module_class(name).class_outputs
 
 
 def build(name: str, *, num_classes: int, dtype: Any = jnp.float32, **kwargs: Any) -> nn.Module:
@@ -150,19 +141,13 @@ def build(name: str, *, num_classes: int, dtype: Any = jnp.float32, **kwargs: An
     counts the background (COCO: 91). Raises UserError for an unknown name, num_classes < 2 or
     an option the model lacks.
     """
-    factory, preset = _lookup(name)
+    DETECTORS.module_class(name)  # an unknown name fails first
     if not hasattr(num_classes, "__index__") or operator.index(num_classes) < 2:
         raise UserError(
             f"detector {name!r}: num_classes counts the background and must be an int >= 2, "
             f"got {num_classes!r}"
         )
-    valid = options(name)
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
-        raise UserError(
-            f"detector {name!r} has no option {unknown[0]!r}: choose from {', '.join(valid)}"
-        )
-    return factory(num_classes=operator.index(num_classes), dtype=dtype, **{**preset, **kwargs})
+    return DETECTORS.create(name, num_classes=operator.index(num_classes), dtype=dtype, **kwargs)
 
 
 def feature_shapes(model: nn.Module, height: int, width: int) -> tuple[tuple[int, int], ...]:
@@ -185,16 +170,9 @@ def frozen_backbone(model: nn.Module, trainable_layers: int | None = None) -> Ca
     return frozen_backbone_layers(model.family, trainable_layers)
 
 
-def _lookup(name: str) -> tuple[Callable[..., nn.Module], dict[str, Any]]:
-    if name not in _MODELS:
-        raise UserError(f"unknown detector {name!r}: choose one of {', '.join(names())}")
-    module, attribute, preset = _MODELS[name]
-    factory = getattr(importlib.import_module(f"jaxvision.models.detection.{module}"), attribute)
-    return factory, preset
-
-
 __all__ = [
     "DEFAULT_TRAINABLE_LAYERS",
+    "DETECTORS",
     "build",
     "class_outputs",
     "defaults",
