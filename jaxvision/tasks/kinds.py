@@ -12,7 +12,6 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvision.data import transforms
 from jaxvision.errors import UserError
 from jaxvision.tasks import TASK_KINDS, TASK_WRAPPERS
 
@@ -39,6 +38,10 @@ class TaskKind:
     def preprocess(self, record: dict, images: Sequence[np.ndarray]) -> tuple[dict, object]:
         """uint8 [H, W, C] images of any size (checked) -> (the task `predict`'s keyword inputs
         {name: [N, ...]}, what `outputs` needs to map the answers back to each image)."""
+        # Imported here: jaxvision.data's package brings the grain input pipeline, which a task
+        # used without it (the throughput benchmark on a GPU machine) must not need.
+        from jaxvision.data import transforms
+
         size, crop = record["image_size"], record.get("crop_ratio", 1.0)
         resized = [transforms.resize_center_crop(image, size, crop) for image in images]
         return {"images": np.stack(resized)}, None
