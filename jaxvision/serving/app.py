@@ -5,7 +5,8 @@ input. `jaxvision serve` runs it with uvicorn.
   POST /v1/predict   multipart files in field "image" (one or many), or JSON
                      {"images": ["<base64>", ...]}; ?top_k=N for classifiers
   GET  /healthz      200 while the process is up
-  GET  /readyz       200 once every batch bucket is compiled (503 before)
+  GET  /readyz       200 once every batch bucket is compiled (503 before, and with the error
+                     when compiling failed: `jaxvision serve` then exits with it)
   GET  /v1/metadata  the model: task, classes, input size, preprocessing, source, versions
   GET  /metrics      Prometheus: requests by status, latency, batch sizes, queue depth
   POST /v1/explain   the same inputs (classifiers): Grad-CAM of each image's top-1 class,
@@ -22,12 +23,14 @@ import importlib.resources
 import json
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import prometheus_client as prom
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from jaxvision.errors import UserError
 from jaxvision.serving.batcher import Batcher, QueueFull
 from jaxvision.serving.explanations import explanations
 from jaxvision.serving.images import BadImage, decode
@@ -64,10 +67,26 @@ def warm_up(predictor, explainer=None) -> None:
             explainer.explain([image] * bucket)
 
 
-def create_app(predictor, metadata: dict, limits: Limits = Limits(), explainer=None) -> FastAPI:
+def warm_up_failure(error: Exception) -> str:
+    """One line for a warm-up that raised `error`: why the model cannot be served."""
+    if isinstance(error, UserError):
+        return str(error)
+    detail = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+    return f"the model cannot be served: compiling its batch buckets failed ({detail})"
+
+
+def create_app(
+    predictor,
+    metadata: dict,
+    limits: Limits = Limits(),
+    explainer=None,
+    on_failure: Callable[[str], None] | None = None,
+) -> FastAPI:
     """The service around `predictor` (a jaxvision Predictor or bundle); `metadata` is what
     /v1/metadata answers; `explainer` (jaxvision.explain.service.Explainer, optional) answers
-    /v1/explain. Buckets compile in a background thread; /readyz says when done."""
+    /v1/explain. Buckets compile in a background thread; /readyz says when done. When they
+    cannot compile, /readyz and the predictions answer 503 with why, and `on_failure` (the
+    serve command's: stop the server, exit non-zero) gets that one line."""
     registry = prom.CollectorRegistry()
     requests = prom.Counter(
         "jaxvision_requests",
@@ -102,8 +121,16 @@ def create_app(predictor, metadata: dict, limits: Limits = Limits(), explainer=N
 
     explaining = threading.Lock()  # one explanation at a time: each is a batch's worth of work
 
+    failure = []  # why the model cannot be served, once warming up failed
+
     def compile_buckets():
-        warm_up(predictor, explainer)
+        try:
+            warm_up(predictor, explainer)
+        except Exception as e:  # any failure: the server can never become ready
+            failure.append(warm_up_failure(e))
+            if on_failure is not None:
+                on_failure(failure[0])
+            return
         ready.set()
 
     @contextlib.asynccontextmanager
@@ -128,6 +155,8 @@ def create_app(predictor, metadata: dict, limits: Limits = Limits(), explainer=N
 
     @app.get("/readyz")
     async def readyz():
+        if failure:
+            return JSONResponse({"status": "failed", "error": failure[0]}, status_code=503)
         if not ready.is_set():
             return JSONResponse({"status": "compiling"}, status_code=503)
         return {"status": "ready"}
@@ -168,6 +197,8 @@ def create_app(predictor, metadata: dict, limits: Limits = Limits(), explainer=N
         return response
 
     def check_ready():
+        if failure:
+            raise ApiError(503, failure[0])
         if not ready.is_set():
             raise ApiError(503, "the model is still compiling", {"Retry-After": "1"})
 
@@ -209,6 +240,25 @@ def create_app(predictor, metadata: dict, limits: Limits = Limits(), explainer=N
         return await respond(work)
 
     return app
+
+
+def run(
+    predictor, metadata: dict, limits: Limits, explainer=None, *, host: str, port: int
+) -> str | None:
+    """Serves `predictor` (create_app) under uvicorn until the process is stopped: None; or
+    until the model cannot be served (its batch buckets did not compile): that one line."""
+    import uvicorn
+
+    failed = []
+
+    def stop(message: str) -> None:  # from the warm-up thread, while server.run() runs
+        failed.append(message)
+        server.should_exit = True
+
+    service = create_app(predictor, metadata, limits, explainer=explainer, on_failure=stop)
+    server = uvicorn.Server(uvicorn.Config(service, host=host, port=port, log_level="warning"))
+    server.run()
+    return failed[0] if failed else None
 
 
 def _top_k(request: Request, limits: Limits, num_classes: int) -> int:
