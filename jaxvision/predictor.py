@@ -176,9 +176,11 @@ class Predictor:
         return jax.tree.map(lambda *xs: np.concatenate(xs), *outputs)
 
     def predict(self, images: Sequence[np.ndarray]) -> dict:
-        """images: uint8 [H, W, C] of any size (or an [N, H, W, C] array) -> the task's outputs
-        as numpy, one row per image (classification: {"probs": [N, K] float32}; detection:
-        {"boxes": [N, D, 4] in each image's pixels, "scores", "classes", "valid": [N, D]})."""
+        """images: uint8 [H, W, C] of any size (or an [N, H, W, C] array; or PIL images,
+        decoded as training decodes files) -> the task's outputs as numpy, one row per image
+        (classification: {"probs": [N, K] float32}; detection: {"boxes": [N, D, 4] in each
+        image's pixels, "scores", "classes", "valid": [N, D]}).
+        UserError for no images, an image without pixels or of another dtype or channels."""
         inputs, context = self.preprocess(list(images))
         outputs = self.run_bucketed(self._forward, inputs)
         return self.task_kind.outputs(self.record, outputs, context)

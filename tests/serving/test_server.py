@@ -16,6 +16,7 @@ from PIL import Image
 
 from experiments import detection
 from jaxvision import bundle
+from jaxvision.data import files
 from jaxvision.explain import explain
 from jaxvision.predictor import Predictor
 from tests.experiments.helpers import run_module
@@ -181,6 +182,20 @@ def test_bad_input_gets_a_4xx_and_the_server_stays_up(server, case):
     assert requests.post(f"{url}/v1/predict", files=good, timeout=30).status_code == 200
     metrics = requests.get(f"{url}/metrics", timeout=5).text
     assert re.search(rf'^jaxvision_requests_total\{{status="{status}"\}} [1-9]', metrics, re.M)
+
+
+def test_a_16_bit_png_gets_the_answer_of_trainings_decoding(server, tmp_path):
+    url, path = server
+    wide = np.random.default_rng(5).integers(0, 65536, (10, 9), dtype=np.uint16)
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    decoded = files.load_image(str(tmp_path / "wide.png"), channels=1)
+    expected = bundle.load(path).predict([decoded])["probs"][0]
+    data = (tmp_path / "wide.png").read_bytes()
+    answer = requests.post(
+        f"{url}/v1/predict?top_k=10", files=_file(data, "wide.png"), timeout=30
+    ).json()
+    got = {label["index"]: label["probability"] for label in answer["predictions"][0]["labels"]}
+    np.testing.assert_allclose([got[i] for i in range(10)], expected, rtol=1e-5)
 
 
 @pytest.mark.slow
