@@ -8,7 +8,8 @@ input. `jaxvision serve` runs it with uvicorn.
   GET  /readyz       200 once every batch bucket is compiled (503 before, and with the error
                      when compiling failed: `jaxvision serve` then exits with it)
   GET  /v1/metadata  the model: task, classes, input size, preprocessing, source, versions
-  GET  /metrics      Prometheus: requests by status, latency, batch sizes, queue depth
+  GET  /metrics      Prometheus: requests by status (499: the client left before its
+                     request was read), latency, batch sizes, queue depth
   POST /v1/explain   the same inputs (classifiers): Grad-CAM of each image's top-1 class,
                      as a heat map [S, S] and a PNG to lay over the image's crop box
   GET  /             a web page: choose or drop an image, see the answer drawn on it
@@ -29,11 +30,15 @@ import numpy as np
 import prometheus_client as prom
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from jaxvision.errors import UserError
 from jaxvision.serving.batcher import Batcher, QueueFull
 from jaxvision.serving.explanations import explanations
 from jaxvision.serving.images import BadImage, decode
+
+CLIENT_LEFT = 499  # the status /metrics counts for a client that left mid-request (nginx's)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +195,11 @@ def create_app(
             status = e.status
             headers = getattr(e, "headers", None)
             response = JSONResponse({"error": e.message}, status_code=e.status, headers=headers)
+        except ClientDisconnect:  # nobody to answer: counted, not a server error
+            status, response = CLIENT_LEFT, Response(status_code=CLIENT_LEFT)
+        except Exception:  # a bug: counted, then starlette's 500 with its traceback in the log
+            requests.labels("500").inc()
+            raise
         seconds = time.perf_counter() - start
         requests.labels(str(status)).inc()
         latency.observe(seconds)
@@ -283,7 +293,15 @@ async def _uploads(request: Request, limits: Limits) -> list[tuple[str, bytes]]:
         uploads = _json_images(body)
     elif kind == "multipart/form-data":
         request._body = body  # the form parser reads the body already received
-        form = await request.form(max_files=limits.max_images + 1, max_fields=limits.max_images)
+        try:
+            form = await request.form(max_files=limits.max_images + 1, max_fields=limits.max_images)
+        except HTTPException as e:  # starlette's 400 {"detail": ...} for what it refuses
+            if e.detail.startswith("Too many files"):
+                raise ApiError(
+                    413,
+                    f"more than {limits.max_images} images, over the limit of {limits.max_images}",
+                ) from None
+            raise ApiError(400, f"the multipart body cannot be read: {e.detail}") from None
         unknown = sorted(set(form.keys()) - {"image"})
         if unknown:
             raise ApiError(422, f"unknown form fields {unknown}: send the files as 'image'")

@@ -1,7 +1,8 @@
 """Images reach a model as training reads them, whatever the door (a file, request bytes, a PIL
 image given to the Predictor); what has no answer (no images, an image without pixels, pixels
-no 8-bit scale fits) is refused with one line."""
+no 8-bit scale fits) is refused with one line; a client that leaves mid-request is counted."""
 
+import asyncio
 import io
 
 import numpy as np
@@ -12,6 +13,7 @@ from jaxvision import bundle
 from jaxvision.data import files
 from jaxvision.errors import UserError
 from jaxvision.predictor import Predictor
+from jaxvision.serving import app
 from jaxvision.serving.images import BadImage, decode
 
 # A 16-bit grayscale PNG's values, and what training makes of them: round(v / 257).
@@ -72,3 +74,58 @@ def test_an_image_without_pixels_is_refused(digits_run, shape):
         predictor.predict([])
     with pytest.raises(UserError, match=r"^no images to predict"):
         predictor.predict(np.zeros((0, 8, 8, 1), np.uint8))
+
+
+class _Echo:
+    """A predictor that needs no model: probabilities from the images' first pixel."""
+
+    image_size, record, class_names, kind = 4, {"channels": 1}, ["a", "b"], "classification"
+
+    def buckets(self):
+        return [1]
+
+    def predict(self, images):
+        return {"probs": np.array([[1.0, 0.0]] * len(images), np.float32)}
+
+
+def _call(service, method: str, path: str, messages: list[dict], headers=()) -> list[dict]:
+    """What the ASGI app `service` sends for one request whose body arrives as `messages`."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(k.encode(), v.encode()) for k, v in headers],
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 40000),
+    }
+    pending, sent = iter(messages), []
+
+    async def receive():
+        return next(pending)
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(service(scope, receive, send))
+    return sent
+
+
+def test_a_client_that_leaves_mid_body_is_counted_not_a_traceback():
+    service = app.create_app(_Echo(), {}, app.Limits())
+    headers = [("content-type", "multipart/form-data; boundary=x"), ("content-length", "5000")]
+    first = {
+        "type": "http.request",
+        "body": b"--x\r\nContent-Disposition: form-",
+        "more_body": True,
+    }
+    # Before: starlette's ClientDisconnect escaped the app (uvicorn logs its traceback).
+    _call(service, "POST", "/v1/predict", [first, {"type": "http.disconnect"}], headers)
+    sent = _call(service, "GET", "/metrics", [{"type": "http.request", "body": b""}])
+    metrics = b"".join(m.get("body", b"") for m in sent).decode()
+    assert 'jaxvision_requests_total{status="499"} 1.0' in metrics.splitlines()
