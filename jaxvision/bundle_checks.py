@@ -72,9 +72,9 @@ _ENTRIES = {
 }
 _MODEL_ENTRIES = {
     "task": (lambda v: isinstance(v, str), "a task name"),
-    "class_names": (lambda v: _strings(v) and bool(v), "a list of class names"),
+    "class_names": (_strings, "a list of class names"),
     "image_size": (_is_count, "a whole number of pixels of at least 1"),
-    "channels": (lambda v: v in (1, 3) and not isinstance(v, bool), "1 or 3"),
+    "channels": (_is_count, "a whole number of at least 1"),
 }
 _FILE_ENTRY = "an object {name: {bytes, sha256}}"
 
