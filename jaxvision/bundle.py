@@ -51,14 +51,20 @@ def _artefact(bucket: int, kind: str = "forward") -> str:
 
 
 def last_eval(workdir: str) -> dict:
-    """The run's last evaluation record in metrics.jsonl (step and eval metrics), or {}."""
+    """The run's last evaluation record in metrics.jsonl (step and eval metrics), or {}. A line
+    that is not a record (cut short by a kill) is passed over, as the training loop does."""
     path = os.path.join(workdir, "metrics.jsonl")
     found = {}
     if os.path.isfile(path):
         with open(path) as f:
             for line in f:
-                record = json.loads(line)
-                if any(k.startswith("eval") and "/" in k for k in record):
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and any(
+                    k.startswith("eval") and "/" in k for k in record
+                ):
                     found = record
     return found
 

@@ -33,7 +33,7 @@ __all__ = ["Predictor", "build_task", "eval_transform", "read_record"]
 
 
 def read_record(workdir: str) -> dict:
-    """`<workdir>/model.json`, with a one-line error when it is missing."""
+    """`<workdir>/model.json`, with a one-line error when it is missing or damaged."""
     path = os.path.join(workdir, "model.json")
     if not os.path.isfile(path):
         if os.path.isfile(os.path.join(workdir, "config.json")):
@@ -43,7 +43,13 @@ def read_record(workdir: str) -> dict:
             )
         raise UserError(f"{path} not found: --workdir must be a directory a training run wrote")
     with open(path) as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise UserError(
+                f"{path} is not valid JSON ({e}): rerun the run's training command once (it "
+                "writes model.json again and changes nothing else)"
+            ) from None
 
 
 def eval_transform(record: dict):

@@ -15,6 +15,7 @@ import pytest
 from jaxvision import bundle
 from jaxvision.bundle_checks import digest
 from jaxvision.errors import UserError
+from jaxvision.predictor import read_record
 from jaxvision.serving import app
 from tests.experiments.helpers import run_tool
 from tests.serving.helpers import digits
@@ -212,3 +213,24 @@ def test_a_server_whose_model_cannot_compile_stops_with_the_error():
         "the model cannot be served: compiling its batch buckets failed (RuntimeError: "
         "RESOURCE_EXHAUSTED: out of memory while compiling)"
     ]
+
+
+def test_export_reads_a_workdir_a_kill_left_behind(digits_run, tmp_path):
+    """metrics.jsonl's last line cut short (a kill mid-write): the bundle records the last
+    complete evaluation; model.json cut short: one line that says what to do."""
+    workdir = tmp_path / "run"
+    shutil.copytree(digits_run[0], workdir)
+    metrics = (workdir / "metrics.jsonl").read_text()
+    last = json.loads(metrics.splitlines()[-1])
+    assert "eval/top1" in last
+    (workdir / "metrics.jsonl").write_text(metrics + metrics.splitlines()[-1][:30])
+    assert bundle.last_eval(str(workdir)) == last  # was a JSONDecodeError traceback
+    record = (workdir / "model.json").read_text()
+    (workdir / "model.json").write_text(record[:60])
+    with pytest.raises(UserError) as raised:
+        read_record(str(workdir))  # what export, serve --workdir and evaluate read first
+    assert str(raised.value) == (
+        f"{workdir}/model.json is not valid JSON (Unterminated string starting at: line 4 "
+        "column 2 (char 54)): rerun the run's training command once (it writes model.json "
+        "again and changes nothing else)"
+    )
