@@ -153,6 +153,7 @@ def test_a_damaged_or_mismatched_bundle_is_refused_with_one_line(digits_bundle, 
     assert "\n" not in str(raised.value)
 
 
+@pytest.mark.slow  # a jaxvision process: about 10 s
 def test_serve_refuses_a_mismatched_bundle_before_it_starts(digits_bundle, tmp_path):
     path = _copy(digits_bundle, tmp_path)
     _set_model("image_size", 32)(path)
