@@ -14,6 +14,7 @@ import math
 import ml_collections
 import numpy as np
 
+from experiments.configs.common import base_config as default_config  # noqa: F401 (tools)
 from jaxvision import data, models
 from jaxvision.errors import UserError, listing
 from jaxvision.tasks.classification import Classification, LossOptions, Mixing

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -180,7 +181,7 @@ def _train_and_evaluate(config, workdir: str, setup, preemption, cleanup) -> dic
     cleanup.callback(log.close)
     state, meta = _restore_or_init(run, config, checkpointer, workdir)
     workdirs.write_config(workdir, config)  # the resolved config, next to its checkpoints
-    write_predictor_record(workdir, run.predictor)
+    write_predictor_record(workdir, run.predictor, program_name(setup))
     first_step = int(state.step)
     # Entries past the resume point come from a run that stopped before its next checkpoint
     # (all of them, when it stopped before the first): the log reads as one uninterrupted run.
@@ -311,9 +312,22 @@ def _train_and_evaluate(config, workdir: str, setup, preemption, cleanup) -> dic
     return final
 
 
-def write_predictor_record(workdir: str, record: dict) -> None:
+def program_name(setup: Callable) -> str | None:
+    """The module of the program whose `setup` builds the run ("experiments.classification"),
+    as `python -m` would find it again; None for a setup defined in a script run by path."""
+    module = setup.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        return spec.name if spec is not None else None
+    return module
+
+
+def write_predictor_record(workdir: str, record: dict, program: str | None = None) -> None:
     """`<workdir>/model.json`: what a Predictor needs besides the checkpoint (task, model,
-    classes, preprocessing), so inference never opens the training data."""
+    classes, preprocessing), so inference never opens the training data; and the training
+    `program` (a module name), which tools that train the run further (jaxvision prune) run."""
+    if record and program:
+        record = {**record, "program": program}
     if record and jax.process_index() == 0:
         with open(os.path.join(workdir, "model.json.tmp"), "w") as f:
             json.dump(record, f, indent=1)
