@@ -188,6 +188,44 @@ def test_a_damaged_latest_checkpoint_is_skipped_for_the_newest_that_reads(tmp_pa
     assert _checkpoints(workdir) == ["2", "4", "4.damaged"]  # kept for inspection
 
 
+def _flip_bytes(state_dir, count: int = 64):
+    """XORs `count` bytes in the middle of the largest file under `state_dir` (its size kept)."""
+    largest = max(state_dir.rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
+    raw = bytearray(largest.read_bytes())
+    middle = len(raw) // 2
+    for i in range(middle, middle + count):
+        raw[i] ^= 0x5A
+    largest.write_bytes(bytes(raw))
+
+
+@pytest.mark.slow
+def test_a_checkpoint_with_flipped_bytes_is_set_aside_for_the_newest_that_verifies(
+    tmp_path, capsys
+):
+    workdir = tmp_path / "run"
+    reference = classification.train_and_evaluate(_config(), str(workdir))
+    records = without_timings(read_metrics(workdir))
+    _flip_bytes(workdir / "checkpoints" / "4" / "state")
+    # Readers say what they skip and refuse the damaged step itself.
+    assert Predictor.from_workdir(str(workdir)).step == 2
+    assert "skipped a damaged checkpoint of " in capsys.readouterr().err
+    with pytest.raises(
+        UserError,
+        match=r"the checkpoint at step 4 in .* is damaged \(models/.* differs from the digest",
+    ):
+        checkpoint.load_model(str(workdir), 4)
+    assert _checkpoints(workdir) == ["2", "4"]  # readers move nothing
+    again = classification.train_and_evaluate(_config(), str(workdir))
+    err = capsys.readouterr().err
+    assert "skipped a damaged checkpoint, step 4 (" in err and "resumed from" in err
+    assert "at step 2" in err
+    assert _checkpoints(workdir) == ["2", "4", "4.damaged"]
+    assert {k: v for k, v in again.items() if k != "elapsed_s"} == {
+        k: v for k, v in reference.items() if k != "elapsed_s"
+    }
+    assert without_timings(read_metrics(workdir)) == records
+
+
 def test_a_line_cut_short_in_the_log_does_not_stop_the_rerun(tmp_path):
     workdir = str(tmp_path)
     classification.train_and_evaluate(_config(total_steps=2), workdir)
