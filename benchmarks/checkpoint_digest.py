@@ -85,8 +85,8 @@ def measure(name: str, repeats: int) -> dict:
         with tempfile.TemporaryDirectory() as tmp, patch:
             saver = checkpoint.Checkpointer(tmp, keep=repeats + 2, async_save=False)
             step = iter(range(1, 10**6))
-            save_s = _median(lambda: saver.save(next(step), state, force=True), repeats)
-            restore_s = _median(lambda: jax.block_until_ready(saver.restore(abstract)), repeats)
+            save_s = _median(lambda s=saver, i=step: s.save(next(i), state, force=True), repeats)
+            restore_s = _median(lambda s=saver: jax.block_until_ready(s.restore(abstract)), repeats)
             saver.close()
         result[f"save_{label}_digest_s"] = round(save_s, 3)
         result[f"restore_{label}_digest_s"] = round(restore_s, 3)
