@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -224,6 +226,26 @@ def test_a_checkpoint_with_flipped_bytes_is_set_aside_for_the_newest_that_verifi
         k: v for k, v in reference.items() if k != "elapsed_s"
     }
     assert without_timings(read_metrics(workdir)) == records
+
+
+def test_a_loss_that_is_not_finite_right_after_a_resume_names_the_checkpoint(tmp_path, monkeypatch):
+    workdir = str(tmp_path)
+    classification.train_and_evaluate(_config(total_steps=2), workdir)
+    restore = checkpoint.Checkpointer.restore_newest_readable
+
+    def unsound(self, abstract):  # values that verify but cannot be trained from
+        state, meta, skipped = restore(self, abstract)
+        huge = lambda x: x * 1e38 if jnp.issubdtype(x.dtype, jnp.floating) else x  # noqa: E731
+        return jax.tree.map(huge, state), meta, skipped
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "restore_newest_readable", unsound)
+    with pytest.raises(UserError) as raised:
+        classification.train_and_evaluate(_config(), workdir)
+    message = str(raised.value)
+    assert " at step 3, 1 step after loading the checkpoint at step 2 in " in message
+    assert "the loaded values are suspect, not the learning rate" in message
+    assert "Lower the learning rate" not in message
+    assert _checkpoints(workdir) == ["2"]
 
 
 def test_a_line_cut_short_in_the_log_does_not_stop_the_rerun(tmp_path):
