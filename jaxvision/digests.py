@@ -4,8 +4,9 @@ that bytes damaged on disk are found instead of restored.
 An array's digest is a CRC-32 of its bytes (zlib's, about 1.4 GB/s on one CPU core; any change
 of up to 32 consecutive bits is always found, others are missed with a chance of 2**-32). An
 array this process holds whole (one host, whatever its devices) is digested whole, so a
-checkpoint of a run on 8 devices verifies when one device reads it back. An array sharded over
-several hosts is digested per shard, by the process that holds the shard's first replica, and
+checkpoint of a run on 8 devices verifies when one device reads it back; so is an array
+replicated over several hosts (data parallel). An array sharded over several hosts is digested
+per shard, by the process that holds the shard's first replica, and
 the processes add their parts: the digest then depends on how the array was cut, which is
 recorded with it ("layout"), and is compared only when it is read back cut the same way (a
 resume of the same mesh). `benchmarks/checkpoint_digest.py` measures the cost.
@@ -62,6 +63,8 @@ def state_digests(tree) -> dict[str, str]:
         name = leaf_name(path)
         if getattr(leaf, "is_fully_addressable", True):
             found[name] = f"{dtype}:whole:{_crc(np.asarray(leaf)):08x}"
+        elif leaf.is_fully_replicated:  # every process holds it whole (data parallel)
+            found[name] = f"{dtype}:whole:{_crc(np.asarray(leaf.addressable_data(0))):08x}"
         else:
             sharded.append((name, dtype, _layout(leaf), _owned_shards_crc(leaf)))
     if sharded:

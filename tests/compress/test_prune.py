@@ -111,3 +111,12 @@ def test_accuracy_against_sparsity_table_and_curve(digits_run, tmp_path):
     plot(rows, str(tmp_path / "curve.png"), "structured (l2)")
     with open(tmp_path / "curve.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_masks_of_other_values_than_0_and_1_are_refused(tmp_path):
+    path = str(tmp_path / "masks.npz")
+    prune.save_masks(path, {("w", "kernel"): np.array([[1, 0], [0, 1]])})
+    assert prune.load_masks(path)[("w", "kernel")].tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    np.savez(path, **{"w/kernel": np.array([[0.5, 0.0], [1.0, 2.0]], np.float32)})
+    with pytest.raises(UserError, match=r"w/kernel holds values other than 0 and 1 \(float32\)"):
+        prune.load_masks(path)
