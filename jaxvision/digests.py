@@ -12,7 +12,9 @@ recorded with it ("layout"), and is compared only when it is read back cut the s
 resume of the same mesh). `benchmarks/checkpoint_digest.py` measures the cost.
 """
 
+import os
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import numpy as np
@@ -49,32 +51,45 @@ def _owned_shards_crc(leaf) -> int:
     return total % 2**32
 
 
+def _whole(leaf):
+    """`leaf` whole as numpy, or None when this process holds only shards of it."""
+    if getattr(leaf, "is_fully_addressable", True):
+        return np.asarray(leaf)
+    if leaf.is_fully_replicated:  # every process holds it whole (data parallel)
+        return np.asarray(leaf.addressable_data(0))
+    return None
+
+
 def state_digests(tree) -> dict[str, str]:
     """{leaf name: "dtype:layout:8 hex digits"} for every array of `tree`; layout "whole" for an
     array this process holds whole. Every process of a multi-host run calls it with the same
     tree (it joins one gather when arrays span hosts) and gets the same answer."""
-    found, sharded = {}, []
+    named = []
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
         if not (hasattr(leaf, "dtype") and hasattr(leaf, "shape")):
             continue
         dtype = str(leaf.dtype)
         if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
             leaf = jax.random.key_data(leaf)
-        name = leaf_name(path)
-        if getattr(leaf, "is_fully_addressable", True):
-            found[name] = f"{dtype}:whole:{_crc(np.asarray(leaf)):08x}"
-        elif leaf.is_fully_replicated:  # every process holds it whole (data parallel)
-            found[name] = f"{dtype}:whole:{_crc(np.asarray(leaf.addressable_data(0))):08x}"
-        else:
-            sharded.append((name, dtype, _layout(leaf), _owned_shards_crc(leaf)))
-    if sharded:
+        named.append((leaf_name(path), dtype, leaf))
+
+    def digest(item):  # zlib releases the GIL: the arrays are digested side by side
+        name, dtype, leaf = item
+        whole = _whole(leaf)
+        if whole is not None:
+            return name, dtype, "whole", _crc(whole)
+        return name, dtype, _layout(leaf), _owned_shards_crc(leaf)
+
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        digested = list(pool.map(digest, named))
+    sharded = [d for d in digested if d[2] != "whole"]
+    if sharded and jax.process_count() > 1:  # the processes add their shards' parts
         parts = np.array([crc for *_, crc in sharded], np.uint32)
-        if jax.process_count() > 1:
-            gathered = multihost_utils.process_allgather(parts)  # [processes, arrays]
-            parts = np.sum(gathered.astype(np.uint64), axis=0) % 2**32
-        for (name, dtype, layout, _), crc in zip(sharded, parts, strict=True):
-            found[name] = f"{dtype}:{layout}:{int(crc):08x}"
-    return found
+        gathered = multihost_utils.process_allgather(parts)  # [processes, arrays]
+        total = np.sum(gathered.astype(np.uint64), axis=0) % 2**32
+        summed = {d[0]: int(crc) for d, crc in zip(sharded, total, strict=True)}
+        digested = [(n, t, lay, summed.get(n, crc)) for n, t, lay, crc in digested]
+    return {name: f"{dtype}:{layout}:{crc:08x}" for name, dtype, layout, crc in digested}
 
 
 def mismatches(tree, recorded: dict[str, str]) -> list[str]:
