@@ -182,6 +182,8 @@ def test_a_damaged_latest_checkpoint_is_skipped_for_the_newest_that_reads(tmp_pa
     else:
         largest = max(state_dir.rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
         largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])
+    with pytest.raises(UserError, match="^the checkpoint at step 4 in .* cannot be read"):
+        checkpoint.load_model(str(workdir), 4)  # `jaxvision evaluate --step=4`: one line
     again = classification.train_and_evaluate(_config(), str(workdir))
     assert {k: v for k, v in again.items() if k != "elapsed_s"} == {
         k: v for k, v in reference.items() if k != "elapsed_s"
