@@ -141,11 +141,20 @@ def optimizer(
     """(tx, schedule, frozen) from the optimizer's options. frozen: the task's own
     frozen-parameter predicate (a detector's frozen backbone layers); classifiers take theirs
     from freeze_backbone (`options.linear_probe`)."""
+    warmup_steps = round(options.warmup_epochs * steps_per_epoch)
+    if 0 < total_steps <= warmup_steps:
+        # make_schedule ends such a warmup at the run's last step: say so, the run is short.
+        reporting.note(
+            f"warmup_epochs={options.warmup_epochs:g} is {warmup_steps:,} steps, not fewer than "
+            f"the run's {total_steps:,}: the learning rate rises over the whole run to its peak "
+            f"{options.learning_rate:g} at the last step and never decays; for a decay set "
+            f"warmup_epochs below {total_steps / steps_per_epoch:.3g}"
+        )
     schedule = optim.make_schedule(
         options.schedule,
         base_lr=options.learning_rate,
         total_steps=total_steps,
-        warmup_steps=round(options.warmup_epochs * steps_per_epoch),
+        warmup_steps=warmup_steps,
         boundaries=options.step_boundaries,
     )
     lr_multipliers = None
