@@ -127,3 +127,12 @@ def test_the_fine_tune_runs_the_recorded_program():
     )
     with pytest.raises(UserError, match="the run's program jaxvision.errors has no "):
         training_program({"program": "jaxvision.errors"})
+
+
+def test_masks_of_other_values_than_0_and_1_are_refused(tmp_path):
+    path = str(tmp_path / "masks.npz")
+    prune.save_masks(path, {("w", "kernel"): np.array([[1, 0], [0, 1]])})
+    assert prune.load_masks(path)[("w", "kernel")].tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    np.savez(path, **{"w/kernel": np.array([[0.5, 0.0], [1.0, 2.0]], np.float32)})
+    with pytest.raises(UserError, match=r"w/kernel holds values other than 0 and 1 \(float32\)"):
+        prune.load_masks(path)
