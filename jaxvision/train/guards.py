@@ -73,12 +73,13 @@ class NonFiniteLoss(UserError):
         self.step = step
         if loaded is not None and step - loaded_at <= SUSPECT_STEPS:
             # A resumed run computes the same steps as an uninterrupted one, and imported
-            # weights have not been trained here: the values loaded are the suspects.
+            # weights have not been trained here: the values loaded are the first suspects.
             after = step - loaded_at
             super().__init__(
                 f"{name} is {value} at step {step}, {after} step{'s' * (after != 1)} after "
-                f"loading {loaded}: the loaded values are suspect, not the learning rate "
-                f"(no state was saved); {advice}"
+                f"loading {loaded}: suspect the loaded values first (a resumed run repeats "
+                "the steps of one that was not stopped), then any setting changed since they "
+                f"were written, such as the learning rate (no state was saved); {advice}"
             )
             return
         super().__init__(

@@ -30,8 +30,9 @@ def test_right_after_a_resume_the_checkpoint_is_suspect_not_the_learning_rate():
     )
     assert _raised(watch, 202) == (
         "train/grad_norm is nan at step 202, 2 steps after loading the checkpoint at step 200 "
-        "in /w/checkpoints: the loaded values are suspect, not the learning rate (no state was "
-        "saved); move /w/checkpoints/200 aside"
+        "in /w/checkpoints: suspect the loaded values first (a resumed run repeats the steps of "
+        "one that was not stopped), then any setting changed since they were written, such as "
+        "the learning rate (no state was saved); move /w/checkpoints/200 aside"
     )
     later = NonFiniteWatch(loaded="the checkpoint at step 200 in /w", loaded_at=200)
     assert "Lower the learning rate" in _raised(later, 260)  # trained long enough since
