@@ -17,13 +17,14 @@ bucket (1, 2, 4, ... up to `max_batch`): a batch is padded to the next bucket.
 
 import json
 import os
+import re
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvision import models
+from jaxvision import models, weights
 from jaxvision.checkpoint import load_model
 from jaxvision.errors import UserError
 from jaxvision.state import ModelState
@@ -122,24 +123,61 @@ class Predictor:
         """A zoo classifier with freshly initialised weights, as a workdir's Predictor would
         hold it (ImageNet normalisation, crop 0.875): for benchmarks and tests. A model with
         an image_size option (ViTs) is built for `image_size`."""
-        if "image_size" in models.options(name):
-            model_kwargs = {"image_size": image_size, **model_kwargs}
-        record = {
-            "task": "classification",
-            "model": name,
-            "model_kwargs": model_kwargs,
-            "num_classes": num_classes,
-            "class_names": [f"class {i}" for i in range(num_classes)],
-            "image_size": image_size,
-            "crop_ratio": 0.875,
-            "channels": channels,
-            "mean": [123.675, 116.28, 103.53][:channels],
-            "std": [58.395, 57.12, 57.375][:channels],
-        }
-        model = build_task(record).model
-        shape = (1, image_size, image_size, channels)
-        variables = jax.jit(model.init)(jax.random.key(seed), jnp.zeros(shape, jnp.float32))
-        return cls(record, dict(variables), max_batch=max_batch)
+        record = _zoo_record(name, image_size, num_classes, channels, model_kwargs)
+        return cls(record, _fresh_variables(record, seed), max_batch=max_batch)
+
+    @classmethod
+    def from_weights(
+        cls,
+        source: str,
+        model: str | None = None,
+        *,
+        num_classes: int | None = None,
+        image_size: int | None = None,
+        max_batch: int = 64,
+        **model_kwargs,
+    ) -> "Predictor":
+        """A zoo classifier with imported weights: `source` is a weight file (torchvision/timm
+        .safetensors, big_vision .npz) or a hub name, `hf-hub:ORG/NAME[@REVISION]`.
+
+        From the hub, the model, its options, classes and preprocessing (timm's pretrained_cfg:
+        input size, mean, std, crop) come from the repository's config.json where jaxvision maps
+        its architecture; `model` names the zoo model otherwise. The number of classes is the
+        file's classifier's. ImageNet normalisation and crop 0.875 unless the config says."""
+        config, hub_kwargs = {}, {}
+        if weights.hub.is_hub_name(source):
+            found = weights.hub.fetch(source)
+            if model is None and found.model is None:
+                raise weights.hub.unknown_architecture(found)
+            model = model or found.model
+            weights.hub.check_model(found, model)
+            config, hub_kwargs, source = found.config, found.model_kwargs, found.path
+        elif model is None:
+            raise UserError(
+                f"name the zoo model {source} holds: Predictor.from_weights(path, model)"
+            )
+        tensors = weights.read_tensors(source, model)
+        pretrained = config.get("pretrained_cfg", {})
+        num_classes = num_classes or _classifier_outputs(model, tensors)
+        model_kwargs = {**hub_kwargs, **model_kwargs}
+        size = (
+            image_size or model_kwargs.get("image_size") or pretrained.get("input_size", [224])[-1]
+        )
+        record = _zoo_record(model, size, num_classes, 3, model_kwargs)
+        if "mean" in pretrained and "std" in pretrained:  # timm's are fractions of 1
+            record["mean"] = [255.0 * m for m in pretrained["mean"]]
+            record["std"] = [255.0 * d for d in pretrained["std"]]
+        record["crop_ratio"] = pretrained.get("crop_pct", record["crop_ratio"])
+        names = config.get("label_names")
+        if isinstance(names, list) and len(names) == num_classes:
+            record["class_names"] = [str(n) for n in names]
+        variables, kept = weights.import_weights(model, tensors, _variable_shapes(record))
+        if kept:
+            raise UserError(
+                f"{source} has no classifier for {num_classes} classes ({kept[0]} missing or of "
+                "another shape): a predictor needs one; fine-tune it with init_from"
+            )
+        return cls(record, variables, max_batch=max_batch)
 
     def _predict_batch(self, variables, inputs: dict):
         model = ModelState(variables=variables, opt_state=None, step=0, rng=None)
@@ -210,3 +248,50 @@ class Predictor:
         return [
             [(self.class_names[i], float(row[i])) for i in np.argsort(-row)[:k]] for row in probs
         ]
+
+
+def _zoo_record(name, image_size, num_classes, channels, model_kwargs) -> dict:
+    """The model.json entries of a zoo classifier made outside a run: ImageNet normalisation,
+    crop 0.875; a model with an image_size option (ViTs) is built for `image_size`."""
+    if "image_size" in models.options(name):
+        model_kwargs = {**model_kwargs, "image_size": image_size}
+    return {
+        "task": "classification",
+        "model": name,
+        "model_kwargs": model_kwargs,
+        "num_classes": num_classes,
+        "class_names": [f"class {i}" for i in range(num_classes)],
+        "image_size": image_size,
+        "crop_ratio": 0.875,
+        "channels": channels,
+        "mean": [123.675, 116.28, 103.53][:channels],
+        "std": [58.395, 57.12, 57.375][:channels],
+    }
+
+
+def _fresh_variables(record: dict, seed: int) -> dict:
+    model = build_task(record).model
+    shape = (1, record["image_size"], record["image_size"], record["channels"])
+    return dict(jax.jit(model.init)(jax.random.key(seed), jnp.zeros(shape, jnp.float32)))
+
+
+def _variable_shapes(record: dict) -> dict:
+    """The model's variables as zeros of their shapes and dtypes, without running its init."""
+    model = build_task(record).model
+    image = jax.ShapeDtypeStruct((1, record["image_size"], record["image_size"], 3), jnp.float32)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), image)
+    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), dict(shapes))
+
+
+def _classifier_outputs(model: str, tensors: dict) -> int:
+    """The number of classes of a torch-named state dict: its classifier's bias length."""
+    module = ".".join(
+        re.sub(r"_(\d+)$", r".\1", part) for part in models.classifier(model).split("/")
+    )
+    bias = tensors.get(f"{module}.bias")
+    if bias is None or bias.ndim != 1 or not bias.shape[0]:
+        raise UserError(
+            f"the weights have no classifier ({module}.bias): a predictor needs one; "
+            "fine-tune them with init_from, or pass num_classes"
+        )
+    return int(bias.shape[0])

@@ -21,10 +21,11 @@ def init_model_from(
     heads: list[tuple[str, ...]],
 ) -> ModelState:
     """`model` with its parameters (and BatchNorm statistics) replaced by those of a weight file
-    (torchvision/timm .safetensors, big_vision .npz) or of another run's checkpoint (its
-    workdir), placed with `sharding`. The classifier (`heads`: variable path prefixes, the
-    task's `head_paths`) stays fresh when the number of classes
-    differs, or always with `new_head` (fine-tuning with a new head)."""
+    (torchvision/timm .safetensors, big_vision .npz, or one on the Hugging Face hub by name:
+    `hf-hub:ORG/NAME[@REVISION]`) or of another run's checkpoint (its workdir), placed with
+    `sharding`. The classifier (`heads`: variable path prefixes, the task's `head_paths`) stays
+    fresh when the number of classes differs, or always with `new_head` (fine-tuning with a new
+    head)."""
     fresh = jax.device_get(model.variables)
     if os.path.isdir(path):
         variables, step = load_variables(path)

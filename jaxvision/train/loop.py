@@ -115,7 +115,8 @@ def train_and_evaluate(
             if config.init_from is None:  # a fine-tuning config leaves the weights to the user
                 raise UserError(
                     "this config fine-tunes pretrained weights: set --config.init_from to a "
-                    ".safetensors / .npz file or another run's workdir (--config.init_from= "
+                    ".safetensors / .npz file, a hub name (hf-hub:ORG/NAME) or another run's "
+                    "workdir (--config.init_from= "
                     f"trains {config.model} from scratch)"
                 )
             config_checks.check_training_config(config)

@@ -1,4 +1,5 @@
-"""Pretrained weights in and out: torchvision/timm safetensors and big_vision .npz files.
+"""Pretrained weights in and out: torchvision/timm safetensors and big_vision .npz files, by path
+or by name from the Hugging Face hub (`hf-hub:ORG/NAME[@REVISION]`, jaxvision.weights.hub).
 
 Each model family has a converter module with these functions:
 
@@ -21,6 +22,7 @@ import numpy as np
 from jaxvision import models
 from jaxvision.errors import UserError
 from jaxvision.registry import Registry
+from jaxvision.weights import hub
 from jaxvision.weights.common import (
     check_complete,
     flatten,
@@ -125,9 +127,14 @@ def export_weights(model_name: str, variables: dict) -> dict[str, np.ndarray]:
     return _converter(model_name).to_torch(model_name, flatten(variables))
 
 
-def load_weights(path: str, model_name: str, variables: dict, *, new_head: bool = False):
-    """Reads `path` (.safetensors with torch names, or a big_vision .npz for ViTs) and imports it
-    as `import_weights` does."""
+def read_tensors(path: str, model_name: str) -> dict[str, np.ndarray]:
+    """The torch-named tensors of `path`: a .safetensors file, a big_vision .npz (ViT/Mixer), or
+    `hf-hub:ORG/NAME[@REVISION]` (its weight file, fetched into the hub cache; an error when the
+    repository's architecture is another zoo model's)."""
+    if hub.is_hub_name(path):
+        found = hub.fetch(path)
+        hub.check_model(found, model_name)
+        path = found.path
     if path.endswith(".npz"):
         converter = _converter(model_name)
         if not hasattr(converter, "load_npz"):
@@ -135,18 +142,25 @@ def load_weights(path: str, model_name: str, variables: dict, *, new_head: bool 
                 f"{path} is a big_vision .npz, which only ViT and Mixer models read; "
                 f"{model_name} takes a torchvision .safetensors file"
             )
-        tensors = converter.load_npz(model_name, path)
-    else:
-        tensors = load_safetensors(path)
+        return converter.load_npz(model_name, path)
+    return load_safetensors(path)
+
+
+def load_weights(path: str, model_name: str, variables: dict, *, new_head: bool = False):
+    """Reads `path` (.safetensors with torch names, a big_vision .npz for ViTs, or a hub name
+    `hf-hub:ORG/NAME[@REVISION]`) and imports it as `import_weights` does."""
+    tensors = read_tensors(path, model_name)
     return import_weights(model_name, tensors, variables, new_head=new_head)
 
 
 __all__ = [
     "export_weights",
+    "hub",
     "import_weights",
     "importable_models",
     "load_safetensors",
     "load_weights",
     "merge_variables",
+    "read_tensors",
     "save_safetensors",
 ]
