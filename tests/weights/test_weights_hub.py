@@ -332,3 +332,13 @@ def _cached_download(cache):
         )
 
     return download
+
+
+def test_a_predictor_needs_a_classifier_in_the_weights(tmp_path, tiny_vit_file):
+    tensors = weights.load_safetensors(tiny_vit_file)
+    path = str(tmp_path / "no_head.safetensors")
+    weights.save_safetensors(path, {k: v for k, v in tensors.items() if not k.startswith("head")})
+    with pytest.raises(UserError, match=r"^the weights have no classifier \(head\.bias\)"):
+        Predictor.from_weights(path, "vit_ti16")
+    with pytest.raises(UserError, match=r"^name the zoo model .* holds: Predictor\.from_weights"):
+        Predictor.from_weights(path)
