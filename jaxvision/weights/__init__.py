@@ -133,7 +133,8 @@ def read_tensors(path: str, model_name: str) -> dict[str, np.ndarray]:
     repository's architecture is another zoo model's)."""
     if hub.is_hub_name(path):
         found = hub.fetch(path)
-        hub.check_model(found, model_name)
+        if not hasattr(_converter(model_name), "import_weights"):  # detectors: backbones too
+            hub.check_model(found, model_name)
         path = found.path
     if path.endswith(".npz"):
         converter = _converter(model_name)

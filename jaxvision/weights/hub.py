@@ -188,12 +188,14 @@ def _download(hub, repo: str, filename: str, revision: str | None, source: str) 
         raise _user_error(e, source, repo, revision, filename) from None
 
 
-def _is_connection_error(error: Exception) -> bool:
-    from huggingface_hub import errors
+# The HTTP clients' names for "no network" (requests' ConnectionError is not the builtin one).
+_CONNECTION_ERRORS = {"ConnectionError", "ConnectError", "Timeout", "TimeoutException"}
 
-    if isinstance(error, (errors.OfflineModeIsEnabled, ConnectionError, TimeoutError)):
+
+def _is_connection_error(error: Exception) -> bool:
+    if isinstance(error, (ConnectionError, TimeoutError)):  # OfflineModeIsEnabled is one
         return True
-    return type(error).__name__ in ("ConnectError", "ConnectTimeout", "ReadTimeout")
+    return any(cls.__name__ in _CONNECTION_ERRORS for cls in type(error).__mro__)
 
 
 def _user_error(error, source, repo, revision, filename=None) -> Exception:

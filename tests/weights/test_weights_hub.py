@@ -342,3 +342,25 @@ def test_a_predictor_needs_a_classifier_in_the_weights(tmp_path, tiny_vit_file):
         Predictor.from_weights(path, "vit_ti16")
     with pytest.raises(UserError, match=r"^name the zoo model .* holds: Predictor\.from_weights"):
         Predictor.from_weights(path)
+
+
+def test_a_detector_reads_a_classifier_repository_as_its_backbone(offline_cache, tiny_vit_file):
+    """Detectors import classification backbones (timm's resnet50 into retinanet_resnet50_fpn):
+    the architecture check leaves them to the detector's own import."""
+    with open(tiny_vit_file, "rb") as f:
+        data = f.read()
+    files = {"model.safetensors": data, "config.json": b'{"architecture": "resnet50"}'}
+    lay_out_cache(offline_cache, "someone/r50", files)
+    tensors = weights.read_tensors("hf-hub:someone/r50", "retinanet_resnet50_fpn")
+    assert set(tensors) == set(weights.load_safetensors(tiny_vit_file))
+    with pytest.raises(UserError, match=r"which is jaxvision's resnet50, not resnet34: pass"):
+        weights.read_tensors("hf-hub:someone/r50", "resnet34")
+
+
+@pytest.mark.parametrize("name", ["ConnectError", "ConnectionError", "ConnectTimeout"])
+def test_the_http_clients_no_network_errors_are_recognised(name):
+    """httpx's ConnectError / ConnectTimeout, requests' ConnectionError (none is the builtin)."""
+    bases = {"ConnectTimeout": (type("TimeoutException", (Exception,), {}),)}
+    error = type(name, bases.get(name, (OSError,)), {})("down")
+    assert hub._is_connection_error(error)
+    assert not hub._is_connection_error(ValueError("x"))
