@@ -100,7 +100,7 @@ def main(argv):
     except UserError as e:
         cli.fail(str(e))
     limits = Limits(
-        max_batch_size=min([FLAGS.max_batch_size] + [s.predictor.max_batch for s in specs]),
+        max_batch_size=FLAGS.max_batch_size,  # each model's no larger than its largest bucket
         max_delay_ms=FLAGS.max_delay_ms,
         queue_size=FLAGS.queue_size,
         timeout_s=FLAGS.timeout_s,

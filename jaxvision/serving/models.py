@@ -144,7 +144,10 @@ class Model:
         labels = (self.name, self.version)
         self.batcher = Batcher(
             self.predictor.predict,
-            max_batch_size=limits.max_batch_size,
+            # No larger than the predictor's largest compiled bucket.
+            max_batch_size=min(
+                limits.max_batch_size, getattr(self.predictor, "max_batch", limits.max_batch_size)
+            ),
             max_delay_ms=limits.max_delay_ms,
             queue_size=limits.queue_size,
             timeout_s=limits.timeout_s,

@@ -207,6 +207,10 @@ def test_several_models_share_a_server(models_server):
     answer = requests.post(f"{url}/v1/models/digits:predict", json=body, timeout=30)
     assert answer.status_code == 200, answer.text
     np.testing.assert_allclose(answer.json()["predictions"][0]["probs"], expected, rtol=1e-6)
+    # The web page's own requests are counted apart from other clients'.
+    page = {"X-Jaxvision-Page": "1"}
+    answer = requests.post(f"{url}/v1/predict?model=shapes", files=files, headers=page, timeout=30)
+    assert answer.status_code == 200, answer.text
     # The metrics count each model and endpoint apart.
     metrics = requests.get(f"{url}/metrics", timeout=5).text
     for labels in (
@@ -214,6 +218,7 @@ def test_several_models_share_a_server(models_server):
         'endpoint="tf-serving-predict",model="digits",status="200",version="2"',
         'endpoint="v2-infer",model="digits",status="200",version="1"',
         'endpoint="v2-infer",model="shapes",status="200",version="1"',
+        'endpoint="page",model="shapes",status="200",version="1"',
     ):
         assert re.search(rf"^jaxvision_requests_total\{{{labels}\}} [1-9]", metrics, re.M), labels
 
