@@ -65,8 +65,10 @@ def test_concurrent_requests_are_batched_in_order(server):
         assert label["probability"] == pytest.approx(expected[i].max(), rel=1e-5)
     metrics = requests.get(f"{url}/metrics", timeout=5).text
     # Some device batch held more than one image (the histogram's count above its 1.0 bucket).
-    count = float(re.search(r"^jaxvision_batch_size_count (\S+)", metrics, re.M).group(1))
-    ones = float(re.search(r'^jaxvision_batch_size_bucket\{le="1.0"\} (\S+)', metrics, re.M)[1])
+    model = 'model="model",version="1"'
+    count = float(re.search(rf"^jaxvision_batch_size_count\{{{model}\}} (\S+)", metrics, re.M)[1])
+    ones = rf'^jaxvision_batch_size_bucket\{{le="1.0",{model}\}} (\S+)'
+    ones = float(re.search(ones, metrics, re.M)[1])
     assert count > ones
     labels = r'endpoint="predict",model="model",status="200",version="1"'
     assert re.search(rf"^jaxvision_requests_total\{{{labels}\}} \d", metrics, re.M)
