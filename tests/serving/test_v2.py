@@ -7,15 +7,14 @@ import base64
 import json
 import re
 import struct
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import requests
 
 from jaxvision import bundle
-from tests.experiments.helpers import ROOT, python_env
+from jaxvision.commands import serve
+from jaxvision.errors import UserError
 from tests.serving.helpers import digits, png
 
 HEADER = "Inference-Header-Content-Length"
@@ -297,17 +296,15 @@ def test_bad_requests_get_the_protocols_status(models_server, case):
     assert list(answer.json()) == ["error"] and answer.json()["error"]
 
 
-def test_a_malformed_bundle_flag_is_one_line():
-    result = subprocess.run(
-        [sys.executable, "-m", "jaxvision", "serve", "--bundle=digits@two=/nowhere"],
-        cwd=ROOT,
-        env=python_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1] == (
-        "error: --bundle=digits@two=/nowhere: give BUNDLE, NAME=BUNDLE or NAME@VERSION=BUNDLE "
+def test_bundle_flags_name_models_and_a_malformed_one_is_one_line():
+    assert serve.parse_bundle("/b") == ("model", "1", "/b")
+    assert serve.parse_bundle("digits=/b") == ("digits", "1", "/b")
+    assert serve.parse_bundle("digits@2=/b=c") == ("digits", "2", "/b=c")
+    with pytest.raises(UserError) as raised:
+        serve.parse_bundle("digits@two=/nowhere")
+    assert str(raised.value) == (
+        "--bundle=digits@two=/nowhere: give BUNDLE, NAME=BUNDLE or NAME@VERSION=BUNDLE "
         "(a name of letters, digits, '_', '.' or '-'; a whole-number version)"
     )
+    with pytest.raises(UserError, match=r"^--bundle=digits=: give the bundle's path after '='$"):
+        serve.parse_bundle("digits=")
