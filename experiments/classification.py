@@ -14,6 +14,7 @@ import math
 import ml_collections
 import numpy as np
 
+from experiments.configs.common import base_config as default_config  # noqa: F401 (tools)
 from jaxvision import data, models
 from jaxvision.errors import UserError, listing
 from jaxvision.tasks.classification import Classification, LossOptions, Mixing
@@ -115,13 +116,7 @@ def setup(config: ml_collections.ConfigDict) -> loop.Run:
     task = Classification(
         model, mean=dataset.mean, std=dataset.std, loss=loss_options(config, dataset)
     )
-    train_step = steps.make_train_step(
-        task,
-        tx,
-        steps.UpdateOptions(
-            config.microbatches, config.ema_decay, config.ema_warmup, frozen, schedule
-        ),
-    )
+    train_step = steps.make_train_step(task, tx, build.update_options(config, frozen, schedule))
 
     # The run: the trained model's state laid out by config.sharding (replicated, FSDP and/or
     # tensor-parallel), its optimizer state following its parameters.

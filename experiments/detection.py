@@ -139,13 +139,7 @@ def setup(config) -> loop.Run:
     # Task: anchors for the canvas, the family's loss and post-processing.
     options = family_options(model.family, **config.detection.to_dict())
     task = Detection(model, canvas=config.image_size, options=options)
-    train_step = steps.make_train_step(
-        task,
-        tx,
-        steps.UpdateOptions(
-            config.microbatches, config.ema_decay, config.ema_warmup, frozen, schedule
-        ),
-    )
+    train_step = steps.make_train_step(task, tx, build.update_options(config, frozen, schedule))
 
     # The run: the detector's state laid out by the same rules as a classifier's.
     example = {"image": np.zeros((1, *image_shape), np.uint8)}

@@ -106,13 +106,7 @@ def setup(config) -> loop.Run:
         loss=cls.loss_options(config, dataset),
         distill=DistillOptions(config.distill_temperature, config.distill_weight),
     )
-    train_step = steps.make_train_step(
-        task,
-        tx,
-        steps.UpdateOptions(
-            config.microbatches, config.ema_decay, config.ema_warmup, frozen, schedule
-        ),
-    )
+    train_step = steps.make_train_step(task, tx, build.update_options(config, frozen, schedule))
 
     # The run: the student with its optimizer, the teacher without one (its weights placed when
     # the run starts); both laid out by the same sharding rules.

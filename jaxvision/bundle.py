@@ -15,7 +15,13 @@ A bundle is a directory:
 - `weights.msgpack`: the variables the forward takes (flax's msgpack: arrays only, no pickles).
 - `metadata.json`: the workdir's model.json record (task, classes, input size, preprocessing,
   normalisation), the source workdir and checkpoint step, the buckets and platforms, the
-  jaxvision and jax versions, and the run's last evaluation metrics.
+  jaxvision and jax versions, the run's last evaluation metrics, and the size and sha256 of
+  every other file ("files").
+
+Loading checks a bundle whole before it predicts (jaxvision.bundle_checks): metadata.json's
+layout, each file against its recorded digest, the weights and the metadata's input size
+against what the exported programs take. A damaged or mismatched bundle is refused with one
+line; one exported before the digests were written loads with a note.
 
 On the machine that exported it, a bundle's predictions equal the workdir's Predictor bitwise on
 CPU: the same function is compiled from the same program for each bucket.
@@ -23,6 +29,7 @@ CPU: the same function is compiled from the same program for each bucket.
 
 import json
 import os
+import sys
 
 import flax.serialization
 import jax
@@ -30,6 +37,7 @@ import numpy as np
 from jax import export
 
 import jaxvision
+from jaxvision import bundle_checks
 from jaxvision.errors import UserError
 from jaxvision.predictor import Predictor
 from jaxvision.tasks.kinds import kind_of
@@ -43,14 +51,20 @@ def _artefact(bucket: int, kind: str = "forward") -> str:
 
 
 def last_eval(workdir: str) -> dict:
-    """The run's last evaluation record in metrics.jsonl (step and eval metrics), or {}."""
+    """The run's last evaluation record in metrics.jsonl (step and eval metrics), or {}. A line
+    that is not a record (cut short by a kill) is passed over, as the training loop does."""
     path = os.path.join(workdir, "metrics.jsonl")
     found = {}
     if os.path.isfile(path):
         with open(path) as f:
             for line in f:
-                record = json.loads(line)
-                if any(k.startswith("eval") and "/" in k for k in record):
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and any(
+                    k.startswith("eval") and "/" in k for k in record
+                ):
                     found = record
     return found
 
@@ -65,13 +79,9 @@ def write(predictor: Predictor, out: str, *, platforms=("cpu", "cuda"), source: 
     specs = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), variables
     )
-    size, channels = predictor.image_size, predictor.record["channels"]
-    example, _ = predictor.preprocess([np.zeros((size, size, channels), np.uint8)])
     buckets = predictor.buckets()
     for bucket in buckets:
-        inputs = {
-            k: jax.ShapeDtypeStruct((bucket, *v.shape[1:]), v.dtype) for k, v in example.items()
-        }
+        inputs = bundle_checks.example_inputs(predictor, bucket)
         exported = export.export(predictor._forward, platforms=tuple(platforms))(specs, inputs)
         with open(os.path.join(out, _artefact(bucket)), "wb") as f:
             f.write(exported.serialize())
@@ -80,15 +90,15 @@ def write(predictor: Predictor, out: str, *, platforms=("cpu", "cuda"), source: 
         from jaxvision.explain.service import gradcam_forward
 
         forward, layer = gradcam_forward(predictor)
-        images = example["images"]
         for bucket in buckets:
-            spec = jax.ShapeDtypeStruct((bucket, *images.shape[1:]), images.dtype)
+            spec = bundle_checks.example_inputs(predictor, bucket)["images"]
             exported = export.export(jax.jit(forward), platforms=tuple(platforms))(specs, spec)
             with open(os.path.join(out, _artefact(bucket, "explain")), "wb") as f:
                 f.write(exported.serialize())
         explained = {"method": "gradcam", "layer": layer}
     with open(os.path.join(out, WEIGHTS), "wb") as f:
         f.write(flax.serialization.msgpack_serialize(variables))
+    written = sorted(os.listdir(out))
     metadata = {
         "format": FORMAT,
         "model": predictor.record,
@@ -97,15 +107,21 @@ def write(predictor: Predictor, out: str, *, platforms=("cpu", "cuda"), source: 
         "platforms": list(platforms),
         "explain": explained,
         "versions": {"jaxvision": jaxvision.__version__, "jax": jax.__version__},
+        "files": {name: bundle_checks.digest(os.path.join(out, name)) for name in written},
     }
     with open(os.path.join(out, METADATA), "w") as f:
         json.dump(metadata, f, indent=2)
     return metadata
 
 
+def _program(data: bytes) -> export.Exported:
+    return export.deserialize(bytearray(data))
+
+
 class ExportedPredictor(Predictor):
     """A Predictor whose forward is a bundle's exported artefacts: the same preprocessing and
-    outputs, no model code. metadata: the bundle's metadata.json."""
+    outputs, no model code. metadata: the bundle's metadata.json. UserError (one line) for a
+    bundle that is damaged, incomplete or inconsistent (jaxvision.bundle_checks)."""
 
     def __init__(self, path: str):
         metadata = read_metadata(path)
@@ -116,23 +132,55 @@ class ExportedPredictor(Predictor):
         self.image_size = self.record["image_size"]
         self.step = metadata["source"].get("step", 0)
         self.max_batch = max(metadata["buckets"])
-        with open(os.path.join(path, WEIGHTS), "rb") as f:
-            self.variables = jax.device_put(flax.serialization.msgpack_restore(f.read()))
-        self._exported = {}
+        if sorted(metadata["buckets"]) != self.buckets():
+            raise UserError(
+                f"{os.path.join(path, METADATA)}: buckets {metadata['buckets']} are not "
+                f"{self.buckets()}: copy the bundle {path} again whole, or export it again"
+            )
+        explained = bool(metadata["explain"])
+        names = [WEIGHTS] + [_artefact(b) for b in metadata["buckets"]]
+        names += [_artefact(b, "explain") for b in metadata["buckets"] if explained]
+        note = bundle_checks.check_files(path, metadata, names)
+        if note:
+            print(note, file=sys.stderr, flush=True)
+        weights = bundle_checks.read_file(path, WEIGHTS, flax.serialization.msgpack_restore)
+        self._exported, self._explain = {}, {}
         for bucket in metadata["buckets"]:
-            with open(os.path.join(path, _artefact(bucket)), "rb") as f:
-                self._exported[bucket] = export.deserialize(bytearray(f.read()))
-        self._explain = {}
-        if metadata.get("explain"):
-            for bucket in metadata["buckets"]:
-                with open(os.path.join(path, _artefact(bucket, "explain")), "rb") as f:
-                    self._explain[bucket] = export.deserialize(bytearray(f.read()))
+            self._exported[bucket] = bundle_checks.read_file(path, _artefact(bucket), _program)
+            if explained:
+                name = _artefact(bucket, "explain")
+                self._explain[bucket] = bundle_checks.read_file(path, name, _program)
+        self._check(path, weights)
+        self.variables = jax.device_put(weights)
         platform = jax.default_backend()
         if platform not in metadata["platforms"]:
             raise UserError(
                 f"bundle {path} was exported for {', '.join(metadata['platforms'])}, not "
                 f"{platform}: export it again with --platforms={platform}"
             )
+
+    def _check(self, path: str, weights: dict) -> None:
+        """UserError unless every program takes these weights and the inputs metadata.json's
+        image size and channels give, lowered for the platforms it names."""
+        sources = (
+            f"{WEIGHTS} holds",
+            f"{METADATA}'s image_size {self.image_size} and channels "
+            f"{self.record['channels']} give",
+        )
+        for kind, programs in (("forward", self._exported), ("explain", self._explain)):
+            for bucket, exported in programs.items():
+                name = _artefact(bucket, kind)
+                inputs = bundle_checks.example_inputs(self, bucket)
+                args = (weights, inputs if kind == "forward" else inputs["images"])
+                bundle_checks.check_program(path, name, exported, args, sources)
+                if kind == "forward":
+                    bundle_checks.check_outputs(path, name, exported, self.class_names)
+                if sorted(exported.platforms) != sorted(self.metadata["platforms"]):
+                    raise UserError(
+                        f"bundle {path}: {name} is lowered for {', '.join(exported.platforms)}, "
+                        f"metadata.json says {', '.join(self.metadata['platforms'])}: copy the "
+                        f"bundle {path} again whole, or export it again"
+                    )
 
     def _forward(self, variables, inputs: dict):
         bucket = len(next(iter(inputs.values())))
@@ -151,17 +199,19 @@ class ExportedPredictor(Predictor):
 
 
 def read_metadata(path: str) -> dict:
-    """A bundle's metadata.json, with a one-line error when `path` is not a bundle."""
+    """A bundle's metadata.json, checked (jaxvision.bundle_checks), with a one-line error when
+    `path` is not a bundle or its metadata is malformed."""
     file = os.path.join(path, METADATA)
     if not os.path.isfile(file):
         raise UserError(f"{file} not found: --bundle must be a directory jaxvision export wrote")
-    with open(file) as f:
-        metadata = json.load(f)
+    with open(file, "rb") as f:
+        metadata = bundle_checks.parse_metadata(path, f.read())
     if metadata.get("format") != FORMAT:
         raise UserError(
             f"bundle {path} has format {metadata.get('format')}, this jaxvision reads {FORMAT}: "
             "export it again with this version"
         )
+    bundle_checks.check_schema(path, metadata)
     return metadata
 
 

@@ -5,7 +5,9 @@ A checkpoint holds two items: `state`, the train-state pytree, and `meta`, a sma
 exactly. Orbax writes each step into a temporary directory and renames it when complete: a crash
 or a `kill -9` mid-save leaves the previous checkpoint as the latest usable one. A checkpoint
 that was damaged afterwards (a truncated file, an empty `_METADATA`) is skipped for the newest
-one that reads, and moved aside as `<step>.damaged`, never deleted.
+one that reads, and moved aside as `<step>.damaged`, never deleted. So is one whose bytes were
+changed without changing its size: `meta` carries a digest of every array of the state
+(`jaxvision.digests`), checked when the state is read back.
 """
 
 import contextlib
@@ -20,12 +22,21 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from jaxvision import digests
 from jaxvision.errors import UserError
+
+# The key of `meta` under which a save records its state's digests (taken out on restore).
+DIGESTS_KEY = "state_digests"
 
 
 def _reason(error: BaseException) -> str:
     text = " ".join(str(error).split()).split(" See full TensorStore details")[0]
     return (text[:120] + "...") if len(text) > 120 else text or type(error).__name__
+
+
+def _some(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more arrays" if len(names) > limit else "")
 
 
 def is_disk_full(error: BaseException) -> bool:
@@ -111,13 +122,24 @@ class CheckpointMismatch(UserError):
     """The checkpoint holds another state than the one this run builds."""
 
 
+class CheckpointDamaged(UserError):
+    """The checkpoint reads, but some of its arrays differ from what was written."""
+
+    def __init__(self, step: int, directory: str, arrays: list[str]):
+        self.reason = (
+            f"{arrays[0]} differs from the digest written with it"
+            if len(arrays) == 1
+            else f"{_some(arrays)} differ from the digests written with them"
+        )
+        super().__init__(
+            f"the checkpoint at step {step} in {directory} is damaged ({self.reason}): "
+            "restore it from a backup, or use another step"
+        )
+
+
 def _structure_difference(saved_tree, abstract_state) -> str | None:
     """First difference between a checkpoint's array metadata and `abstract_state`, or None."""
-
-    def name(path) -> str:  # dict keys, attributes and indices alike: Orbax stores dicts
-        parts = (getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))) for k in path)
-        return "/".join(str(part) for part in parts)
-
+    name = digests.leaf_name
     saved = {
         name(path): tuple(leaf.shape)
         for path, leaf in jax.tree_util.tree_leaves_with_path(saved_tree)
@@ -210,7 +232,8 @@ class Checkpointer:
         `abstract_state` (a pytree of `jax.ShapeDtypeStruct` with `.sharding` set).
 
         Returns (state, meta). Raises CheckpointMismatch (a UserError) when the checkpoint holds
-        another structure, and the reader's error when it cannot be read.
+        another structure, CheckpointDamaged (one too) when an array differs from the digest
+        written with it, and the reader's error when it cannot be read.
         """
         step = self.latest_step() if step is None else step
         try:
@@ -231,7 +254,13 @@ class Checkpointer:
                 state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
             ),
         )
-        return restored.state, dict(restored.meta or {})
+        meta = dict(restored.meta or {})
+        recorded = meta.pop(DIGESTS_KEY, None)  # None: written before checkpoints had digests
+        if recorded is not None:
+            damaged = digests.mismatches(restored.state, recorded)
+            if damaged:
+                raise CheckpointDamaged(step, self.directory, damaged)
+        return restored.state, meta
 
     def restore_newest_readable(self, abstract_state) -> tuple[object, dict, list[str]]:
         """Restores the newest checkpoint that reads. Damaged newer ones are skipped and, unless
@@ -247,7 +276,8 @@ class Checkpointer:
             except CheckpointMismatch:
                 raise
             except Exception as e:  # Orbax, TensorStore and JSON raise many types here
-                skipped.append(f"step {step} ({_reason(e)})")
+                reason = e.reason if isinstance(e, CheckpointDamaged) else _reason(e)
+                skipped.append(f"step {step} ({reason})")
                 self._set_aside(step)
                 continue
             return state, meta, skipped
@@ -279,9 +309,9 @@ class Checkpointer:
             return False
         if step == self._manager.latest_step():  # already saved, perhaps still being written
             return False
-        args = ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta or {})
-        )
+        # Digested on the devices, before Orbax copies the arrays out: every process joins in.
+        meta = {**(meta or {}), DIGESTS_KEY: digests.state_digests(state)}
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         return self._manager.save(step, args=args, force=True)
 
     def wait(self) -> None:
@@ -297,6 +327,13 @@ class Checkpointer:
             self._manager.wait_until_finished()
         finally:
             self._manager.close()
+
+
+def _unreadable(step: int, directory: str, error: Exception) -> UserError:
+    return UserError(
+        f"the checkpoint at step {step} in {directory} cannot be read ({_reason(error)}): "
+        "restore it from a backup, or use another step"
+    )
 
 
 def load_model(path: str, step: int | None = None, model: str | None = None):
@@ -324,9 +361,14 @@ def load_model(path: str, step: int | None = None, model: str | None = None):
     # Whole arrays on this process's first device, whatever devices wrote them (a run on 8
     # devices or several hosts is read back on 1).
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    saved_tree = (
-        checkpointer.newest_item_metadata() if step is None else checkpointer.item_metadata(step)
-    )
+    try:
+        saved_tree = (
+            checkpointer.newest_item_metadata()
+            if step is None
+            else checkpointer.item_metadata(step)
+        )
+    except Exception as e:  # Orbax, TensorStore and JSON raise many types here
+        raise _unreadable(step, directory, e) from None
     if saved_tree is None:
         raise UserError(
             f"no checkpoint in {directory} can be read: point to a trained workdir, or restore "
@@ -340,9 +382,21 @@ def load_model(path: str, step: int | None = None, model: str | None = None):
             state, _, skipped = checkpointer.restore_newest_readable(abstract)
             step = int(state["step"]) if "step" in state else saved[-1]
         else:
-            (state, _), skipped = checkpointer.restore(abstract, step), []
+            with _collect_on_failure():
+                (state, _), skipped = checkpointer.restore(abstract, step), []
+    except UserError:
+        raise
+    except Exception as e:  # Orbax, TensorStore and JSON raise many types here
+        raise _unreadable(step, directory, e) from None
     finally:
         checkpointer.close()
+    if skipped and jax.process_index() == 0:  # a reader must not pass for the newest step
+        for line in skipped:
+            print(
+                f"skipped a damaged checkpoint of {path}, {line}: using step {step}",
+                file=sys.stderr,
+                flush=True,
+            )
     if "models" not in state:  # written before runs held named models
         variables = {"params": state["params"]}
         if state.get("batch_stats"):

@@ -33,7 +33,7 @@ __all__ = ["Predictor", "build_task", "eval_transform", "read_record"]
 
 
 def read_record(workdir: str) -> dict:
-    """`<workdir>/model.json`, with a one-line error when it is missing."""
+    """`<workdir>/model.json`, with a one-line error when it is missing or damaged."""
     path = os.path.join(workdir, "model.json")
     if not os.path.isfile(path):
         if os.path.isfile(os.path.join(workdir, "config.json")):
@@ -43,7 +43,13 @@ def read_record(workdir: str) -> dict:
             )
         raise UserError(f"{path} not found: --workdir must be a directory a training run wrote")
     with open(path) as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise UserError(
+                f"{path} is not valid JSON ({e}): rerun the run's training command once (it "
+                "writes model.json again and changes nothing else)"
+            ) from None
 
 
 def eval_transform(record: dict):
@@ -176,9 +182,11 @@ class Predictor:
         return jax.tree.map(lambda *xs: np.concatenate(xs), *outputs)
 
     def predict(self, images: Sequence[np.ndarray]) -> dict:
-        """images: uint8 [H, W, C] of any size (or an [N, H, W, C] array) -> the task's outputs
-        as numpy, one row per image (classification: {"probs": [N, K] float32}; detection:
-        {"boxes": [N, D, 4] in each image's pixels, "scores", "classes", "valid": [N, D]})."""
+        """images: uint8 [H, W, C] of any size (or an [N, H, W, C] array; or PIL images,
+        decoded as training decodes files) -> the task's outputs as numpy, one row per image
+        (classification: {"probs": [N, K] float32}; detection: {"boxes": [N, D, 4] in each
+        image's pixels, "scores", "classes", "valid": [N, D]}).
+        UserError for no images, an image without pixels or of another dtype or channels."""
         inputs, context = self.preprocess(list(images))
         outputs = self.run_bucketed(self._forward, inputs)
         return self.task_kind.outputs(self.record, outputs, context)

@@ -144,7 +144,7 @@ def detection_fields(config: ml_collections.ConfigDict) -> ml_collections.Config
     config.random_crop = ()  # (lo, hi): a crop of lo..hi of each side, boxes clipped
     config.min_visible = 0.25  # a cropped box keeping less of its area is dropped
     config.trainable_backbone_layers = -1  # 0..5 backbone stages that train (-1: torchvision's)
-    # The detector family's matching and post-processing options (jaxvision.tasks.retinanet /
+    # The detector family's matching and post-processing options (jaxvision.tasks.retinanet_loss /
     # ssd): fg_iou_thresh, score_thresh, nms_thresh, detections_per_img, topk_candidates, ...
     config.detection = ml_collections.ConfigDict()
     config.model = "retinanet_resnet18_fpn_small"

@@ -7,10 +7,10 @@ Unstructured (default): the smallest-|w| share `sparsity` of all conv and dense 
 under one global threshold, is set to 0. --structured: in each kernel, that share of its output
 channels with the smallest L1 (--norm=l2: L2) norm. The classifier stays dense. Each requested
 sparsity (--sparsity=0.3,0.5,0.7) is then fine-tuned for --steps steps by the run's own program
-(classification), its config as trained with init_from = the pruned weights and prune_masks =
-the masks: the optimizer re-applies the mask after every step and keeps it in its state, so
-the checkpoints carry it and rerunning the command resumes with it (EMA is off: an average of
-masked weights is not sparse).
+(model.json's "program", e.g. experiments.classification), its config as trained with init_from
+= the pruned weights and prune_masks = the masks: the optimizer re-applies the mask after every
+step and keeps it in its state, so the checkpoints carry it and rerunning the command resumes
+with it (EMA is off: an average of masked weights is not sparse).
 
 Writes under --out: `sparsity_<s>/start/` (`structured_<norm>_sparsity_<s>/...` with
 --structured: the pruned weights before fine-tuning, masks.npz), `.../finetune/` (the
@@ -48,33 +48,42 @@ def shares(values: list[str], flag: str) -> list[float]:
     return shares
 
 
-# The program that trains classifiers, and the module of its config defaults. A fine-tune is a
-# run of that program (experiments/ at the repository root): it is looked up by name when one
-# runs, as `python -m experiments.train` finds it; the library imports nothing from it.
-TRAINING_PROGRAM = "experiments.classification"
-PROGRAM_DEFAULTS = "experiments.configs.common"
+# The program that trained a run is recorded in its model.json ("program"); runs written before
+# that record existed were trained by this one. A fine-tune is a run of that program (forked
+# programs included), imported by its name when one runs, as `python -m` finds it: the library
+# imports nothing from experiments/.
+DEFAULT_PROGRAM = "experiments.classification"
 
 
-def training_program():
-    """(train_and_evaluate(config, workdir), base_config()) of the classification program."""
+def training_program(record: dict):
+    """(train_and_evaluate(config, workdir), default_config()) of the program that trained the
+    run whose model.json is `record`."""
+    name = record.get("program") or DEFAULT_PROGRAM
     try:
-        program = importlib.import_module(TRAINING_PROGRAM)
-        defaults = importlib.import_module(PROGRAM_DEFAULTS)
+        program = importlib.import_module(name)
     except ModuleNotFoundError as e:
-        if not (e.name or "").startswith("experiments"):
+        if not name.startswith(e.name or "\0"):
             raise
         raise UserError(
-            f"fine-tuning runs the training program {TRAINING_PROGRAM}, which is not on the "
-            "Python path: run from the repository root, or prune with --steps=0"
+            f"fine-tuning runs the program that trained the run, {name}, which is not on the "
+            "Python path: run from the folder that holds it, or prune with --steps=0"
         ) from None
-    return program.train_and_evaluate, defaults.base_config
+    missing = [a for a in ("train_and_evaluate", "default_config") if not hasattr(program, a)]
+    if missing:
+        raise UserError(
+            f"the run's program {name} has no {' or '.join(missing)}: prune with --steps=0, or "
+            "give the program a train_and_evaluate(config, workdir) and a default_config()"
+        )
+    return program.train_and_evaluate, program.default_config
 
 
-def finetune(workdir: str, start: str, masks_path: str, out: str, steps: int, lr) -> dict:
+def finetune(
+    workdir: str, record: dict, start: str, masks_path: str, out: str, steps: int, lr
+) -> dict:
     """Fine-tunes the pruned weights in `start` with the masks kept, by the program that trained
-    `workdir` with its config as trained; returns the final eval."""
-    train_and_evaluate, base_config = training_program()
-    config = load_config(workdir, base_config())
+    `workdir` (model.json: `record`) with its config as trained; returns the final eval."""
+    train_and_evaluate, default_config = training_program(record)
+    config = load_config(workdir, default_config())
     config.init_from = start
     config.init_new_head = False
     config.prune_masks = masks_path
@@ -122,7 +131,7 @@ def prune_run(
                     {"eval/top1": row["top1_pruned"]},
                 )
                 prune.save_masks(masks_path, masks)
-            final = finetune(workdir, start, masks_path, tuned, steps, lr)
+            final = finetune(workdir, source.record, start, masks_path, tuned, steps, lr)
             row["top1_finetuned"] = float(final["eval/top1"])
             tuned_params = Predictor.from_workdir(tuned).variables["params"]
             row["zeros_after_finetune"] = prune.sparsity_of(tuned_params, masks)

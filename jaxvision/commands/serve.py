@@ -7,6 +7,9 @@
   curl -F image=@cat.jpg http://127.0.0.1:8000/v1/explain         # Grad-CAM (classifiers)
   curl http://127.0.0.1:8000/readyz        # 200 once every batch bucket is compiled
 
+A bundle is checked whole when it loads (jaxvision.bundle); a model that still cannot compile
+ends the server with its one-line error and a non-zero exit rather than answering 503 forever.
+
 The service is stateless: run one process per device behind a load balancer for more.
 """
 
@@ -15,7 +18,7 @@ from absl import flags
 from jaxvision import bundle, cli
 from jaxvision.errors import UserError
 from jaxvision.predictor import Predictor
-from jaxvision.serving.app import Limits, create_app
+from jaxvision.serving.app import Limits, run
 
 FLAGS = flags.FLAGS
 
@@ -68,7 +71,13 @@ def main(argv):
         max_images=FLAGS.max_images,
         max_pixels=FLAGS.max_pixels,
     )
-    import uvicorn
-
-    service = create_app(predictor, metadata, limits, explainer=predictor.explainer())
-    uvicorn.run(service, host=FLAGS.host, port=FLAGS.port, log_level="warning")
+    failure = run(
+        predictor,
+        metadata,
+        limits,
+        explainer=predictor.explainer(),
+        host=FLAGS.host,
+        port=FLAGS.port,
+    )
+    if failure:
+        cli.fail(failure)

@@ -45,9 +45,11 @@ def read_state(workdir: str):
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), saved
     )
     try:
-        state, meta, _ = checkpointer.restore_newest_readable(abstract)
+        state, meta, skipped = checkpointer.restore_newest_readable(abstract)
     finally:
         checkpointer.close()
+    for line in skipped:  # a member must not pass for its newest step
+        reporting.note(f"skipped a damaged checkpoint of {workdir}, {line}")
     return jax.device_get(state), meta, int(state["step"])
 
 

@@ -115,9 +115,17 @@ def save_masks(path: str, masks: dict) -> None:
 
 
 def load_masks(path: str) -> dict:
-    """The masks `save_masks` wrote, with a one-line error when the file is missing."""
+    """The masks `save_masks` wrote, with a one-line error when the file is missing or holds
+    a mask of other values than 0 and 1 (a cast would keep a fraction of a weight)."""
     try:
         with np.load(path) as f:
-            return {tuple(k.split("/")): f[k].astype(np.float32) for k in f.files}
+            masks = {k: f[k] for k in f.files}
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read prune masks {path}: {e}; run jaxvision prune") from None
+    for name, mask in masks.items():
+        if not np.isin(mask, (0, 1)).all():
+            raise UserError(
+                f"prune masks {path}: {name} holds values other than 0 and 1 ({mask.dtype}): "
+                "write masks with jaxvision prune"
+            )
+    return {tuple(k.split("/")): v.astype(np.float32) for k, v in masks.items()}

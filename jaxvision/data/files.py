@@ -16,18 +16,28 @@ from PIL import Image, UnidentifiedImageError
 
 from jaxvision.errors import UserError
 
-# 16-bit grayscale PNGs open in these modes; their values run to 65535.
+# 16-bit grayscale PNGs open in these modes; their values run to 65535 ("I": 32-bit integers,
+# as Pillow opened them before version 10 and opens some TIFFs, read as 16-bit when in range).
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 _TAIL_BYTES = 1024
 
 
 def to_uint8(image: Image.Image, channels: int = 3) -> np.ndarray:
-    """A PIL image as uint8 [H, W, channels]: palette, alpha and grayscale converted; 16-bit
-    grayscale scaled to 0..255 (PIL's own conversion clips it, turning most pixels white)."""
+    """A PIL image as uint8 [H, W, channels]: the one decoding of image files' pixels (training,
+    evaluation, the Predictor, the service). Palette, alpha and grayscale converted; 16-bit
+    grayscale scaled to 0..255 (PIL's own conversion clips it, turning most pixels white).
+    ValueError for pixels no scale fits: floating point, or integers outside 0..65535."""
+    if image.mode == "F":
+        raise ValueError("its pixels are 32-bit floats: save it with 8 or 16 bits per channel")
     if image.mode in _SIXTEEN_BIT_MODES:
-        wide = np.asarray(image, dtype=np.uint32)
+        wide = np.asarray(image, dtype=np.int64)
+        if wide.size and (wide.min() < 0 or wide.max() > 65535):
+            raise ValueError(
+                f"its pixels run from {wide.min()} to {wide.max()}, outside 16 bits: save it with "
+                "8 or 16 bits per channel"
+            )
         gray = (wide * 255 + 32767) // 65535  # round(v / 257), v in 0..65535
-        image = Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8), mode="L")
+        image = Image.fromarray(gray.astype(np.uint8), mode="L")
     pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
     return pixels[..., None] if pixels.ndim == 2 else pixels
 

@@ -1,10 +1,14 @@
 """Your own images as a dataset: `ROOT/<class>/*.jpg|png`, or `ROOT/train/` + `ROOT/val/`.
 
-Class indices follow the sorted folder names. Every file is checked when the dataset opens
-(`files.check_image_files`: header and end, no decoding): unreadable ones are left out and
-listed in `Dataset.skipped`, or stop the run with `strict`.
+Class indices follow the sorted folder names. A class is every image below its folder, in
+sub-folders too, listed as torchvision's ImageFolder lists them (folders by path, files by name
+within each), except that hidden folders (`.ipynb_checkpoints`) are skipped there as they are
+among classes, and a folder linked twice (or into itself) is read once. Every file is checked
+when the dataset opens (`files.check_image_files`: header and end, no decoding): unreadable
+ones are left out and listed in `Dataset.skipped`, or stop the run with `strict`.
 """
 
+import os
 import pathlib
 from collections.abc import Sequence
 
@@ -51,15 +55,21 @@ def _class_dirs(root: pathlib.Path) -> list[pathlib.Path]:
 
 
 def _image_files(class_dir: pathlib.Path) -> list[pathlib.Path]:
-    # Broken links stay in, to be counted with the other unreadable files.
-    return sorted(
-        (
-            p
-            for p in class_dir.iterdir()
-            if (p.is_file() or p.is_symlink()) and p.suffix.lower() in IMAGE_EXTENSIONS
-        ),
-        key=lambda p: p.name,
-    )
+    """The images below `class_dir`, at any depth, in ImageFolder's order: sorted(os.walk(...))
+    (folders by path string), each folder's files by name."""
+    walked, seen = [], set()
+    for folder, subdirs, names in os.walk(class_dir, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up, or a second link to one folder
+            subdirs.clear()
+            continue
+        seen.add(real)
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        # os.walk lists broken links with the files: they stay in, to be counted with the
+        # other unreadable files.
+        images = [n for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
+        walked.append((folder, sorted(images)))
+    return [pathlib.Path(folder, name) for folder, names in sorted(walked) for name in names]
 
 
 def _list_classes(root: pathlib.Path) -> dict[str, list[pathlib.Path]]:
@@ -102,6 +112,12 @@ def _folder_split_dirs(
         raise UserError(
             f"test_split={test_split!r} needs {train_dir} and {root / test_split} to both hold "
             "class folders; drop test_split to split the classes under the root instead"
+        )
+    if has_classes(train_dir):
+        # Classes are read recursively: `train` would become one class holding all of them.
+        raise UserError(
+            f"{train_dir} holds class folders but {root} has no held-out folder next to it "
+            f"({', '.join(FOLDER_TEST_SPLITS)}): add one, or move the class folders up into {root}"
         )
     return None
 

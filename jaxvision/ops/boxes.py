@@ -96,9 +96,13 @@ def generalized_box_iou(boxes1: jax.Array, boxes2: jax.Array) -> jax.Array:
     """Pairwise generalised IoU (Rezatofighi et al. 2019): boxes1 [..., N, 4], boxes2 [..., M,
     4] xyxy -> [..., N, M], IoU - (enclosing area - union) / enclosing area, in [-1, 1].
 
-    Where torchvision divides 0 by 0 (degenerate boxes) this gives 0 for that term instead of
-    NaN: the IoU is 0 where the union is 0 and the penalty is 0 where the enclosing box has no
-    area.
+    Where torchvision divides by 0 this gives 0 for that term, on purpose: the IoU is 0 where
+    the union is 0 (torchvision: NaN), and the penalty is 0 where the enclosing box has no area.
+    Degenerate boxes give NaN there in torchvision; inverted boxes (x2 < x1 or y2 < y1, whose
+    areas are negative) can have a zero enclosing area and a non-zero union, where torchvision
+    gives -inf or inf and this the IoU alone: 0 or -0.0 (0 over a negative union), e.g. for
+    [2, 0, 0, 2] with itself, -inf there and -0.0 here. So GIoU here is always finite, in
+    [-1, 1]; `losses.generalized_box_iou_loss` (eps in the divisions) equals torchvision's.
     """
     inter, union = _inter_union(boxes1, boxes2)
     iou = _safe_divide(inter, union)

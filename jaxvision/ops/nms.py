@@ -6,7 +6,16 @@ kept box of higher score overlaps it with IoU > iou_threshold. The kept set is t
 
 Ties: boxes of equal score are visited in index order (a stable sort), which is what
 torchvision's CPU kernel does; its CUDA kernel sorts unstably, so there the box kept among
-equal-score overlapping boxes may differ.
+equal-score overlapping boxes may differ. NaN scores come first (in index order), as in
+torchvision's descending sort: such boxes are kept and suppress as any other.
+
+The threshold: torchvision computes each IoU in the boxes' dtype and compares it with the
+threshold as a double (C++ promotes the float IoU). A float threshold such as 0.6 is not a
+float32, and an IoU equal to float32(0.6) (3/5 of integer areas, say) is above 0.6 exactly when
+float32(0.6) rounded up. So a Python (or concrete) threshold is compared as torchvision does:
+`iou >= t` where the IoU dtype's nearest value t to the threshold lies above it, else `iou > t`,
+which is the double comparison without leaving the IoU's dtype. A traced threshold has already
+been rounded to the IoU's dtype; it is compared as it is (`iou > threshold`).
 
 How: boxes are sorted once, then handled in tiles of `tile_size`. Each tile is first suppressed
 by the boxes kept so far (compared a tile-sized chunk at a time), then resolved within itself
@@ -19,6 +28,7 @@ stops once `max_output` boxes are kept or only invalid boxes are left.
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxvision.ops.boxes import box_iou
 
@@ -88,6 +98,23 @@ def select_detections(
     }
 
 
+def above_threshold(iou: jax.Array, threshold) -> jax.Array:
+    """iou > threshold as torchvision's NMS kernel decides it: the IoU (float32, say) against
+    the threshold as a double, without computing in double. threshold: a Python number or a
+    concrete array (then exact), or a traced value (then already in the IoU's dtype, compared
+    as it is)."""
+    if isinstance(threshold, jax.core.Tracer):
+        return iou > threshold
+    exact = float(np.asarray(threshold, np.float64))
+    rounded = np.asarray(exact, iou.dtype)  # the nearest value of the IoU's dtype
+    # Between the threshold and a rounded-up neighbour there is no value of that dtype, so
+    # "above the threshold" is "at least the neighbour"; a rounded-down (or equal) one is
+    # exceeded exactly when the threshold is.
+    if float(rounded) > exact:
+        return iou >= rounded
+    return iou > rounded
+
+
 def _nms(boxes, scores, classes, iou_threshold, max_output, valid, tile_size):
     n = boxes.shape[0]
     if max_output <= 0 or n == 0:
@@ -95,9 +122,9 @@ def _nms(boxes, scores, classes, iou_threshold, max_output, valid, tile_size):
     if valid is None:
         valid = jnp.ones((n,), bool)
     valid = jnp.asarray(valid, bool)
-    # Valid boxes first, each group by descending score; lexsort is stable, so ties keep index
-    # order (torchvision's CPU kernel sorts stably too).
-    order = jnp.lexsort((-scores, ~valid)).astype(jnp.int32)
+    # Valid boxes first, each group NaN scores first, then by descending score; lexsort is
+    # stable, so ties keep index order (torchvision's CPU kernel sorts stably too).
+    order = jnp.lexsort((-scores, ~jnp.isnan(scores), ~valid)).astype(jnp.int32)
     num_valid = jnp.sum(valid, dtype=jnp.int32)
 
     tile = min(tile_size, n)
@@ -110,7 +137,7 @@ def _nms(boxes, scores, classes, iou_threshold, max_output, valid, tile_size):
 
     def overlaps(boxes_a, classes_a, boxes_b, classes_b):
         """[T, T] bool: pair (a, b) overlaps beyond the threshold (within one class)."""
-        hits = box_iou(boxes_a, boxes_b) > iou_threshold
+        hits = above_threshold(box_iou(boxes_a, boxes_b), iou_threshold)
         if classes_a is not None:
             hits &= classes_a[:, None] == classes_b[None, :]
         return hits

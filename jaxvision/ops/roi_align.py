@@ -15,6 +15,11 @@ How: the bilinear weights of a sample are a product of a y and an x factor (the 
 too), so each axis gives two (index, weight) pairs per sample, and a bin is one gather of
 (2 * grid)^2 map vectors and a weighted sum. Adaptive grids (sampling_ratio <= 0) sample a
 static `max_grid` per side and mask the cells a box does not use.
+
+Divisions are true divisions (`_divide`), rounded once as the kernel's: XLA would otherwise
+compute `a / b` with b broadcast (a bin count, the number of bins) as `a * (1 / b)`, which
+rounds twice. Then (i + 0.5) * 7 / 7 is 1.5000001, a sample meant for the map's far edge lands
+just beyond it and is dropped, and ceil(21 / 7) is 4 cells where the kernel takes 3.
 """
 
 import math
@@ -23,6 +28,16 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+def _divide(numerator, denominator):
+    """numerator / denominator rounded once, as C divides. XLA rewrites a division by a
+    broadcast value (a constant, a per-box count) as a multiplication by its reciprocal; a
+    full-shaped divisor behind an optimization barrier is divided by as written."""
+    shape = jnp.broadcast_shapes(jnp.shape(numerator), jnp.shape(denominator))
+    dtype = jnp.result_type(numerator, denominator)
+    denominator = jnp.broadcast_to(jnp.asarray(denominator, dtype), shape)
+    return numerator / jax.lax.optimization_barrier(denominator)
 
 
 def _axis_samples(start, bin_size, grid, size, pooled: int, max_grid: int):
@@ -36,7 +51,7 @@ def _axis_samples(start, bin_size, grid, size, pooled: int, max_grid: int):
     start, bin_size = start[:, None, None], bin_size[:, None, None]
     divisor = jnp.maximum(grid, 1).astype(dtype)[:, None, None]
     size = jnp.broadcast_to(jnp.asarray(size), start.shape[:1])[:, None, None]
-    coord = start + p * bin_size + (i + 0.5) * bin_size / divisor
+    coord = start + p * bin_size + _divide((i + 0.5) * bin_size, divisor)
     # Written as "inside" so that NaN coordinates count as outside, as torchvision's test.
     used = (coord >= -1.0) & (coord <= size.astype(dtype)) & (i < grid[:, None, None])
     coord = jnp.where(used, jnp.maximum(coord, 0), 0)
@@ -59,12 +74,13 @@ def _box_geometry(boxes, scale, aligned: bool, output_size, sampling_ratio: int,
     if not aligned:
         w, h = jnp.maximum(w, 1.0), jnp.maximum(h, 1.0)
     ph, pw = output_size
-    bin_h, bin_w = h / ph, w / pw
+    bin_h, bin_w = _divide(h, ph), _divide(w, pw)
     if sampling_ratio > 0:
         grid_h = grid_w = jnp.full(h.shape, sampling_ratio, jnp.int32)
     else:
-        grid_h = jnp.clip(jnp.ceil(h / ph), 0, max_grid).astype(jnp.int32)
-        grid_w = jnp.clip(jnp.ceil(w / pw), 0, max_grid).astype(jnp.int32)
+        # The kernel's ceil(roi height / pooled height): the bin size, rounded up.
+        grid_h = jnp.clip(jnp.ceil(bin_h), 0, max_grid).astype(jnp.int32)
+        grid_w = jnp.clip(jnp.ceil(bin_w), 0, max_grid).astype(jnp.int32)
     return y1, x1, bin_h, bin_w, grid_h, grid_w
 
 

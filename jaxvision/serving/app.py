@@ -5,9 +5,11 @@ input. `jaxvision serve` runs it with uvicorn.
   POST /v1/predict   multipart files in field "image" (one or many), or JSON
                      {"images": ["<base64>", ...]}; ?top_k=N for classifiers
   GET  /healthz      200 while the process is up
-  GET  /readyz       200 once every batch bucket is compiled (503 before)
+  GET  /readyz       200 once every batch bucket is compiled (503 before, and with the error
+                     when compiling failed: `jaxvision serve` then exits with it)
   GET  /v1/metadata  the model: task, classes, input size, preprocessing, source, versions
-  GET  /metrics      Prometheus: requests by status, latency, batch sizes, queue depth
+  GET  /metrics      Prometheus: requests by status (499: the client left before its
+                     request was read), latency, batch sizes, queue depth
   POST /v1/explain   the same inputs (classifiers): Grad-CAM of each image's top-1 class,
                      as a heat map [S, S] and a PNG to lay over the image's crop box
   GET  /             a web page: choose or drop an image, see the answer drawn on it
@@ -22,15 +24,21 @@ import importlib.resources
 import json
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import prometheus_client as prom
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
+from jaxvision.errors import UserError
 from jaxvision.serving.batcher import Batcher, QueueFull
 from jaxvision.serving.explanations import explanations
 from jaxvision.serving.images import BadImage, decode
+
+CLIENT_LEFT = 499  # the status /metrics counts for a client that left mid-request (nginx's)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,10 +72,26 @@ def warm_up(predictor, explainer=None) -> None:
             explainer.explain([image] * bucket)
 
 
-def create_app(predictor, metadata: dict, limits: Limits = Limits(), explainer=None) -> FastAPI:
+def warm_up_failure(error: Exception) -> str:
+    """One line for a warm-up that raised `error`: why the model cannot be served."""
+    if isinstance(error, UserError):
+        return str(error)
+    detail = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+    return f"the model cannot be served: compiling its batch buckets failed ({detail})"
+
+
+def create_app(
+    predictor,
+    metadata: dict,
+    limits: Limits = Limits(),
+    explainer=None,
+    on_failure: Callable[[str], None] | None = None,
+) -> FastAPI:
     """The service around `predictor` (a jaxvision Predictor or bundle); `metadata` is what
     /v1/metadata answers; `explainer` (jaxvision.explain.service.Explainer, optional) answers
-    /v1/explain. Buckets compile in a background thread; /readyz says when done."""
+    /v1/explain. Buckets compile in a background thread; /readyz says when done. When they
+    cannot compile, /readyz and the predictions answer 503 with why, and `on_failure` (the
+    serve command's: stop the server, exit non-zero) gets that one line."""
     registry = prom.CollectorRegistry()
     requests = prom.Counter(
         "jaxvision_requests",
@@ -102,8 +126,16 @@ def create_app(predictor, metadata: dict, limits: Limits = Limits(), explainer=N
 
     explaining = threading.Lock()  # one explanation at a time: each is a batch's worth of work
 
+    failure = []  # why the model cannot be served, once warming up failed
+
     def compile_buckets():
-        warm_up(predictor, explainer)
+        try:
+            warm_up(predictor, explainer)
+        except Exception as e:  # any failure: the server can never become ready
+            failure.append(warm_up_failure(e))
+            if on_failure is not None:
+                on_failure(failure[0])
+            return
         ready.set()
 
     @contextlib.asynccontextmanager
@@ -128,6 +160,8 @@ def create_app(predictor, metadata: dict, limits: Limits = Limits(), explainer=N
 
     @app.get("/readyz")
     async def readyz():
+        if failure:
+            return JSONResponse({"status": "failed", "error": failure[0]}, status_code=503)
         if not ready.is_set():
             return JSONResponse({"status": "compiling"}, status_code=503)
         return {"status": "ready"}
@@ -161,6 +195,11 @@ def create_app(predictor, metadata: dict, limits: Limits = Limits(), explainer=N
             status = e.status
             headers = getattr(e, "headers", None)
             response = JSONResponse({"error": e.message}, status_code=e.status, headers=headers)
+        except ClientDisconnect:  # nobody to answer: counted, not a server error
+            status, response = CLIENT_LEFT, Response(status_code=CLIENT_LEFT)
+        except Exception:  # a bug: counted, then starlette's 500 with its traceback in the log
+            requests.labels("500").inc()
+            raise
         seconds = time.perf_counter() - start
         requests.labels(str(status)).inc()
         latency.observe(seconds)
@@ -168,6 +207,8 @@ def create_app(predictor, metadata: dict, limits: Limits = Limits(), explainer=N
         return response
 
     def check_ready():
+        if failure:
+            raise ApiError(503, failure[0])
         if not ready.is_set():
             raise ApiError(503, "the model is still compiling", {"Retry-After": "1"})
 
@@ -211,6 +252,25 @@ def create_app(predictor, metadata: dict, limits: Limits = Limits(), explainer=N
     return app
 
 
+def run(
+    predictor, metadata: dict, limits: Limits, explainer=None, *, host: str, port: int
+) -> str | None:
+    """Serves `predictor` (create_app) under uvicorn until the process is stopped: None; or
+    until the model cannot be served (its batch buckets did not compile): that one line."""
+    import uvicorn
+
+    failed = []
+
+    def stop(message: str) -> None:  # from the warm-up thread, while server.run() runs
+        failed.append(message)
+        server.should_exit = True
+
+    service = create_app(predictor, metadata, limits, explainer=explainer, on_failure=stop)
+    server = uvicorn.Server(uvicorn.Config(service, host=host, port=port, log_level="warning"))
+    server.run()
+    return failed[0] if failed else None
+
+
 def _top_k(request: Request, limits: Limits, num_classes: int) -> int:
     raw = request.query_params.get("top_k", str(limits.top_k))
     if not raw.isdigit() or int(raw) < 1:
@@ -233,7 +293,15 @@ async def _uploads(request: Request, limits: Limits) -> list[tuple[str, bytes]]:
         uploads = _json_images(body)
     elif kind == "multipart/form-data":
         request._body = body  # the form parser reads the body already received
-        form = await request.form(max_files=limits.max_images + 1, max_fields=limits.max_images)
+        try:
+            form = await request.form(max_files=limits.max_images + 1, max_fields=limits.max_images)
+        except HTTPException as e:  # starlette's 400 {"detail": ...} for what it refuses
+            if e.detail.startswith("Too many files"):
+                raise ApiError(
+                    413,
+                    f"more than {limits.max_images} images, over the limit of {limits.max_images}",
+                ) from None
+            raise ApiError(400, f"the multipart body cannot be read: {e.detail}") from None
         unknown = sorted(set(form.keys()) - {"image"})
         if unknown:
             raise ApiError(422, f"unknown form fields {unknown}: send the files as 'image'")

@@ -10,6 +10,8 @@ import io
 import numpy as np
 from PIL import Image
 
+from jaxvision.data import files
+
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 
 
@@ -40,6 +42,7 @@ def decode(data: bytes, *, channels: int, max_pixels: int, name: str = "image") 
         image.load()
     except (OSError, SyntaxError, ValueError) as e:
         raise BadImage(400, f"{name} is truncated or corrupt ({e})") from None
-    image = image.convert("L" if channels == 1 else "RGB")
-    array = np.asarray(image, np.uint8)
-    return array[:, :, None] if array.ndim == 2 else array
+    try:  # as training decodes its files: 16-bit grayscale scaled, not clipped
+        return files.to_uint8(image, channels)
+    except ValueError as e:
+        raise BadImage(415, f"{name} cannot be read: {e}") from None

@@ -7,8 +7,8 @@ Batches (jaxvision.data.detection_transforms): {"image": [B, S, S, 3] uint8 canv
 [B, 2] (h, w) of the image inside the canvas, "scale": [B, 2] (sy, sx) canvas pixels per
 original pixel, "image_id": [B]; in evaluation also "iscrowd", "area" [B, M] and "mask" [B]}.
 The anchors are fixed by the canvas, so they are computed once, on the host, when the task is
-built; the model family's math (jaxvision.tasks.retinanet / .fcos / .ssd / .fasterrcnn) turns
-the model's outputs into the loss and into detections.
+built; the model family's math (jaxvision.tasks.retinanet_loss / fcos_loss /
+ssd_loss / fasterrcnn_loss) turns the model's outputs into the loss and into detections.
 """
 
 import dataclasses
@@ -24,17 +24,17 @@ from jaxvision.errors import UserError
 from jaxvision.evaluation.coco import CocoEvaluator
 from jaxvision.models import detection as detectors
 from jaxvision.ops import anchors as anchor_ops
-from jaxvision.tasks import fasterrcnn, fcos, retinanet, ssd
+from jaxvision.tasks import fasterrcnn_loss, fcos_loss, retinanet_loss, ssd_loss
 from jaxvision.tasks.classification import apply_model
 from jaxvision.tasks.images import image_model_init, normalize
 from jaxvision.tasks.kinds import TaskKind, model_options
 
 # family -> (its math module, its options dataclass)
 FAMILIES = {
-    "retinanet": (retinanet, retinanet.RetinaNetOptions),
-    "fcos": (fcos, fcos.FCOSOptions),
-    "ssd": (ssd, ssd.SSDOptions),
-    "fasterrcnn": (fasterrcnn, fasterrcnn.FasterRCNNOptions),
+    "retinanet": (retinanet_loss, retinanet_loss.RetinaNetOptions),
+    "fcos": (fcos_loss, fcos_loss.FCOSOptions),
+    "ssd": (ssd_loss, ssd_loss.SSDOptions),
+    "fasterrcnn": (fasterrcnn_loss, fasterrcnn_loss.FasterRCNNOptions),
 }
 # The families whose anchors are anchor_grid's and whose math takes anchors_per_level.
 _LEVELLED = ("retinanet", "fcos")
@@ -179,7 +179,7 @@ class Detection:
     def predict(self, models: dict, images, sizes=None) -> dict:
         """images: [B, S, S, 3] uint8 canvases; sizes: [B, 2] (h, w) of each image inside its
         canvas (None: the whole canvas) -> {"boxes": [B, D, 4] canvas pixels, "scores",
-        "classes", "valid"} (jaxvision.tasks.retinanet.postprocess)."""
+        "classes", "valid"} (jaxvision.tasks.retinanet_loss.postprocess)."""
         if sizes is None:
             sizes = jnp.full((images.shape[0], 2), self.canvas, jnp.int32)
         outputs = self.head_outputs(models, images, sizes)

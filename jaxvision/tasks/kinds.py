@@ -87,16 +87,37 @@ def build_task(record: dict):
 
 def check_images(images: Sequence, channels: int) -> list[np.ndarray]:
     """Images as uint8 [H, W, C] arrays with the model's `channels` ([H, W] gray ones get a
-    channel axis); UserError for any other."""
+    channel axis; PIL images are decoded as training decodes image files); UserError for an
+    empty list, an image without pixels, or any other kind of image."""
+    if len(images) == 0:
+        raise UserError("no images to predict: give one or more")
     checked = []
-    for image in images:
+    for i, image in enumerate(images):
+        if _is_pil(image):
+            from jaxvision.data import files
+
+            try:
+                image = files.to_uint8(image, channels)
+            except ValueError as e:
+                raise UserError(f"image {i} cannot be read: {e}") from None
         image = np.asarray(image)
         if image.ndim == 2:
             image = image[:, :, None]
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != channels:
             raise UserError(
                 f"an image of {image.dtype} {image.shape} cannot be labelled: the model "
-                f"takes uint8 [H, W, {channels}]"
+                f"takes uint8 [H, W, {channels}] (or a PIL image, decoded as training decodes "
+                "files: jaxvision.data.files.load_image)"
+            )
+        if image.size == 0:
+            raise UserError(
+                f"image {i} has no pixels ({image.shape[0]} x {image.shape[1]}, height x "
+                "width): give images of at least 1 x 1"
             )
         checked.append(image)
     return checked
+
+
+def _is_pil(image) -> bool:
+    """Whether `image` is a PIL image (without importing PIL for those that are not)."""
+    return type(image).__module__.startswith("PIL.")

@@ -1,9 +1,10 @@
 """A run's common parts, built from the config fields every training config has: the mesh, the
 model's and the optimizer's option groups (read from the config once, `ModelOptions` and
-`OptimizerOptions`), the optimizer and its schedule, the evaluations. Experiment programs call
-these in their `setup`, so no program copies them; what is specific to a task stays in its
-program. Wrappers other packages register (`jaxvision.train.wrappers`: quantization-aware
-training, pruning masks) are applied here when the config asks for them.
+`OptimizerOptions`), the optimizer and its schedule, the train step's update options, the
+evaluations. Experiment programs call these in their `setup`, so no program copies them; what
+is specific to a task stays in its program. Wrappers other packages register
+(`jaxvision.train.wrappers`: quantization-aware training, pruning masks) are applied here when
+the config asks for them.
 """
 
 import dataclasses
@@ -15,7 +16,7 @@ from flax import linen as nn
 from jaxvision import evaluation, models
 from jaxvision.errors import UserError
 from jaxvision.sharding import batch_split, check_global_batch, make_mesh
-from jaxvision.train import optim, reporting, wrappers
+from jaxvision.train import optim, reporting, steps, wrappers
 from jaxvision.train.state import abstract_params
 
 
@@ -141,11 +142,20 @@ def optimizer(
     """(tx, schedule, frozen) from the optimizer's options. frozen: the task's own
     frozen-parameter predicate (a detector's frozen backbone layers); classifiers take theirs
     from freeze_backbone (`options.linear_probe`)."""
+    warmup_steps = round(options.warmup_epochs * steps_per_epoch)
+    if 0 < total_steps <= warmup_steps:
+        # make_schedule ends such a warmup at the run's last step: say so, the run is short.
+        reporting.note(
+            f"warmup_epochs={options.warmup_epochs:g} is {warmup_steps:,} steps, not fewer than "
+            f"the run's {total_steps:,}: the learning rate rises over the whole run to its peak "
+            f"{options.learning_rate:g} at the last step and never decays; for a decay set "
+            f"warmup_epochs below {total_steps / steps_per_epoch:.3g}"
+        )
     schedule = optim.make_schedule(
         options.schedule,
         base_lr=options.learning_rate,
         total_steps=total_steps,
-        warmup_steps=round(options.warmup_epochs * steps_per_epoch),
+        warmup_steps=warmup_steps,
         boundaries=options.step_boundaries,
     )
     lr_multipliers = None
@@ -175,6 +185,14 @@ def optimizer(
     )
     # e.g. jaxvision prune's fine-tune: pruned weights stay zero.
     return wrappers.wrap_optimizer(tx, options.wrappers), schedule, frozen
+
+
+def update_options(config, frozen, schedule) -> steps.UpdateOptions:
+    """How the train step updates the trained model (micro-batches, EMA), with the optimizer's
+    `frozen` and `schedule` (from `optimizer`)."""
+    return steps.UpdateOptions(
+        config.microbatches, config.ema_decay, config.ema_warmup, frozen, schedule
+    )
 
 
 def evals(config, splits: dict) -> list[evaluation.Eval]:

@@ -51,11 +51,37 @@ class PreemptionWatch:
             signal.signal(s, handler)
 
 
-class NonFiniteLoss(UserError):
-    """The training loss or gradient norm became NaN or infinite at `step`."""
+# A loss that stops being finite this soon after a state was loaded points at what was loaded.
+SUSPECT_STEPS = 10
 
-    def __init__(self, step: int, name: str, value: float):
+
+class NonFiniteLoss(UserError):
+    """The training loss or gradient norm became NaN or infinite at `step`.
+
+    loaded: what the run's state was read from at `loaded_at` when that was a checkpoint or
+    imported weights ("the checkpoint at step 200 in DIR"), None when it started fresh."""
+
+    def __init__(
+        self,
+        step: int,
+        name: str,
+        value: float,
+        loaded: str | None = None,
+        loaded_at: int = 0,
+        advice: str = "",
+    ):
         self.step = step
+        if loaded is not None and step - loaded_at <= SUSPECT_STEPS:
+            # A resumed run computes the same steps as an uninterrupted one, and imported
+            # weights have not been trained here: the values loaded are the first suspects.
+            after = step - loaded_at
+            super().__init__(
+                f"{name} is {value} at step {step}, {after} step{'s' * (after != 1)} after "
+                f"loading {loaded}: suspect the loaded values first (a resumed run repeats "
+                "the steps of one that was not stopped), then any setting changed since they "
+                f"were written, such as the learning rate (no state was saved); {advice}"
+            )
+            return
         super().__init__(
             f"{name} is {value} at step {step}: the run stopped without saving this state. "
             "Lower the learning rate, enable grad_clip_norm, or check the input data, then "
@@ -67,11 +93,21 @@ class NonFiniteWatch:
     """Remembers each step's scalars (device arrays, not fetched) until `check` looks at them.
 
     Fetching once per check instead of once per step keeps the host from waiting on the device.
+    loaded, loaded_at, advice: what the state was read from, at which step, and what to do if
+    the loss goes non-finite soon after (`NonFiniteLoss`).
     """
 
-    def __init__(self, names=("train/loss", "train/grad_norm")):
+    def __init__(
+        self,
+        names=("train/loss", "train/grad_norm"),
+        *,
+        loaded: str | None = None,
+        loaded_at: int = 0,
+        advice: str = "",
+    ):
         self._names = names
         self._pending: list[tuple[int, dict]] = []
+        self._loaded = (loaded, loaded_at, advice)
 
     def add(self, step: int, metrics: dict) -> None:
         self._pending.append((step, {n: metrics[n] for n in self._names if n in metrics}))
@@ -82,4 +118,4 @@ class NonFiniteWatch:
         for step, values in pending:
             for name, value in values.items():
                 if not math.isfinite(float(value)):
-                    raise NonFiniteLoss(step, name, float(value))
+                    raise NonFiniteLoss(step, name, float(value), *self._loaded)

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -130,8 +131,10 @@ def train_and_evaluate(
 
 
 def _restore_or_init(run: Run, config, checkpointer: Checkpointer, workdir: str):
-    """(state, checkpoint meta): the newest readable checkpoint, or a fresh state. A rerun that
-    asks for another model, data or seed is refused before anything is written."""
+    """(state, checkpoint meta, what was loaded): the newest readable checkpoint, or a fresh
+    state. A rerun that asks for another model, data or seed is refused before anything is
+    written. What was loaded is keyword arguments of `guards.NonFiniteWatch` (empty for a
+    fresh state): a loss that is not finite right after points at the checkpoint or file."""
     if checkpointer.latest_step() is None:
         state = jax.jit(run.init, out_shardings=run.state_sharding)(run.rng)
         if config.init_from:
@@ -147,7 +150,13 @@ def _restore_or_init(run: Run, config, checkpointer: Checkpointer, workdir: str)
             state = state.replace(models={**state.models, name: model})
         if run.load_pretrained is not None:
             state = run.load_pretrained(state)
-        return state, {}
+        if not config.init_from:
+            return state, {}, {}
+        loaded = {
+            "loaded": f"the weights of --config.init_from={config.init_from}",
+            "advice": "check that file: it may hold NaN or huge values, or be for another model",
+        }
+        return state, {}, loaded
     stored = workdirs.stored_config(workdir)
     if stored is not None:
         workdirs.check_resume(stored, config, checkpointer.directory)
@@ -162,9 +171,18 @@ def _restore_or_init(run: Run, config, checkpointer: Checkpointer, workdir: str)
     # Older checkpoints keep dataset, batch_size and seed under "data".
     workdirs.check_resume(meta.get("run") or meta.get("data", {}), config, checkpointer.directory)
     for line in skipped:
-        reporting.note(f"skipped an unreadable checkpoint, {line}: kept as <step>.damaged")
-    reporting.note(f"resumed from {checkpointer.directory} at step {int(state.step)}")
-    return state, meta
+        reporting.note(f"skipped a damaged checkpoint, {line}: kept as <step>.damaged")
+    step = int(state.step)
+    reporting.note(f"resumed from {checkpointer.directory} at step {step}")
+    loaded = {
+        "loaded": f"the checkpoint at step {step} in {checkpointer.directory}",
+        "loaded_at": step,
+        "advice": (
+            f"move {os.path.join(checkpointer.directory, str(step))} aside and rerun to resume "
+            "from an older checkpoint, or start over with a new --workdir"
+        ),
+    }
+    return state, meta, loaded
 
 
 def _train_and_evaluate(config, workdir: str, setup, preemption, cleanup) -> dict:
@@ -178,9 +196,9 @@ def _train_and_evaluate(config, workdir: str, setup, preemption, cleanup) -> dic
     cleanup.callback(checkpointer.close)  # whatever ends the run, an in-flight save completes
     log = reporting.MetricsLog(workdir, total_steps=run.total_steps)
     cleanup.callback(log.close)
-    state, meta = _restore_or_init(run, config, checkpointer, workdir)
+    state, meta, loaded = _restore_or_init(run, config, checkpointer, workdir)
     workdirs.write_config(workdir, config)  # the resolved config, next to its checkpoints
-    write_predictor_record(workdir, run.predictor)
+    write_predictor_record(workdir, run.predictor, program_name(setup))
     first_step = int(state.step)
     # Entries past the resume point come from a run that stopped before its next checkpoint
     # (all of them, when it stopped before the first): the log reads as one uninterrupted run.
@@ -251,7 +269,7 @@ def _train_and_evaluate(config, workdir: str, setup, preemption, cleanup) -> dic
     # and watched for non-finite values) until a log line, an evaluation or a checkpoint
     # fetches them; the host runs ahead and dispatches step s + 1 while step s computes
     # (tests/train/test_loop_sync.py).
-    nonfinite = guards.NonFiniteWatch()
+    nonfinite = guards.NonFiniteWatch(**loaded)
     profiler = profiling.StepProfiler(
         profiling.parse_steps(config.get("profile_steps")), os.path.join(workdir, "profile")
     )
@@ -311,9 +329,22 @@ def _train_and_evaluate(config, workdir: str, setup, preemption, cleanup) -> dic
     return final
 
 
-def write_predictor_record(workdir: str, record: dict) -> None:
+def program_name(setup: Callable) -> str | None:
+    """The module of the program whose `setup` builds the run ("experiments.classification"),
+    as `python -m` would find it again; None for a setup defined in a script run by path."""
+    module = setup.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        return spec.name if spec is not None else None
+    return module
+
+
+def write_predictor_record(workdir: str, record: dict, program: str | None = None) -> None:
     """`<workdir>/model.json`: what a Predictor needs besides the checkpoint (task, model,
-    classes, preprocessing), so inference never opens the training data."""
+    classes, preprocessing), so inference never opens the training data; and the training
+    `program` (a module name), which tools that train the run further (jaxvision prune) run."""
+    if record and program:
+        record = {**record, "program": program}
     if record and jax.process_index() == 0:
         with open(os.path.join(workdir, "model.json.tmp"), "w") as f:
             json.dump(record, f, indent=1)

@@ -6,6 +6,7 @@ weight file cannot run code when loaded. Pickled PyTorch files (.pt, .pth, .bin)
 
 import os
 
+import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 from flax import traverse_util
@@ -81,8 +82,28 @@ def unflatten(flat: dict[tuple[str, ...], np.ndarray]) -> dict:
     return traverse_util.unflatten_dict(flat)
 
 
+def _check_values(key: tuple[str, ...], value, dtype, source: str) -> None:
+    """Floats where the model has floats (any width: float16 and bfloat16 are upcast), and
+    finite ones: integers would be cast to whole numbers (most weights to 0) without a word."""
+    if not jnp.issubdtype(dtype, jnp.floating):
+        return
+    name = "/".join(key)
+    if not jnp.issubdtype(value.dtype, jnp.floating):
+        raise UserError(
+            f"{source}: {name} is stored as {np.dtype(value.dtype).name}, the model expects "
+            f"floating-point values ({np.dtype(dtype).name}): write the file with float weights"
+        )
+    finite = np.isfinite(np.asarray(value, np.float32))
+    if not finite.all():
+        raise UserError(
+            f"{source}: {name} holds {finite.size - int(finite.sum())} NaN or infinite values: "
+            "the file is damaged or was saved from a run that diverged"
+        )
+
+
 def check_complete(converted: dict, expected: dict, source: str) -> None:
-    """Raises UserError unless flat dict `converted` has exactly `expected`'s paths and shapes."""
+    """Raises UserError unless flat dict `converted` has exactly `expected`'s paths and shapes,
+    with floating-point, finite values where the model has floats."""
     missing = sorted("/".join(k) for k in set(expected) - set(converted))
     extra = sorted("/".join(k) for k in set(converted) - set(expected))
     if missing or extra:
@@ -91,6 +112,7 @@ def check_complete(converted: dict, expected: dict, source: str) -> None:
             "check that the file is for this architecture"
         )
     for key, value in converted.items():
+        _check_values(key, value, expected[key].dtype, source)
         if tuple(value.shape) != tuple(expected[key].shape):
             raise UserError(
                 f"{source}: {'/'.join(key)} has shape {tuple(value.shape)}, the model expects "

@@ -8,7 +8,7 @@ import sys
 import pytest
 from PIL import Image
 
-from tests.experiments.helpers import ROOT, python_env
+from tests.experiments.helpers import ROOT, devices, python_env
 
 # The GPU machines the throughput benchmark runs on have jax, flax, optax, absl, numpy and
 # matplotlib, but no TensorFlow, TFDS, ml_collections or grain: it must run without them.
@@ -104,7 +104,7 @@ def test_largest_model_that_fits_with_fsdp_and_remat():
         "--remat",
         "--steps=1",
         "--warmup=0",
-        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        env=devices(2),
         without=GPU_MACHINE_LACKS,
     )
     *measured, summary = rows

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxvision.commands.prune import finetune, plot, prune_run, prune_table
+from jaxvision.commands.prune import finetune, plot, prune_run, prune_table, training_program
 from jaxvision.compress import prune
 from jaxvision.errors import UserError
 from jaxvision.predictor import Predictor
@@ -87,7 +87,9 @@ def test_pruned_weights_stay_zero_through_finetuning_and_resume(digits_run, tmp_
     # Resume to step 4 with the mask file replaced by all-ones: the masks come back from the
     # checkpoint's optimizer state, so the pruned weights still stay zero.
     prune.save_masks(masks_path, {k: np.ones_like(v) for k, v in masks.items()})
-    final = finetune(workdir, os.path.join(run, "start"), masks_path, tuned, 4, None)
+    record = Predictor.from_workdir(workdir).record
+    assert record["program"] == "experiments.classification"  # what trained it fine-tunes it
+    final = finetune(workdir, record, os.path.join(run, "start"), masks_path, tuned, 4, None)
     assert final["step"] == 4
     resumed = Predictor.from_workdir(tuned).variables["params"]
     for path, mask in masks.items():
@@ -111,3 +113,26 @@ def test_accuracy_against_sparsity_table_and_curve(digits_run, tmp_path):
     plot(rows, str(tmp_path / "curve.png"), "structured (l2)")
     with open(tmp_path / "curve.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_fine_tune_runs_the_recorded_program():
+    import experiments.classification as program
+
+    assert training_program({}) == (program.train_and_evaluate, program.default_config)
+    with pytest.raises(UserError) as e:
+        training_program({"program": "experiments.my_fork"})
+    assert str(e.value) == (
+        "fine-tuning runs the program that trained the run, experiments.my_fork, which is not "
+        "on the Python path: run from the folder that holds it, or prune with --steps=0"
+    )
+    with pytest.raises(UserError, match="the run's program jaxvision.errors has no "):
+        training_program({"program": "jaxvision.errors"})
+
+
+def test_masks_of_other_values_than_0_and_1_are_refused(tmp_path):
+    path = str(tmp_path / "masks.npz")
+    prune.save_masks(path, {("w", "kernel"): np.array([[1, 0], [0, 1]])})
+    assert prune.load_masks(path)[("w", "kernel")].tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    np.savez(path, **{"w/kernel": np.array([[0.5, 0.0], [1.0, 2.0]], np.float32)})
+    with pytest.raises(UserError, match=r"w/kernel holds values other than 0 and 1 \(float32\)"):
+        prune.load_masks(path)

@@ -1,5 +1,6 @@
 """Damaged and odd files in a folder dataset: named when the folder opens, left out (or an
-error with `strict`), and the odd-but-valid ones (16-bit PNGs) decoded right."""
+error with `strict`), and the odd-but-valid ones (16-bit PNGs) decoded right; images in
+sub-folders of a class read as torchvision's ImageFolder reads them."""
 
 import os
 import struct
@@ -113,3 +114,58 @@ def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
     assert (pixels == 255).mean() < 0.01  # PIL's own conversion: 99.6% white
     gray = files.load_image(str(tmp_path / "deep.png"), channels=1)
     np.testing.assert_array_equal(gray[..., 0], expected)
+
+
+def _pngs(folder, count, value=0, prefix=""):
+    os.makedirs(folder, exist_ok=True)
+    for i in range(count):
+        Image.new("RGB", (8, 8), (value, value, value)).save(folder / f"{prefix}{i:02d}.png")
+
+
+def test_images_in_sub_folders_belong_to_their_class(tmp_path):
+    # 12 + 30 images of class a (30 two folders down), 12 of b: all 54 are read.
+    _pngs(tmp_path / "a", 12)
+    _pngs(tmp_path / "a" / "sub" / "deeper", 30, 50)
+    _pngs(tmp_path / "b", 12, 200)
+    ds = open_dataset("folder", data_dir=str(tmp_path), test_fraction=0.25)
+    assert ds.class_names == ("a", "b")
+    labels = list(ds.train.labels) + list(ds.test.labels)
+    assert (labels.count(0), labels.count(1)) == (42, 12)
+    assert (len(ds.train), len(ds.test)) == (41, 13)  # round(42 / 4) = 10 and 3 held out
+    deep = [p for p in ds.train.paths + ds.test.paths if "deeper" in p]
+    assert len(deep) == 30
+
+
+def test_sub_folders_are_listed_in_image_folders_order(tmp_path):
+    # torchvision's make_dataset: sorted(os.walk(class folder)), so folders by path string
+    # ("sub-x" before "sub/deeper": "-" sorts before "/"), each folder's files by name
+    # (case-sensitive). Hidden folders are skipped (ImageFolder reads them); a link back up
+    # is followed once, not forever.
+    for split in ("train", "val"):
+        for name in ("a/sub/deeper", "a/sub-x", "a/.hidden", "b"):
+            os.makedirs(tmp_path / split / name)
+        for name in ("a/x", "a/B", "a/sub/y", "a/sub-x/z", "a/sub/deeper/w", "a/.hidden/h", "b/q"):
+            Image.new("RGB", (8, 8)).save(tmp_path / split / f"{name}.png")
+        (tmp_path / split / "a" / "sub" / "loop").symlink_to(tmp_path / split / "a")
+    ds = open_dataset("folder", data_dir=str(tmp_path))
+    listed = [os.path.relpath(p, tmp_path / "train") for p in ds.train.paths]
+    assert listed == [
+        "a/B.png",
+        "a/x.png",
+        "a/sub/y.png",
+        "a/sub-x/z.png",
+        "a/sub/deeper/w.png",
+        "b/q.png",
+    ]
+    assert ds.train.labels == (0, 0, 0, 0, 0, 1) and len(ds.test) == 6
+
+
+def test_a_train_folder_without_a_held_out_folder_is_refused(tmp_path):
+    # Read recursively, train/ would be one class holding every image.
+    _pngs(tmp_path / "train" / "cat", 2)
+    _pngs(tmp_path / "train" / "dog", 2)
+    _pngs(tmp_path / "other", 2)
+    with pytest.raises(
+        UserError, match=r"train holds class folders but .* has no held-out folder next to it"
+    ):
+        open_dataset("folder", data_dir=str(tmp_path))

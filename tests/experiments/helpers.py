@@ -23,6 +23,13 @@ def python_env(**variables):
     return env
 
 
+def devices(count):
+    """Environment variables for a process with `count` simulated CPU devices: this process's
+    XLA_FLAGS (the suite's, see tests/conftest.py) plus the device count."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    return {"XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={count}".strip()}
+
+
 def run_module(module, *args, env=None, check=False, timeout=600, **kwargs):
     """`python -m module *args` from the repository root, output captured as text; `env` adds
     variables to the environment; `check` asserts that it exited 0."""

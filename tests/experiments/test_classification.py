@@ -13,6 +13,7 @@ from PIL import Image
 from tests.experiments.helpers import (
     CONFIGS,
     RESNET_DIGITS,
+    devices,
     load_config,
     parse_final,
     read_metrics,
@@ -190,7 +191,7 @@ def test_bad_input_empty_image_folder(tmp_path):
 
 
 def test_bad_input_batch_not_divisible_by_devices(tmp_path):
-    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    env = devices(8)
     line = _bad(tmp_path, "--config.batch_size=12", env=env)
     assert "batch_size=12 is not divisible by the 8 devices" in line
 

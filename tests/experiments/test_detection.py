@@ -22,6 +22,7 @@ from jaxvision.predictor import Predictor
 from jaxvision.train.state import ModelState
 from tests.experiments.helpers import (
     TINY_SHAPES,
+    devices,
     load_config,
     read_metrics,
     run_module,
@@ -96,7 +97,7 @@ def test_fsdp_over_8_devices_trains_as_one_device(trained, tmp_path):
         *_flags(TINY),
         "--config.sharding=fsdp",
         '--config.mesh=(("data", 2), ("fsdp", -1))',
-        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+        env=devices(8),
         check=True,
     )
     ours = [r for r in read_metrics(workdir) if "train/loss" in r]

@@ -8,6 +8,7 @@ import pytest
 from experiments.classification import train_and_evaluate
 from jaxvision import data, models, weights
 from jaxvision.checkpoint import load_variables
+from jaxvision.errors import UserError
 from jaxvision.tasks.classification import Classification
 from jaxvision.train import build, optim, steps
 from jaxvision.train.state import abstract_params, init_model_state, init_train_state
@@ -114,3 +115,35 @@ def test_linear_probe_trains_each_models_own_classifier(name):
     trainable = sorted(k for k, v in mask.items() if not all(jax.tree.leaves(v)))
     assert trainable == [models.classifier(name)]
     assert not any(jax.tree.leaves(mask[models.classifier(name)]))
+
+
+def _fresh_file(tmp_path, name: str, change) -> str:
+    """The digits ResNet-18's fresh weights with torch names, each float tensor `change`d."""
+    model = models.build("resnet18", num_classes=10, stem="small", width=16)
+    task = Classification(model, mean=(0.0,), std=(1.0,))
+    variables = task.init_variables({"image": np.zeros((1, 8, 8, 1), np.uint8)})(
+        jax.random.PRNGKey(0)
+    )
+    tensors = weights.export_weights("resnet18", jax.device_get(variables))
+    path = str(tmp_path / name)
+    weights.save_safetensors(
+        path, {k: change(v) if v.dtype == np.float32 else v for k, v in tensors.items()}
+    )
+    return path
+
+
+def test_a_weight_file_of_integers_is_refused_by_name(tmp_path):
+    # Cast to float32 they would be whole numbers: the run would train from all-zero weights.
+    path = _fresh_file(tmp_path, "int64.safetensors", lambda v: v.astype(np.int64))
+    with pytest.raises(UserError, match=r"^weights for resnet18: params/\S+ is stored as int64"):
+        train_and_evaluate(_digits_config(init_from=path, total_steps=2), str(tmp_path / "w"))
+
+
+@pytest.mark.slow
+def test_a_loss_that_is_not_finite_from_imported_weights_names_the_file(tmp_path):
+    path = _fresh_file(tmp_path, "huge.safetensors", lambda v: v * np.float32(1e38))
+    with pytest.raises(UserError) as raised:
+        train_and_evaluate(_digits_config(init_from=path, total_steps=2), str(tmp_path / "w"))
+    message = str(raised.value)
+    assert f"1 step after loading the weights of --config.init_from={path}" in message
+    assert "Lower the learning rate" not in message

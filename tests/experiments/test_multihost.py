@@ -23,6 +23,7 @@ from jaxvision.checkpoint import load_variables
 from tests.experiments.helpers import (
     RESNET_DIGITS,
     ROOT,
+    devices,
     parse_final,
     python_env,
     read_metrics,
@@ -39,10 +40,6 @@ ARGS = (
     "--config.batch_size=64",
     "--config.learning_rate=0.05",
 )
-
-
-def _devices(count):
-    return {"XLA_FLAGS": f"--xla_force_host_platform_device_count={count}"}
 
 
 def _free_port():
@@ -70,7 +67,7 @@ def _two_processes(workdir):
                 f"--coordinator_address={address}",
             ],
             cwd=ROOT,
-            env=python_env(**_devices(4)),
+            env=python_env(**devices(4)),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -85,7 +82,7 @@ def _two_processes(workdir):
 
 def test_two_processes_match_one_process_and_resume(tmp_path):
     single = run_module(
-        "experiments.train", RESNET_DIGITS, f"--workdir={tmp_path / 'one'}", *ARGS, env=_devices(8)
+        "experiments.train", RESNET_DIGITS, f"--workdir={tmp_path / 'one'}", *ARGS, env=devices(8)
     )
     assert single.returncode == 0, single.stderr[-3000:]
 

@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -180,12 +182,72 @@ def test_a_damaged_latest_checkpoint_is_skipped_for_the_newest_that_reads(tmp_pa
     else:
         largest = max(state_dir.rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
         largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])
+    with pytest.raises(UserError, match="^the checkpoint at step 4 in .* cannot be read"):
+        checkpoint.load_model(str(workdir), 4)  # `jaxvision evaluate --step=4`: one line
     again = classification.train_and_evaluate(_config(), str(workdir))
     assert {k: v for k, v in again.items() if k != "elapsed_s"} == {
         k: v for k, v in reference.items() if k != "elapsed_s"
     }
     assert without_timings(read_metrics(workdir)) == records
     assert _checkpoints(workdir) == ["2", "4", "4.damaged"]  # kept for inspection
+
+
+def _flip_bytes(state_dir, count: int = 64):
+    """XORs `count` bytes in the middle of the largest file under `state_dir` (its size kept)."""
+    largest = max(state_dir.rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
+    raw = bytearray(largest.read_bytes())
+    middle = len(raw) // 2
+    for i in range(middle, middle + count):
+        raw[i] ^= 0x5A
+    largest.write_bytes(bytes(raw))
+
+
+@pytest.mark.slow
+def test_a_checkpoint_with_flipped_bytes_is_set_aside_for_the_newest_that_verifies(
+    tmp_path, capsys
+):
+    workdir = tmp_path / "run"
+    reference = classification.train_and_evaluate(_config(), str(workdir))
+    records = without_timings(read_metrics(workdir))
+    _flip_bytes(workdir / "checkpoints" / "4" / "state")
+    # Readers say what they skip and refuse the damaged step itself.
+    assert Predictor.from_workdir(str(workdir)).step == 2
+    assert "skipped a damaged checkpoint of " in capsys.readouterr().err
+    with pytest.raises(
+        UserError,
+        match=r"the checkpoint at step 4 in .* is damaged \(models/.* differs from the digest",
+    ):
+        checkpoint.load_model(str(workdir), 4)
+    assert _checkpoints(workdir) == ["2", "4"]  # readers move nothing
+    again = classification.train_and_evaluate(_config(), str(workdir))
+    err = capsys.readouterr().err
+    assert "skipped a damaged checkpoint, step 4 (" in err and "resumed from" in err
+    assert "at step 2" in err
+    assert _checkpoints(workdir) == ["2", "4", "4.damaged"]
+    assert {k: v for k, v in again.items() if k != "elapsed_s"} == {
+        k: v for k, v in reference.items() if k != "elapsed_s"
+    }
+    assert without_timings(read_metrics(workdir)) == records
+
+
+def test_a_loss_that_is_not_finite_right_after_a_resume_names_the_checkpoint(tmp_path, monkeypatch):
+    workdir = str(tmp_path)
+    classification.train_and_evaluate(_config(total_steps=2), workdir)
+    restore = checkpoint.Checkpointer.restore_newest_readable
+
+    def unsound(self, abstract):  # values that verify but cannot be trained from
+        state, meta, skipped = restore(self, abstract)
+        huge = lambda x: x * 1e38 if jnp.issubdtype(x.dtype, jnp.floating) else x  # noqa: E731
+        return jax.tree.map(huge, state), meta, skipped
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "restore_newest_readable", unsound)
+    with pytest.raises(UserError) as raised:
+        classification.train_and_evaluate(_config(), workdir)
+    message = str(raised.value)
+    assert " at step 3, 1 step after loading the checkpoint at step 2 in " in message
+    assert "suspect the loaded values first" in message
+    assert "Lower the learning rate" not in message
+    assert _checkpoints(workdir) == ["2"]
 
 
 def test_a_line_cut_short_in_the_log_does_not_stop_the_rerun(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from jaxvision.errors import UserError
 from jaxvision.models import detection
-from jaxvision.tasks import fasterrcnn
+from jaxvision.tasks import fasterrcnn_loss
 from jaxvision.tasks.detection import Detection
 from jaxvision.train.state import abstract_params
 from jaxvision.weights import export_weights, import_weights
@@ -62,7 +62,7 @@ def test_task_trains_and_predicts():
         rpn_post_nms_top_n_train=40,
         rpn_post_nms_top_n_test=30,
     )
-    options = dataclasses.replace(fasterrcnn.FasterRCNNOptions(), box_batch_size_per_image=24)
+    options = dataclasses.replace(fasterrcnn_loss.FasterRCNNOptions(), box_batch_size_per_image=24)
     task = Detection(model, canvas=64, options=options)
     assert task.anchors.shape == (3 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2 + 1), 4)
     batch = _batch(np.random.default_rng(0))

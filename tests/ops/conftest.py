@@ -21,18 +21,25 @@ def _load(name):
 @pytest.fixture(params=["stored", "torchvision"])
 def cases(request):
     """cases(name) -> a list of cases (nested dicts of numpy arrays) of make_ops_fixtures'
-    CASES[name] (or make_roi_fixtures'); the "torchvision" variant skips without torch."""
+    CASES[name] (or make_roi_fixtures', make_grid_fixtures'...); the "torchvision" variant
+    skips without torch."""
     if request.param == "stored":
         return lambda name: [_load(name)]
     pytest.importorskip("torch")
     pytest.importorskip("torchvision")
-    from tests.ops.fixtures import make_fasterrcnn_fixtures, make_ops_fixtures, make_roi_fixtures
+    from tests.ops.fixtures import (
+        make_fasterrcnn_fixtures,
+        make_grid_fixtures,
+        make_ops_fixtures,
+        make_roi_fixtures,
+    )
 
     def fresh(name):
         make = {
             **make_ops_fixtures.CASES,
             **make_roi_fixtures.CASES,
             **make_fasterrcnn_fixtures.CASES,
+            **make_grid_fixtures.CASES,
         }[name]
         return [unflatten(make_ops_fixtures.flatten(make(seed))) for seed in FRESH_SEEDS]
 

@@ -130,3 +130,11 @@ def test_box_coder_round_trip():
     gt = jnp.array([[12.0, 18.0, 60.0, 45.0], [1.0, 1.0, 3.0, 3.0]])
     round_trip = jax.jit(lambda g, a: coder.decode(coder.encode(g, a), a))(gt, anchors)
     np.testing.assert_allclose(round_trip, gt, atol=1e-5)
+
+
+def test_giou_of_inverted_boxes_is_finite():
+    # Zero enclosing area, non-zero union: torchvision divides by 0 (-inf, inf); here the
+    # penalty is 0 and the GIoU the IoU alone, as generalized_box_iou's docstring says.
+    boxes = jnp.array([[2.0, 0.0, 0.0, 2.0], [2.0, 2.0, 0.0, 0.0]])
+    giou = np.diagonal(np.asarray(jax.jit(generalized_box_iou)(boxes, boxes)))
+    assert giou.tolist() == [0.0, 0.0] and np.signbit(giou).tolist() == [True, False]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxvision.errors import UserError
-from jaxvision.tasks import retinanet, ssd
+from jaxvision.tasks import retinanet_loss, ssd_loss
 from tests.ops.helpers import assert_close, assert_same_detections
 
 
@@ -20,14 +20,14 @@ def _outputs(case):
 
 def test_retinanet_loss_matches_torchvision(cases):
     for case in cases("retinanet"):
-        total, parts = jax.jit(retinanet.loss)(
+        total, parts = jax.jit(retinanet_loss.loss)(
             _outputs(case), case["anchors"], case["boxes"], case["classes"], case["mask"]
         )
         assert_close(parts["cls_loss"], case["cls_loss"], 0, 1e-5, label="retinanet cls_loss")
         assert_close(parts["box_loss"], case["box_loss"], 0, 1e-5, label="retinanet box_loss")
         np.testing.assert_allclose(total, case["cls_loss"] + case["box_loss"], rtol=1e-5)
-        giou = retinanet.RetinaNetOptions(box_loss="giou")
-        _, parts = jax.jit(functools.partial(retinanet.loss, options=giou))(
+        giou = retinanet_loss.RetinaNetOptions(box_loss="giou")
+        _, parts = jax.jit(functools.partial(retinanet_loss.loss, options=giou))(
             _outputs(case), case["anchors"], case["boxes"], case["classes"], case["mask"]
         )
         assert_close(parts["box_loss"], case["box_loss_giou"], 0, 1e-5, label="giou box_loss")
@@ -38,13 +38,13 @@ def test_retinanet_postprocess_matches_torchvision(cases):
     for case in cases("retinanet"):
         levels = tuple(int(n) for n in case["num_anchors_per_level"])
         for name, expected in case["postprocess"].items():
-            options = retinanet.RetinaNetOptions(
+            options = retinanet_loss.RetinaNetOptions(
                 score_thresh=float(expected["score_thresh"]),
                 topk_candidates=int(expected["topk_candidates"]),
                 detections_per_img=int(expected["detections_per_img"]),
             )
             post = jax.jit(
-                functools.partial(retinanet.postprocess, options=options), static_argnums=2
+                functools.partial(retinanet_loss.postprocess, options=options), static_argnums=2
             )
             ours = post(_outputs(case), case["anchors"], levels, case["image_sizes"])
             assert ours["classes"].dtype == jnp.int32
@@ -56,7 +56,7 @@ def test_retinanet_postprocess_matches_torchvision(cases):
 def test_ssd_loss_matches_torchvision(cases):
     for case in cases("ssd"):
         outputs = _outputs(case)
-        loss = jax.jit(ssd.loss)
+        loss = jax.jit(ssd_loss.loss)
         _, parts = loss(outputs, case["anchors"], case["boxes"], case["classes"], case["mask"])
         # Image 0 makes hard-negative mining take positives too (torchvision's -inf ranks).
         assert_close(parts["cls_loss"], case["cls_loss"], 0, 1e-5, label="ssd cls_loss")
@@ -72,12 +72,12 @@ def test_ssd_loss_matches_torchvision(cases):
 def test_ssd_postprocess_matches_torchvision(cases):
     for case in cases("ssd"):
         for name, expected in case["postprocess"].items():
-            options = ssd.SSDOptions(
+            options = ssd_loss.SSDOptions(
                 score_thresh=float(expected["score_thresh"]),
                 topk_candidates=int(expected["topk_candidates"]),
                 detections_per_img=int(expected["detections_per_img"]),
             )
-            post = jax.jit(functools.partial(ssd.postprocess, options=options))
+            post = jax.jit(functools.partial(ssd_loss.postprocess, options=options))
             ours = post(_outputs(case), case["anchors"], case["image_sizes"])
             for image in range(4):
                 assert_same_detections(ours, expected, image, label=f"ssd {name}")
@@ -102,7 +102,7 @@ def test_losses_have_finite_gradients_with_padding_and_empty_images():
     outputs, anchors, boxes, classes, mask = _toy_batch(3)
     junk = boxes.copy()
     junk[:, 2] = [1, 1, 30, 30]
-    for module in (retinanet, ssd):
+    for module in (retinanet_loss, ssd_loss):
         loss = jax.jit(
             jax.value_and_grad(lambda o, b, fn=module.loss: fn(o, anchors, b, classes, mask)[0])
         )
@@ -117,7 +117,7 @@ def test_an_image_without_boxes_is_all_background():
     outputs, anchors, boxes, classes, mask = _toy_batch(3)
     logits = np.asarray(outputs["cls_logits"][1], np.float64)
     # RetinaNet: the focal loss of all-zero targets, summed (divided by max(1, 0) = 1).
-    _, parts = jax.jit(retinanet.loss)(
+    _, parts = jax.jit(retinanet_loss.loss)(
         {k: v[1:] for k, v in outputs.items()}, anchors, boxes[1:], classes[1:], mask[1:]
     )
     p = 1 / (1 + np.exp(-logits))
@@ -136,7 +136,7 @@ def test_ssd_mining_takes_positives_in_index_order_when_negatives_run_out():
     mask = np.ones((1, 3), bool)
     logits = np.random.default_rng(0).normal(size=(1, 10, 3)).astype(np.float32)
     outputs = {"cls_logits": logits, "bbox_regression": np.zeros((1, 10, 4), np.float32)}
-    _, parts = jax.jit(ssd.loss)(outputs, anchors, boxes, classes, mask)
+    _, parts = jax.jit(ssd_loss.loss)(outputs, anchors, boxes, classes, mask)
     targets = np.zeros(10, np.int32)
     targets[[2, 5, 7]] = [1, 2, 1]
     shifted = logits[0].astype(np.float64) - logits[0].max(-1, keepdims=True)
@@ -152,8 +152,8 @@ def test_retinanet_atss_loss_is_the_focal_loss_of_its_matches():
 
     outputs, anchors, boxes, classes, mask = _toy_batch(3)
     levels = (32, 16)
-    atss = retinanet.RetinaNetOptions(matcher="atss", atss_topk=6)
-    fn = jax.jit(functools.partial(retinanet.loss, options=atss, anchors_per_level=levels))
+    atss = retinanet_loss.RetinaNetOptions(matcher="atss", atss_topk=6)
+    fn = jax.jit(functools.partial(retinanet_loss.loss, options=atss, anchors_per_level=levels))
     _, parts = fn(outputs, anchors, boxes, classes, mask)
     per_image = []
     for i in range(2):
@@ -169,18 +169,18 @@ def test_retinanet_atss_loss_is_the_focal_loss_of_its_matches():
     np.testing.assert_allclose(parts["cls_loss"], np.mean(per_image), rtol=1e-5)
     assert parts["box_loss"] > 0
     with pytest.raises(ValueError, match="needs anchors_per_level"):
-        retinanet.loss(outputs, anchors, boxes, classes, mask, atss)
+        retinanet_loss.loss(outputs, anchors, boxes, classes, mask, atss)
     with pytest.raises(UserError, match="matcher='hungarian'"):
-        retinanet.RetinaNetOptions(matcher="hungarian")
+        retinanet_loss.RetinaNetOptions(matcher="hungarian")
 
 
 def test_retinanet_class_softmax_adds_the_cross_entropy_of_the_foreground_anchors():
     from jaxvision.ops import box_iou, match_anchors
 
     outputs, anchors, boxes, classes, mask = _toy_batch(4)
-    plain = jax.jit(retinanet.loss)(outputs, anchors, boxes, classes, mask)[1]
-    weighted = retinanet.RetinaNetOptions(class_softmax=0.5)
-    with_ce = jax.jit(functools.partial(retinanet.loss, options=weighted))
+    plain = jax.jit(retinanet_loss.loss)(outputs, anchors, boxes, classes, mask)[1]
+    weighted = retinanet_loss.RetinaNetOptions(class_softmax=0.5)
+    with_ce = jax.jit(functools.partial(retinanet_loss.loss, options=weighted))
     parts = with_ce(outputs, anchors, boxes, classes, mask)[1]
     per_image = []
     for i in range(2):

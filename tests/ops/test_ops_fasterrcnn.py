@@ -11,12 +11,14 @@ import numpy as np
 
 from jaxvision.models.detection.fasterrcnn import propose
 from jaxvision.ops import balanced_sample, compact
-from jaxvision.tasks import fasterrcnn
+from jaxvision.tasks import fasterrcnn_loss
 from tests.ops.helpers import assert_close, assert_same_detections
 
 # Sample more than there is, as the fixture does: the losses are then determined.
 ALL = dataclasses.replace(
-    fasterrcnn.FasterRCNNOptions(), rpn_batch_size_per_image=4096, box_batch_size_per_image=1024
+    fasterrcnn_loss.FasterRCNNOptions(),
+    rpn_batch_size_per_image=4096,
+    box_batch_size_per_image=1024,
 )
 
 
@@ -39,7 +41,7 @@ def test_proposals_match_torchvision(cases):
 
 def test_rpn_loss_matches_torchvision(cases):
     for case in cases("fasterrcnn"):
-        loss = jax.jit(functools.partial(fasterrcnn.rpn_loss, options=ALL))
+        loss = jax.jit(functools.partial(fasterrcnn_loss.rpn_loss, options=ALL))
         objectness, box = loss(
             case["objectness"],
             case["deltas"],
@@ -56,7 +58,7 @@ def test_rpn_loss_matches_torchvision(cases):
 def test_roi_sampling_matches_torchvision(cases):
     for case in cases("fasterrcnn"):
         roi = case["roi"]
-        sample = jax.jit(functools.partial(fasterrcnn.sample_rois, options=ALL))
+        sample = jax.jit(functools.partial(fasterrcnn_loss.sample_rois, options=ALL))
         rois, rois_valid, targets = sample(
             roi["proposals"],
             roi["proposals_valid"],
@@ -82,7 +84,7 @@ def test_box_loss_and_postprocess_match_torchvision(cases):
         roi = case["roi"]
         width = roi["rois"].shape[1]
         rois_valid = np.arange(width)[None, :] < roi["count"][:, None]
-        cls_loss, box_loss = jax.jit(fasterrcnn.box_loss)(
+        cls_loss, box_loss = jax.jit(fasterrcnn_loss.box_loss)(
             roi["class_logits"], roi["box_regression"], roi["labels"], roi["targets"], rois_valid
         )
         assert_close(cls_loss, roi["cls_loss"], 0, 1e-5, label="roi cls_loss")
@@ -94,10 +96,10 @@ def test_box_loss_and_postprocess_match_torchvision(cases):
             "rois_valid": rois_valid,
         }
         for name, expected in roi["detections"].items():
-            options = fasterrcnn.FasterRCNNOptions(
+            options = fasterrcnn_loss.FasterRCNNOptions(
                 detections_per_img=int(expected["detections_per_img"])
             )
-            post = jax.jit(functools.partial(fasterrcnn.postprocess, options=options))
+            post = jax.jit(functools.partial(fasterrcnn_loss.postprocess, options=options))
             ours = post(outputs, case["image_sizes"])
             assert ours["classes"].dtype == jnp.int32
             for image in range(3):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxvision.errors import UserError
-from jaxvision.tasks import fcos
+from jaxvision.tasks import fcos_loss
 from tests.ops.helpers import assert_close, assert_same_detections, unflatten
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "fcos.npz")
@@ -47,13 +47,13 @@ def _levels(case):
 
 def _loss(case, dtype, images=slice(None)):
     outputs = {k: v[images] for k, v in _outputs(case, dtype).items()}
-    loss = jax.jit(functools.partial(fcos.loss, anchors_per_level=_levels(case)))
+    loss = jax.jit(functools.partial(fcos_loss.loss, anchors_per_level=_levels(case)))
     boxes = np.asarray(case["boxes"], dtype)[images]
     return loss(outputs, case["anchors"], boxes, case["classes"][images], case["mask"][images])
 
 
 def _match(boxes, mask, anchors, levels):
-    return fcos.match_points(anchors, boxes, mask, levels, 1.5)
+    return fcos_loss.match_points(anchors, boxes, mask, levels, 1.5)
 
 
 def test_matching_is_torchvisions(cases):
@@ -96,12 +96,14 @@ def test_loss_divides_by_the_batchs_foreground_count(cases):
 def test_postprocess_matches_torchvision(cases):
     for case in cases:
         for name, expected in case["postprocess"].items():
-            options = fcos.FCOSOptions(
+            options = fcos_loss.FCOSOptions(
                 score_thresh=float(expected["score_thresh"]),
                 topk_candidates=int(expected["topk_candidates"]),
                 detections_per_img=int(expected["detections_per_img"]),
             )
-            post = jax.jit(functools.partial(fcos.postprocess, options=options), static_argnums=2)
+            post = jax.jit(
+                functools.partial(fcos_loss.postprocess, options=options), static_argnums=2
+            )
             ours = post(
                 _outputs(case, np.float32), case["anchors"], _levels(case), case["image_sizes"]
             )
@@ -118,7 +120,7 @@ def test_loss_gradients_are_finite_and_padding_is_ignored():
     levels = _levels(case)
 
     def total(outputs, boxes):
-        return fcos.loss(
+        return fcos_loss.loss(
             outputs, case["anchors"], boxes, case["classes"], case["mask"], anchors_per_level=levels
         )[0]
 
@@ -133,12 +135,12 @@ def test_loss_gradients_are_finite_and_padding_is_ignored():
 
 def test_bad_options_and_levels_are_errors():
     with pytest.raises(UserError, match="center_sampling_radius"):
-        fcos.FCOSOptions(center_sampling_radius=0)
+        fcos_loss.FCOSOptions(center_sampling_radius=0)
     with pytest.raises(UserError, match="detections_per_img"):
-        fcos.FCOSOptions(detections_per_img=0)
+        fcos_loss.FCOSOptions(detections_per_img=0)
     anchors = np.zeros((6, 4), np.float32)
     outputs = {"cls_logits": np.zeros((1, 6, 3), np.float32)}
     with pytest.raises(ValueError, match="needs anchors_per_level"):
-        fcos.loss(outputs, anchors, anchors[None], np.zeros((1, 6), np.int32), np.ones((1, 6)))
+        fcos_loss.loss(outputs, anchors, anchors[None], np.zeros((1, 6), np.int32), np.ones((1, 6)))
     with pytest.raises(ValueError, match="sums to 5"):
-        fcos.postprocess(outputs, anchors, (4, 1), np.ones((1, 2)))
+        fcos_loss.postprocess(outputs, anchors, (4, 1), np.ones((1, 2)))

@@ -10,13 +10,18 @@ import numpy as np
 from jaxvision.ops.nms import batched_nms, nms, select_detections
 
 
-@functools.partial(jax.jit, static_argnames=("max_output", "class_aware", "tile_size"))
-def _run(boxes, scores, classes, valid, threshold, max_output, class_aware, tile_size):
+def _select(boxes, scores, classes, valid, threshold, max_output, class_aware, tile_size=64):
     if class_aware:
         return batched_nms(
             boxes, scores, classes, threshold, max_output, valid, tile_size=tile_size
         )
     return nms(boxes, scores, threshold, max_output, valid, tile_size=tile_size)
+
+
+# A traced threshold (one compilation for all), compared in the IoU's float32.
+_run = jax.jit(_select, static_argnames=("max_output", "class_aware", "tile_size"))
+# A static threshold (a Python float), compared as a double as torchvision does.
+_run_at = jax.jit(_select, static_argnames=("threshold", "max_output", "class_aware"))
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
@@ -73,6 +78,73 @@ def test_nms_matches_torchvision(cases):
                     )
                 )
                 np.testing.assert_array_equal(head, ours[:17])
+
+
+def test_nms_compares_the_iou_with_the_threshold_as_a_double():
+    # IoU 3 / 5 is float32(0.6), which is above 0.6: torchvision (float IoU, double threshold)
+    # suppresses box 1.
+    boxes = jnp.array([[0.0, 0.0, 4.0, 1.0], [1.0, 0.0, 5.0, 1.0]])
+    scores = jnp.array([0.9, 0.8])
+    np.testing.assert_array_equal(_kept(*_nms(boxes, scores, 0.6, 2)), [0])
+    classes = jnp.zeros(2, jnp.int32)
+    np.testing.assert_array_equal(_kept(*_batched_nms(boxes, scores, classes, 0.6, 2)), [0])
+    select = jax.jit(select_detections, static_argnums=(4, 5))
+    out = select(boxes, scores, classes, jnp.ones(2, bool), 0.6, 2)
+    np.testing.assert_array_equal(out["valid"], [True, False])
+    # float32(1 / 3) rounds up too (IoU 2 / 6 goes); float32(0.7) rounds down (7 / 10 stays).
+    third = jnp.array([[0.0, 0.0, 4.0, 1.0], [2.0, 0.0, 6.0, 1.0]])
+    np.testing.assert_array_equal(_kept(*_nms(third, scores, 1 / 3, 2)), [0])
+    seven = jnp.array([[0.0, 0.0, 10.0, 1.0], [0.0, 0.0, 7.0, 1.0]])
+    np.testing.assert_array_equal(_kept(*_nms(seven, scores, 0.7, 2)), [0, 1])
+
+
+def test_above_threshold_is_the_double_comparison():
+    from jaxvision.ops.nms import above_threshold
+
+    # (Not 0: its float32 neighbours are subnormal, which XLA's CPU flushes to zero.)
+    for threshold in [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1 / 3, 2 / 3, 0.45, 1.0]:
+        t32 = np.float32(threshold)
+        near = np.array([np.nextafter(t32, -1), t32, np.nextafter(t32, 2)], np.float32)
+        expected = near.astype(np.float64) > threshold
+        np.testing.assert_array_equal(above_threshold(jnp.asarray(near), threshold), expected)
+        # A float32 array threshold is that float32 value, exactly.
+        np.testing.assert_array_equal(
+            above_threshold(jnp.asarray(near), np.float32(threshold)), near > t32
+        )
+
+
+def test_nms_on_integer_grids_matches_torchvision(cases):
+    """IoUs of whole-pixel boxes hit thresholds exactly; NaN scores come first, as theirs."""
+    for case in cases("nms_grid"):
+        boxes, classes = case["boxes"], case["classes"]
+        for i, sub in enumerate(case["cases"]):
+            threshold, class_aware = float(sub["threshold"]), bool(sub["class_aware"])
+            label = f"case {i}: threshold {threshold} class_aware {class_aware}"
+            ours = _kept(
+                *_run_at(
+                    boxes,
+                    sub["scores"],
+                    classes,
+                    sub["valid"],
+                    threshold=threshold,
+                    max_output=len(boxes),
+                    class_aware=class_aware,
+                )
+            )
+            expected = sub["keep"]
+            assert len(ours) == len(expected), (label, len(ours), len(expected))
+            if class_aware:
+                assert set(ours.tolist()) == set(expected.tolist()), label
+                np.testing.assert_array_equal(sub["scores"][ours], sub["scores"][expected])
+            else:
+                np.testing.assert_array_equal(ours, expected, err_msg=label)
+
+
+def test_nan_scores_are_visited_first_in_index_order():
+    # torchvision's descending sort puts NaN first; such boxes are kept and suppress.
+    boxes = jnp.array([[0, 0, 1, 1], [10, 10, 11, 11], [20, 20, 21, 21], [0, 0, 1, 1.0]])
+    scores = jnp.array([0.9, np.nan, 0.3, np.nan])
+    np.testing.assert_array_equal(_kept(*_nms(boxes, scores, 0.5, 4)), [1, 3, 2])
 
 
 def test_nms_ties_go_to_the_lower_index():

@@ -53,6 +53,49 @@ def test_multiscale_roi_align_matches_torchvision(cases):
                 assert_close(ours, theirs, 1e-12, label=f"multiscale grad level {level}")
 
 
+def test_roi_align_reads_a_sample_on_the_far_edge():
+    # Box [-1, -1, 6, 3] on a 4 x 4 map, aligned, one bin of 7 x 4 samples: the sixth column
+    # of samples lands exactly on x = 4, the map's edge, which torchvision reads (at the
+    # border); (i + 0.5) * 7 / 7 computed as a product with 1 / 7 lands beyond it. (The box
+    # spills out of the map: the default max_grid, 5, would sample it more coarsely.)
+    features = jnp.arange(1, 17, dtype=jnp.float32).reshape(1, 4, 4, 1)
+    boxes = jnp.array([[[-1.0, -1.0, 6.0, 3.0]]])
+    jitted = jax.jit(roi_align, static_argnums=(2, 3, 4, 5), static_argnames="max_grid")
+    for pool in (roi_align, jitted):
+        out = pool(features, boxes, 1, 1.0, -1, True, max_grid=16)
+        np.testing.assert_allclose(np.asarray(out).ravel(), [4.714286], rtol=1e-6)
+
+
+def test_roi_align_on_integer_grids_matches_torchvision(cases):
+    """Whole-pixel boxes: samples exactly on the map's edges, bin counts ceil(side / bins) of
+    exact quotients (ceil(21 / 7) is 3, not 4)."""
+    for case in cases("roi_align_grid"):
+        for name in ("small", "large"):
+            maps = case[name]
+            for s in maps["settings"]:
+                dtype = str(s["dtype"])
+                options = (
+                    int(s["output_size"]),
+                    float(s["spatial_scale"]),
+                    int(s["sampling_ratio"]),
+                    bool(s["aligned"]),
+                )
+                with jax.enable_x64(dtype == "float64"):
+                    # max_grid 16: the boxes reach beyond the maps (up to 10 samples a side).
+                    out = jax.jit(
+                        roi_align, static_argnums=(2, 3, 4, 5), static_argnames="max_grid"
+                    )(
+                        jnp.asarray(maps["features"], dtype),
+                        jnp.asarray(maps["boxes"], dtype),
+                        *options,
+                        max_grid=16,
+                    )
+                    out = np.asarray(out)
+                # Values up to 16 (small) and 256 (large): float32 rounding, or float64's.
+                atol = (1e-12 if dtype == "float64" else 1e-6) * maps["features"].max()
+                assert_close(out, s["output"], atol, label=f"{name} {options} {dtype}")
+
+
 def test_roi_align_float32_and_batching():
     """float32 agrees with float64 to float32 rounding; each image reads only its own map."""
     rng = np.random.default_rng(0)

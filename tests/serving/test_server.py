@@ -7,6 +7,8 @@ import base64
 import json
 import os
 import re
+import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -16,6 +18,7 @@ from PIL import Image
 
 from experiments import detection
 from jaxvision import bundle
+from jaxvision.data import files
 from jaxvision.explain import explain
 from jaxvision.predictor import Predictor
 from tests.experiments.helpers import run_module
@@ -161,6 +164,12 @@ BAD = {
     "body over the limit": (dict(files=_file(os.urandom(300_000))), 413),
     "decompression bomb": (dict(files=_file(_bomb())), 413),
     "too many images": (dict(files=_file(_SMALL) * 5), 413),
+    "far too many images": (dict(files=_file(_SMALL) * 100), 413),  # was starlette's 400
+    "too many text fields": (dict(files=[("note", (None, "hi"))] * 6), 400),
+    "multipart without a boundary": (
+        dict(data=b"abc", headers={"Content-Type": "multipart/form-data"}),
+        400,
+    ),
     "wrong field name": (dict(files=_file(_SMALL, field="picture")), 422),
     "no images": (dict(json={"images": []}), 422),
     "not json": (dict(data=b"{oops", headers={"Content-Type": "application/json"}), 400),
@@ -181,6 +190,42 @@ def test_bad_input_gets_a_4xx_and_the_server_stays_up(server, case):
     assert requests.post(f"{url}/v1/predict", files=good, timeout=30).status_code == 200
     metrics = requests.get(f"{url}/metrics", timeout=5).text
     assert re.search(rf'^jaxvision_requests_total\{{status="{status}"\}} [1-9]', metrics, re.M)
+
+
+def test_a_16_bit_png_gets_the_answer_of_trainings_decoding(server, tmp_path):
+    url, path = server
+    wide = np.random.default_rng(5).integers(0, 65536, (10, 9), dtype=np.uint16)
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    decoded = files.load_image(str(tmp_path / "wide.png"), channels=1)
+    expected = bundle.load(path).predict([decoded])["probs"][0]
+    data = (tmp_path / "wide.png").read_bytes()
+    answer = requests.post(
+        f"{url}/v1/predict?top_k=10", files=_file(data, "wide.png"), timeout=30
+    ).json()
+    got = {label["index"]: label["probability"] for label in answer["predictions"][0]["labels"]}
+    np.testing.assert_allclose([got[i] for i in range(10)], expected, rtol=1e-5)
+
+
+def test_a_client_that_leaves_mid_body_is_counted(server):
+    url, _ = server
+    host, port = url.removeprefix("http://").split(":")
+
+    def left() -> float:
+        metrics = requests.get(f"{url}/metrics", timeout=5).text
+        found = re.search(r'^jaxvision_requests_total\{status="499"\} (\S+)', metrics, re.M)
+        return float(found[1]) if found else 0.0
+
+    before = left()
+    with socket.create_connection((host, int(port)), timeout=5) as client:
+        client.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n"
+            b"Content-Type: multipart/form-data; boundary=x\r\n\r\n--x\r\nContent-Disp"
+        )
+        time.sleep(0.3)  # the server reads the first part of the body, then the client leaves
+    deadline = time.monotonic() + 10
+    while left() == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert left() == before + 1
 
 
 @pytest.mark.slow

@@ -268,3 +268,21 @@ def test_frozen_as_a_tree_of_bools():
     updates = _one_step(tx, params, jax.tree.map(jnp.ones_like, params))
     np.testing.assert_array_equal(updates["a"], 0.0)
     np.testing.assert_allclose(updates["b"], -1.0)
+
+
+def test_a_warmup_longer_than_the_run_is_said(capsys):
+    from jaxvision.train import build
+
+    options = build.OptimizerOptions(name="sgd", learning_rate=0.1, warmup_epochs=1000.0)
+    _, schedule, _ = build.optimizer(options, None, None, total_steps=30, steps_per_epoch=1000)
+    # The warmup is cut to the run: the last step (29) is at the peak, nothing decays.
+    np.testing.assert_allclose([schedule(0), schedule(29)], [0.0, 0.1], rtol=1e-6)
+    assert capsys.readouterr().err == (
+        "warmup_epochs=1000 is 1,000,000 steps, not fewer than the run's 30: the learning rate "
+        "rises over the whole run to its peak 0.1 at the last step and never decays; for a "
+        "decay set warmup_epochs below 0.03\n"
+    )
+    # A warmup that ends before the run does says nothing.
+    options = build.OptimizerOptions(name="sgd", learning_rate=0.1, warmup_epochs=0.02)
+    build.optimizer(options, None, None, total_steps=30, steps_per_epoch=1000)
+    assert capsys.readouterr().err == ""

@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+from tests.experiments.helpers import devices
+
 pytestmark = pytest.mark.slow  # every test here takes over ~10 s
 
 HERE = os.path.dirname(__file__)
@@ -18,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 
 @pytest.fixture(scope="module")
 def results():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env = dict(os.environ, **devices(8))
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run(
         [sys.executable, os.path.join(HERE, "sharding_run.py")],

@@ -24,7 +24,7 @@ from torchvision.models.detection.image_list import ImageList  # noqa: E402
 from torchvision.models.detection.rpn import concat_box_prediction_layers  # noqa: E402
 
 from jaxvision.models import detection  # noqa: E402
-from jaxvision.tasks import fasterrcnn  # noqa: E402
+from jaxvision.tasks import fasterrcnn_loss  # noqa: E402
 from jaxvision.weights import import_weights  # noqa: E402
 from tests.weights.test_parity_detection import randomise, template  # noqa: E402
 
@@ -115,7 +115,7 @@ def test_fasterrcnn_resnet50_fpn_matches_torchvision(reference):
         diff, scale = _max_diff(on_theirs[key], expected[key]), float(np.abs(expected[key]).max())
         lines.append(f"{key} max|diff| {diff:.3g} (max|value| {scale:.3g})")
         assert diff < 1e-4 * max(1.0, scale), (key, diff)
-    dets = fasterrcnn.postprocess(on_theirs, jnp.asarray([SIZE]))
+    dets = fasterrcnn_loss.postprocess(on_theirs, jnp.asarray([SIZE]))
     count = int(dets["valid"][0].sum())
     reference_dets = expected["detections"]
     assert count == len(reference_dets["scores"]), (count, len(reference_dets["scores"]))

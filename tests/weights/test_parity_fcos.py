@@ -9,7 +9,7 @@ As tests/weights/test_parity_detection.py: a randomly initialised torchvision mo
 O(1) scale, GroupNorm affine too) is imported by its state dict, and `model.head(
 model.backbone(x))` on a normalised [1, 3, 320, 416] batch is compared with our `apply`, in
 float32 and float64; then torchvision's postprocess_detections on its outputs with our
-jaxvision.tasks.fcos.postprocess on ours (float64 on both sides, and float32). Each case prints
+jaxvision.tasks.fcos_loss.postprocess on ours (float64 on both sides, and float32). Each case prints
 the max |difference| and the outputs' scale.
 """
 
@@ -31,7 +31,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7  # noqa: E402
 
 from jaxvision.models import detection  # noqa: E402
 from jaxvision.ops import anchor_grid  # noqa: E402
-from jaxvision.tasks import fcos  # noqa: E402
+from jaxvision.tasks import fcos_loss  # noqa: E402
 from jaxvision.weights import export_weights, import_weights  # noqa: E402
 from tests.ops.helpers import assert_same_detections  # noqa: E402
 from tests.weights.test_parity_detection import randomise, template  # noqa: E402
@@ -105,9 +105,9 @@ def compare(label, reference, images, build, score_thresh=0.2):
     ours_anchors = anchor_grid(SIZE, features, model.anchor_sizes(), model.anchor_aspect_ratios())
     np.testing.assert_array_equal(ours_anchors, anchors)
     levels = tuple(h * w for h, w in features)
-    options = fcos.FCOSOptions(score_thresh=score_thresh)
+    options = fcos_loss.FCOSOptions(score_thresh=score_thresh)
     sizes = np.array([SIZE], np.int32)
-    post = jax.jit(lambda o, a: fcos.postprocess(o, a, levels, sizes, options))
+    post = jax.jit(lambda o, a: fcos_loss.postprocess(o, a, levels, sizes, options))
     with jax.enable_x64(True):
         got64 = jax.device_get(post(ours64, ours_anchors.astype(np.float64)))
     got = jax.device_get(post(ours, ours_anchors))

@@ -11,12 +11,19 @@ import re
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import pytest
 
 from jaxvision.errors import UserError
 from jaxvision.models import densenet, googlenet, inception, resnet, vgg
-from jaxvision.weights import export_weights, import_weights, load_safetensors, load_weights
+from jaxvision.weights import (
+    export_weights,
+    import_weights,
+    load_safetensors,
+    load_weights,
+    save_safetensors,
+)
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
@@ -223,3 +230,52 @@ def test_big_vision_npz_for_a_torchvision_model_is_user_error(tmp_path):
     model = resnet.ResNet((2, 1, 1, 1), resnet.BasicBlock, num_classes=5, width=4)
     with pytest.raises(UserError, match=r"only ViT and Mixer models read; resnet18 takes a "):
         load_weights(str(path), "resnet18", fresh_variables(model, (1, 32, 32, 3)))
+
+
+def _stored_as(tmp_path, dtype, name="resnet_basic"):
+    """The fixture's float tensors stored as `dtype` (integers as torch's `.long()` casts)."""
+    tensors = load_safetensors(fixture_path(f"{name}.safetensors"))
+    path = tmp_path / f"{name}.safetensors"
+    save_safetensors(
+        str(path),
+        {k: v.astype(dtype) if v.dtype == np.float32 else v for k, v in tensors.items()},
+    )
+    return str(path)
+
+
+def test_integer_weights_where_the_model_has_floats_are_refused(tmp_path):
+    # Cast to float32 they would be whole numbers: nearly every weight 0.
+    model_name, make = SMALL["resnet_basic"]
+    images, _ = expected("resnet_basic")
+    with pytest.raises(
+        UserError,
+        match=r"^weights for resnet18: params/\S+ is stored as int64, the model expects "
+        r"floating-point values \(float32\)",
+    ):
+        load_weights(
+            _stored_as(tmp_path, np.int64), model_name, fresh_variables(make(), (1, 8, 8, 3))
+        )
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16])
+def test_half_precision_weights_are_upcast(tmp_path, dtype):
+    model_name, make = SMALL["resnet_basic"]
+    images, torch_logits = expected("resnet_basic")
+    model = make()
+    variables, _ = load_weights(
+        _stored_as(tmp_path, dtype), model_name, fresh_variables(model, images.shape)
+    )
+    assert {v.dtype for v in jax.tree.leaves(variables)} == {np.dtype(np.float32)}
+    logits = jax.jit(model.apply)(variables, images)
+    np.testing.assert_allclose(logits, torch_logits, rtol=0, atol=0.1)
+    assert not np.allclose(logits, 0, atol=1e-3)
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    model_name, make = SMALL["resnet_basic"]
+    tensors = load_safetensors(fixture_path("resnet_basic.safetensors"))
+    tensors["conv1.weight"][0, 0, 0, :2] = [np.nan, np.inf]
+    path = tmp_path / "nan.safetensors"
+    save_safetensors(str(path), tensors)
+    with pytest.raises(UserError, match="params/conv1/kernel holds 2 NaN or infinite values"):
+        load_weights(str(path), model_name, fresh_variables(make(), (1, 8, 8, 3)))

@@ -5,8 +5,8 @@ scores and class-specific boxes.
 The detector proposes its own regions: `__call__` runs the RPN head, decodes and filters its
 proposals (per level the best pre-NMS, NMS per level, the best post-NMS: `propose`) and pools
 the box head's RoIs from them. In training the task passes `sample_rois`, which picks the RoIs
-from the proposals and the ground truth (jaxvision.tasks.fasterrcnn.sample_rois); in
-evaluation the RoIs are the proposals. Losses and detections are in jaxvision.tasks.fasterrcnn.
+from the proposals and the ground truth (jaxvision.tasks.fasterrcnn_loss.sample_rois); in
+evaluation the RoIs are the proposals. Losses and detections are in jaxvision.tasks.fasterrcnn_loss.
 
 Submodules are named after torchvision's state dict: `backbone/...` is `backbone.body.*`,
 `fpn/...` `backbone.fpn.*`, `rpn_head/{conv, cls_logits, bbox_pred}` `rpn.head.*`,

@@ -2,7 +2,7 @@
 
 `FCOS.__call__` returns the head outputs in torchvision's layout; the points ("anchors": one
 square box per position, as torchvision places them), the loss and the post-processing live
-elsewhere (jaxvision.ops.anchor_grid, jaxvision.tasks.fcos). Submodule names follow
+elsewhere (jaxvision.ops.anchor_grid, jaxvision.tasks.fcos_loss). Submodule names follow
 torchvision's state dict: `backbone/...` is torch's `backbone.body.*`, `fpn/...`
 `backbone.fpn.*`, `head/classification_head/{conv_i, conv_i_norm, cls_logits}` and
 `head/regression_head/{conv_i, conv_i_norm, bbox_reg, bbox_ctrness}` torch's

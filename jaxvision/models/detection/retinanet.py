@@ -1,7 +1,7 @@
 """RetinaNet (Lin et al., 2017) in torchvision's geometry: ResNet body → FPN → shared head.
 
 `RetinaNet.__call__` returns the head outputs in torchvision's layout; anchors, losses and
-post-processing live elsewhere (jaxvision.ops, jaxvision.tasks.retinanet). Submodule names
+post-processing live elsewhere (jaxvision.ops, jaxvision.tasks.retinanet_loss). Submodule names
 follow torchvision's state dict: `backbone/...` is torch's `backbone.body.*`, `fpn/...`
 `backbone.fpn.*`, `head/classification_head/{conv_i, cls_logits}` and
 `head/regression_head/{conv_i, bbox_reg}` torch's `head.*.conv.i.0` and output convs.

@@ -1,7 +1,7 @@
 """SSD (Liu et al., 2016) in torchvision's geometry: VGG-16 extractor → per-level 3x3 heads.
 
 `SSD.__call__` returns the head outputs in torchvision's layout; default boxes, losses and
-post-processing live elsewhere (jaxvision.ops, jaxvision.tasks.ssd). Submodule names follow
+post-processing live elsewhere (jaxvision.ops, jaxvision.tasks.ssd_loss). Submodule names follow
 torchvision's state dict: `backbone/...` is torch's `backbone.*` (see
 `backbones.SSDVGG16`), `head/classification_head/module_list_i` and
 `head/regression_head/module_list_i` torch's `head.*.module_list.i`. With num_classes=91 the
