@@ -23,6 +23,7 @@ from jaxvision.train.setup import NamedModel, make_run
 
 
 def open_dataset(config) -> data.Dataset:
+    options = config.get("dataset_options")  # a config for a set with options sets it
     dataset = data.open_dataset(
         config.dataset,
         data_dir=config.data_dir,
@@ -30,6 +31,7 @@ def open_dataset(config) -> data.Dataset:
         test_split=config.test_split,
         test_fraction=config.test_fraction,
         strict=config.data_strict,
+        options=options.to_dict() if options else None,
     )
     if dataset.skipped:
         reporting.note(

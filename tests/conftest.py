@@ -40,8 +40,10 @@ ONE_WORKER = (
     "tests/experiments/test_preemption.py",
     "tests/explain/",
     "tests/models/test_fid_inception.py",
-    "tests/serving/test_page.py",  # with test_server.py: the servers start once
+    "tests/serving/test_page.py",  # with the other server tests: the servers start once
     "tests/serving/test_server.py",
+    "tests/serving/test_tritonclient.py",
+    "tests/serving/test_v2.py",
     "tests/train/test_loop_sync.py",
     "tests/train/test_sharding_strategies.py",
 )

@@ -22,7 +22,7 @@ from jaxvision import cli
 COMMANDS = {
     "evaluate": ("evaluate", "metrics of a trained run, labels or boxes of images, ensembles"),
     "export": ("export", "a trained run as a self-contained bundle of jax.export artefacts"),
-    "serve": ("serve", "a bundle (or a run's model) over HTTP"),
+    "serve": ("serve", "bundles (or a run's model) over HTTP, /v1 and the v2 protocol"),
     "explain": ("explain", "heat maps of a classifier's predictions on images"),
     "explain-checks": ("explain_checks", "sanity checks of the explanation methods on a run"),
     "quantize": ("quantize", "int8 post-training quantization of a classifier or detector"),

@@ -1,7 +1,11 @@
-"""Serves a bundle (or a workdir's model) over HTTP: jaxvision.serving.app under uvicorn.
+"""Serves bundles (or a workdir's model) over HTTP: jaxvision.serving.app under uvicorn.
 
   jaxvision serve --bundle=BUNDLE [--port=8000] [--host=127.0.0.1]
   jaxvision serve --workdir=DIR [--max_batch_size=32] [--max_delay_ms=5]
+  jaxvision serve --bundle digits=BUNDLE --bundle shapes@2=BUNDLE2    # several models
+
+A plain --bundle=BUNDLE (or --workdir) is served as model "model", version "1"; NAME=BUNDLE
+names it, NAME@VERSION=BUNDLE gives its version too (the /v2 routes' latest is the highest).
 
   curl -F image=@cat.jpg http://127.0.0.1:8000/v1/predict?top_k=3
   curl -F image=@cat.jpg http://127.0.0.1:8000/v1/explain         # Grad-CAM (classifiers)
@@ -13,12 +17,15 @@ ends the server with its one-line error and a non-zero exit rather than answerin
 The service is stateless: run one process per device behind a load balancer for more.
 """
 
+import re
+
 from absl import flags
 
 from jaxvision import bundle, cli
 from jaxvision.errors import UserError
 from jaxvision.predictor import Predictor
-from jaxvision.serving.app import Limits, run
+from jaxvision.serving.app import serve_models
+from jaxvision.serving.models import DEFAULT_NAME, DEFAULT_VERSION, Limits, Spec
 
 FLAGS = flags.FLAGS
 
@@ -28,7 +35,9 @@ _DEFAULTS = Limits()
 def define_flags() -> None:
     """The command's flags, defined when it runs (not on import: other commands share
     names)."""
-    flags.DEFINE_string("bundle", None, "A bundle jaxvision export wrote.")
+    flags.DEFINE_multi_string(
+        "bundle", [], "A bundle jaxvision export wrote: BUNDLE, NAME=BUNDLE or NAME@VERSION=BUNDLE."
+    )
     flags.DEFINE_string("workdir", None, "Or a training run's workdir.")
     flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0: every one).")
     flags.DEFINE_integer("port", 8000, "Port to listen on.")
@@ -45,6 +54,22 @@ def define_flags() -> None:
     )
 
 
+def parse_bundle(value: str) -> tuple[str, str, str]:
+    """(name, version, path) of a --bundle value; UserError for a malformed one."""
+    name, eq, path = value.partition("=")
+    if not eq:
+        return DEFAULT_NAME, DEFAULT_VERSION, value
+    name, at, version = name.partition("@")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or (at and not re.fullmatch(r"\d+", version)):
+        raise UserError(
+            f"--bundle={value}: give BUNDLE, NAME=BUNDLE or NAME@VERSION=BUNDLE (a name of "
+            "letters, digits, '_', '.' or '-'; a whole-number version)"
+        )
+    if not path:
+        raise UserError(f"--bundle={value}: give the bundle's path after '='")
+    return name, version or DEFAULT_VERSION, path
+
+
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}")
@@ -52,18 +77,30 @@ def main(argv):
         cli.fail("give --bundle=BUNDLE (from jaxvision export) or --workdir=DIR, not both")
     if FLAGS.max_batch_size < 1 or FLAGS.queue_size < 1 or FLAGS.max_images < 1:
         cli.fail("--max_batch_size, --queue_size and --max_images must be at least 1")
+    specs = []
     try:
         if FLAGS.bundle:
-            predictor = bundle.load(FLAGS.bundle)
-            metadata = predictor.metadata
+            for value in FLAGS.bundle:
+                name, version, path = parse_bundle(value)
+                predictor = bundle.load(path)
+                specs.append(
+                    Spec(predictor, predictor.metadata, predictor.explainer(), name, version)
+                )
+            labels = [(s.name, s.version) for s in specs]
+            if len(set(labels)) != len(labels):
+                raise UserError(
+                    "two --bundle flags give the same model name and version: name each "
+                    "NAME=BUNDLE or NAME@VERSION=BUNDLE"
+                )
         else:
             predictor = Predictor.from_workdir(FLAGS.workdir, max_batch=FLAGS.max_batch_size)
             metadata = {"model": predictor.record, "source": {"workdir": FLAGS.workdir}}
             metadata["source"]["step"] = predictor.step
+            specs.append(Spec(predictor, metadata, predictor.explainer()))
     except UserError as e:
         cli.fail(str(e))
     limits = Limits(
-        max_batch_size=min(FLAGS.max_batch_size, predictor.max_batch),
+        max_batch_size=FLAGS.max_batch_size,  # each model's no larger than its largest bucket
         max_delay_ms=FLAGS.max_delay_ms,
         queue_size=FLAGS.queue_size,
         timeout_s=FLAGS.timeout_s,
@@ -71,13 +108,6 @@ def main(argv):
         max_images=FLAGS.max_images,
         max_pixels=FLAGS.max_pixels,
     )
-    failure = run(
-        predictor,
-        metadata,
-        limits,
-        explainer=predictor.explainer(),
-        host=FLAGS.host,
-        port=FLAGS.port,
-    )
+    failure = serve_models(specs, limits, host=FLAGS.host, port=FLAGS.port)
     if failure:
         cli.fail(failure)

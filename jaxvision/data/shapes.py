@@ -52,6 +52,8 @@ MIN_PIXELS = 12  # a shape with fewer pixels in the image is too small to tell a
 _MIN_SIZE = {1: 20.0, 2: 20.0, 3: 22.0, 4: 24.0, 5: 22.0}
 _MAX_SIZE_SHARE = 0.6  # largest size as a share of the image side
 _TRIES = 4  # placements tried per shape before it is left out
+# render_single: placements tried per background, and backgrounds, before it gives up.
+_SINGLE_TRIES, _SINGLE_BACKGROUNDS = 16, 8
 _LOW_CONTRAST = 1 / 20  # share of shapes coloured close to the background
 # Euclidean RGB distances: shape to background (normal / low-contrast), shape to overlapped shape.
 _FAR, _NEAR, _APART = 90.0, (32.0, 48.0), 70.0
@@ -140,12 +142,16 @@ class ShapesSource(Sequence):
             raise IndexError(f"shapes {self.split} has {self.length} images, not {index + 1}")
         record = self._cache.get(index)
         if record is None:
-            split = SPLITS[self.split]
-            record = render(self.seed, split, index, self.image_size, self.max_objects)[0]
+            record = self.draw(index)
             if len(self._cache) < self._cache_items:  # the same record wherever it is drawn
                 self._cache[index] = record
         # Transforms build new arrays, but a caller may write into what it gets: a copy each.
         return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in record.items()}
+
+    def draw(self, index: int) -> dict:
+        """Item `index`, drawn afresh."""
+        split = SPLITS[self.split]
+        return render(self.seed, split, index, self.image_size, self.max_objects)[0]
 
 
 def render(
@@ -185,6 +191,34 @@ def render(
         "image_id": index + 1,
     }
     return record, owner
+
+
+def render_single(
+    seed: int, split: int, index: int, size: int, label: int, noise: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One shape of class `label` (1..5) alone on a background drawn as `render`'s, under the
+    same rules (the size range, at most 15% cut by the border, a colour apart from the
+    background's). Returns (image uint8 [S, S, 3], box float32 [4]: the bounds of the shape's
+    pixels, xyxy pixel edges, shown: bool [S, S], the shape's pixels). Drawn from a generator
+    seeded with (seed, split, index, label): unrelated to `render`'s image `index`."""
+    rng = np.random.default_rng([seed, split, index, label])
+    for _ in range(_SINGLE_BACKGROUNDS):
+        image, palette = _background(rng, size)
+        owner = np.zeros((size, size), np.uint8)
+        for _ in range(_SINGLE_TRIES):
+            placed = _place(rng, label, size, owner, _Placed(1), palette)
+            if placed is not None:
+                ((y0, y1), (x0, x1)), mask, _, colour, _ = placed
+                _paint(rng, image[y0:y1, x0:x1], mask, colour)
+                shown = np.zeros((size, size), bool)
+                shown[y0:y1, x0:x1] = mask
+                rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+                box = np.asarray(
+                    (x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1), np.float32
+                )
+                return (_add_noise(rng, image) if noise else image), box, shown
+    # Not reached in practice (no item of the first 20,000 needed a second background).
+    raise RuntimeError(f"could not place a shape of class {label} on image {index}")
 
 
 class _Placed:

@@ -39,6 +39,11 @@ DATASETS.declare(
 )
 DATASETS.declare("shapes", "jaxvision.data.shapes:open_request", takes_options=True)
 DATASETS.declare(
+    "shapes_classification",
+    "jaxvision.data.shapes_classification:open_request",
+    takes_options=True,
+)
+DATASETS.declare(
     "coco_json", "jaxvision.data.coco_json:open_request", hint="data_dir=<COCO-format root>"
 )
 DATASETS.declare("coco", "jaxvision.data.coco:open_request", versions=True)
@@ -64,6 +69,8 @@ def open_dataset(
             Detection (records with boxes): "shapes" (synthetic, generated on access, see
             `jaxvision.data.shapes`), "coco_json" (a COCO-format tree at `data_dir`) and
             "coco/2017" or "coco/2017:1.1.0" (TFDS), see `jaxvision.data.coco` and `.coco_json`.
+            "shapes_classification": one shape per image, labelled by its kind, its box in the
+            record (see `jaxvision.data.shapes_classification`).
         data_dir: the image root for "folder"; the TFDS data dir for TFDS names (default:
             `$TFDS_DATA_DIR`, else TFDS's default).
         train_split: TFDS split for training; for "folder" with a `train/` + `val/` layout, the
@@ -75,8 +82,9 @@ def open_dataset(
         split_seed: seed of that held-out split.
         strict: for "folder" and "coco_json", stop at the first unreadable file instead of
             leaving the unreadable ones out (`Dataset.skipped` lists them).
-        options: settings only one dataset has: for "shapes", `image_size`, `num_train`,
-            `num_test`, `max_objects`, `seed` (see `shapes.open_shapes`). Others take none.
+        options: settings only some datasets have: for "shapes", `image_size`, `num_train`,
+            `num_test`, `max_objects`, `seed` (see `shapes.open_shapes`); for
+            "shapes_classification" the same but `max_objects`. Others take none.
 
     Raises:
         UserError: the dataset is unknown, missing, not prepared or malformed.

@@ -234,3 +234,18 @@ def resize_center_crop(image: np.ndarray, size: int, crop_ratio: float = 0.875) 
     top, left = (height - side) / 2, (width - side) / 2
     pixels, box = _pixels_for(image, size, (left, top, left + side, top + side))
     return _resize(pixels, size, box)
+
+
+def center_crop_boxes(
+    boxes: np.ndarray, height: int, width: int, size: int, crop_ratio: float = 0.875
+) -> np.ndarray:
+    """Boxes [k, 4] (xyxy pixels) of an image of `height` x `width`, moved to where
+    `resize_center_crop(image, size, crop_ratio)` puts them: float32 [k, 4] in its output's
+    pixels, clipped to it (a box outside the crop keeps zero area)."""
+    side = min(height, width) * crop_ratio
+    if side == size:  # resize_center_crop's plain crop, at whole-pixel offsets
+        top, left, scale = (height - size) // 2, (width - size) // 2, 1.0
+    else:
+        top, left, scale = (height - side) / 2, (width - side) / 2, size / side
+    moved = (np.asarray(boxes, np.float64).reshape(-1, 4) - (left, top, left, top)) * scale
+    return np.clip(moved, 0, size).astype(np.float32)

@@ -6,7 +6,11 @@
   modules from the output down, one more each step, and compare each map with the trained
   model's (Spearman rank correlation): a map that explains the model must change as its
   weights go; one that only shows the image's edges does not.
+- `pointing_game` (Zhang et al. 2016): where the object's place is known, does the heat map's
+  maximum fall inside its box?
 """
+
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -89,3 +93,36 @@ def cascading_randomization(
         similarity = float(spearman(reference, maps).mean())
         curve.append({"randomized": list(done), "spearman": similarity})
     return curve
+
+
+def pointing_game(heatmaps: np.ndarray, boxes: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """Per image, whether its heat map's maximum falls inside the object's box ([N] float in
+    [0, 1]); a method's pointing-game score is the mean. Zhang et al.'s hit counts the maximum
+    within 15 pixels of the box; here it must be inside.
+
+    heatmaps: [N, H, W], any scale. boxes: [N, 4], one box per image, or N arrays [k, 4], a hit
+    inside any of them; xyxy in the heat map's pixel edges (pixel (r, c) spans [c, c + 1] x
+    [r, r + 1] and is inside a box when its centre is: x1 <= c + 0.5 <= x2, likewise y).
+
+    Ties: where several pixels share the maximum, the share of them inside a box (the expected
+    hit of pointing at one of them at random); a constant map thus scores the boxes' share of
+    the image, as pointing at random does, never a free hit.
+    """
+    heatmaps = np.asarray(heatmaps)
+    if heatmaps.ndim != 3:
+        raise ValueError(f"heat maps must be [N, H, W], got shape {heatmaps.shape}")
+    if len(boxes) != len(heatmaps):
+        raise ValueError(f"{len(boxes)} boxes for {len(heatmaps)} heat maps: give one per image")
+    rows, cols = heatmaps.shape[1:]
+    centre_y = np.arange(rows)[:, None] + 0.5
+    centre_x = np.arange(cols)[None, :] + 0.5
+    hits = np.empty(len(heatmaps), np.float64)
+    for i, (heatmap, image_boxes) in enumerate(zip(heatmaps, boxes, strict=True)):
+        if not np.isfinite(heatmap).all():
+            raise ValueError(f"heat map {i} has non-finite values")
+        top = heatmap == heatmap.max()
+        inside = np.zeros_like(top)
+        for x1, y1, x2, y2 in np.asarray(image_boxes, np.float64).reshape(-1, 4):
+            inside |= (x1 <= centre_x) & (centre_x <= x2) & (y1 <= centre_y) & (centre_y <= y2)
+        hits[i] = np.count_nonzero(top & inside) / np.count_nonzero(top)
+    return hits

@@ -45,9 +45,8 @@ def server(digits_bundle):
 
 
 @pytest.fixture(scope="session")
-def detector_server(session_cache):
-    """(base url, bundle path, shapes config): a tiny shapes RetinaNet, exported with buckets
-    1-2 and served."""
+def detector_bundle(session_cache):
+    """(bundle path, shapes config): a tiny shapes RetinaNet, exported with buckets 1-2."""
     config = load_config("detection/retinanet_shapes.py", **TINY_DETECTOR)
 
     def build(folder):
@@ -56,8 +55,31 @@ def detector_server(session_cache):
         run_tool("export", f"--workdir={workdir}", f"--out={out}", "--max_batch=2", check=True)
         return out
 
-    _, out = session_cache.get("detector_bundle", build)
+    return session_cache.get("detector_bundle", build)[1], config
+
+
+@pytest.fixture(scope="session")
+def detector_server(detector_bundle):
+    """(base url, bundle path, shapes config): the tiny detector served."""
+    out, config = detector_bundle
     process, url = serve(out, "--max_batch_size=2")
     yield url, out, config
+    process.terminate()
+    process.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def models_server(digits_bundle, detector_bundle):
+    """(base url, digits bundle, detector bundle): one server of three models, the digits
+    bundle as "digits" versions 1 and 2 and the detector as "shapes"."""
+    out, _ = detector_bundle
+    process, url = serve(
+        f"digits={digits_bundle}",
+        f"--bundle=digits@2={digits_bundle}",
+        f"--bundle=shapes={out}",
+        "--max_batch_size=2",
+        "--max_images=4",
+    )
+    yield url, digits_bundle, out
     process.terminate()
     process.wait(timeout=20)

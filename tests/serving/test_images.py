@@ -128,4 +128,5 @@ def test_a_client_that_leaves_mid_body_is_counted_not_a_traceback():
     _call(service, "POST", "/v1/predict", [first, {"type": "http.disconnect"}], headers)
     sent = _call(service, "GET", "/metrics", [{"type": "http.request", "body": b""}])
     metrics = b"".join(m.get("body", b"") for m in sent).decode()
-    assert 'jaxvision_requests_total{status="499"} 1.0' in metrics.splitlines()
+    labels = 'endpoint="predict",model="model",status="499",version="1"'
+    assert f"jaxvision_requests_total{{{labels}}} 1.0" in metrics.splitlines()

@@ -65,10 +65,13 @@ def test_concurrent_requests_are_batched_in_order(server):
         assert label["probability"] == pytest.approx(expected[i].max(), rel=1e-5)
     metrics = requests.get(f"{url}/metrics", timeout=5).text
     # Some device batch held more than one image (the histogram's count above its 1.0 bucket).
-    count = float(re.search(r"^jaxvision_batch_size_count (\S+)", metrics, re.M).group(1))
-    ones = float(re.search(r'^jaxvision_batch_size_bucket\{le="1.0"\} (\S+)', metrics, re.M)[1])
+    model = 'model="model",version="1"'
+    count = float(re.search(rf"^jaxvision_batch_size_count\{{{model}\}} (\S+)", metrics, re.M)[1])
+    ones = rf'^jaxvision_batch_size_bucket\{{le="1.0",{model}\}} (\S+)'
+    ones = float(re.search(ones, metrics, re.M)[1])
     assert count > ones
-    assert re.search(r'^jaxvision_requests_total\{status="200"\} \d', metrics, re.M)
+    labels = r'endpoint="predict",model="model",status="200",version="1"'
+    assert re.search(rf"^jaxvision_requests_total\{{{labels}\}} \d", metrics, re.M)
 
 
 @pytest.mark.slow
@@ -189,7 +192,8 @@ def test_bad_input_gets_a_4xx_and_the_server_stays_up(server, case):
     good = _file(png(digits(1)[0]))
     assert requests.post(f"{url}/v1/predict", files=good, timeout=30).status_code == 200
     metrics = requests.get(f"{url}/metrics", timeout=5).text
-    assert re.search(rf'^jaxvision_requests_total\{{status="{status}"\}} [1-9]', metrics, re.M)
+    labels = f'endpoint="predict",model="model",status="{status}",version="1"'
+    assert re.search(rf"^jaxvision_requests_total\{{{labels}\}} [1-9]", metrics, re.M)
 
 
 def test_a_16_bit_png_gets_the_answer_of_trainings_decoding(server, tmp_path):
@@ -212,7 +216,8 @@ def test_a_client_that_leaves_mid_body_is_counted(server):
 
     def left() -> float:
         metrics = requests.get(f"{url}/metrics", timeout=5).text
-        found = re.search(r'^jaxvision_requests_total\{status="499"\} (\S+)', metrics, re.M)
+        labels = 'endpoint="predict",model="model",status="499",version="1"'
+        found = re.search(rf"^jaxvision_requests_total\{{{labels}\}} (\S+)", metrics, re.M)
         return float(found[1]) if found else 0.0
 
     before = left()
