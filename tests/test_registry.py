@@ -154,7 +154,10 @@ def test_a_dataset_registered_here_opens_by_name():
     try:
         opened = data.open_dataset("test_ramp", options={"scale": 3})
         assert opened.num_classes == 2 and opened.std == (3.0,) and len(opened.train) == 4
-        with pytest.raises(UserError, match="only 'shapes', 'test_ramp' has any"):
+        with pytest.raises(
+            UserError,
+            match=r"drop them \(the datasets with options: 'shapes', 'shapes_classification', 'test_ramp'\)",
+        ):
             data.open_dataset("digits", options={"scale": 3})
     finally:
         DATASETS.unregister("test_ramp")

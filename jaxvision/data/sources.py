@@ -105,8 +105,8 @@ def open_dataset(
     if request.options and not takes_options(name):
         having = [f"'{n}'" for n in DATASETS.names() if DATASETS.info(n).get("takes_options")]
         raise UserError(
-            f"dataset {name!r} takes no options (got {', '.join(sorted(request.options))}): only "
-            f"{', '.join(having) or 'none'} has any; drop them"
+            f"dataset {name!r} takes no options (got {', '.join(sorted(request.options))}): "
+            f"drop them (the datasets with options: {', '.join(having) or 'none'})"
         )
     from jaxvision.data import tfds_sources
 
