@@ -4,11 +4,13 @@ method, the completeness line of Integrated Gradients, and one-line errors."""
 import os
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.experiments.helpers import run_tool
 
 
+@pytest.mark.slow  # its `resnet` fixture trains a digits ResNet (minutes on 2 cores, once)
 def test_explain_writes_maps_and_attributions(resnet, digits_images, tmp_path):
     _, workdir = resnet
     images, labels = digits_images
@@ -41,6 +43,7 @@ def test_explain_writes_maps_and_attributions(resnet, digits_images, tmp_path):
         assert picture.size == (2 * 224, 224 + 22)  # image and overlay, enlarged, captioned
 
 
+@pytest.mark.slow
 def test_explain_errors_are_one_line(resnet, tmp_path):
     _, workdir = resnet
     result = run_tool("explain", f"--workdir={workdir}", "--images", "nope.png")

@@ -16,6 +16,7 @@ from jaxvision.explain.core import chunked
 from jaxvision.predictor import Predictor
 
 
+@pytest.mark.slow  # 128 interpolation steps through the CNN: over a minute on 2 cores
 def test_integrated_gradients_is_complete_at_128_steps(cnn, digits_images):
     fn, _ = cnn
     images, _ = digits_images
@@ -54,6 +55,7 @@ def test_integrated_gradients_memory_does_not_grow_with_steps(cnn, digits_images
     assert sizes[0] > 0 and sizes[1] <= sizes[0] * 1.05, sizes
 
 
+@pytest.mark.slow  # the `resnet` fixture's training and a deletion curve per method
 @pytest.mark.parametrize("method", sorted(set(METHODS) - {"attention_rollout"}))
 def test_deleting_the_most_attributed_pixels_first_beats_random(resnet, digits_images, method):
     fn, _ = resnet
@@ -72,6 +74,7 @@ def test_deleting_the_most_attributed_pixels_first_beats_random(resnet, digits_i
     assert ours["auc"].mean() < random_auc, (method, ours["auc"].mean(), random_auc)
 
 
+@pytest.mark.slow  # the `resnet` fixture's training
 @pytest.mark.parametrize("method", ["gradient", "gradcam"])
 def test_maps_change_when_the_top_layers_are_randomized(resnet, digits_images, method):
     fn, _ = resnet
@@ -177,6 +180,7 @@ def test_vit_attention_is_recorded_without_changing_the_logits():
     assert explain(fn, images, method="gradcam").attributions.shape == (2, 2, 2)
 
 
+@pytest.mark.slow  # the `resnet` fixture's training
 def test_bad_requests_are_one_line_errors(resnet, digits_images):
     fn, _ = resnet
     images, _ = digits_images
