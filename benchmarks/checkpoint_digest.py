@@ -11,7 +11,6 @@ it skip the check). Medians of `--repeats` calls, in this process, on its defaul
 
 import json
 import os
-import statistics
 import tempfile
 import time
 from unittest import mock
@@ -22,6 +21,7 @@ import numpy as np
 import optax
 from absl import app, flags
 
+from benchmarks import timing
 from jaxvision import checkpoint, digests, models
 from jaxvision.sharding import abstract_like
 from jaxvision.tasks.classification import Classification
@@ -57,22 +57,13 @@ def train_state(name: str):
     return jax.block_until_ready(init_train_state({"model": model_state}))
 
 
-def _median(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def measure(name: str, repeats: int) -> dict:
     state = train_state(name)
     leaves = jax.tree.leaves(state)
     start = time.perf_counter()
     digests.state_digests(state)
     first = time.perf_counter() - start
-    digest_s = _median(lambda: digests.state_digests(state), repeats)
+    digest_s = timing.median_seconds(lambda: digests.state_digests(state), repeats)
     shardings = jax.tree.map(lambda x: x.sharding, state)
     abstract = abstract_like(state, shardings)
     result = {
@@ -92,8 +83,12 @@ def measure(name: str, repeats: int) -> dict:
         with tempfile.TemporaryDirectory() as tmp, patch:
             saver = checkpoint.Checkpointer(tmp, keep=repeats + 2, async_save=False)
             step = iter(range(1, 10**6))
-            save_s = _median(lambda s=saver, i=step: s.save(next(i), state, force=True), repeats)
-            restore_s = _median(lambda s=saver: jax.block_until_ready(s.restore(abstract)), repeats)
+            save_s = timing.median_seconds(
+                lambda s=saver, i=step: s.save(next(i), state, force=True), repeats
+            )
+            restore_s = timing.median_seconds(
+                lambda s=saver: jax.block_until_ready(s.restore(abstract)), repeats
+            )
             saver.close()
         result[f"save_{label}_digest_s"] = round(save_s, 3)
         result[f"restore_{label}_digest_s"] = round(restore_s, 3)
