@@ -1,16 +1,16 @@
 """Detection networks by name: `build("retinanet_resnet50_fpn", num_classes=91)`.
 
 A detector is a Flax module with `num_classes` (K, background included) and `dtype` (compute;
-parameters stay float32), a class attribute `family` ("retinanet", "fcos", "ssd" or
-"fasterrcnn": which anchors, loss and post-processing apply) and
+parameters stay float32), a class attribute `family` ("retinanet", "fcos", "ssd",
+"fasterrcnn" or "yolo": which anchors, loss and post-processing apply) and
 
     __call__(images [B, H, W, 3] float normalised, train=False, features=False)
       -> {"cls_logits": float32 [B, A, K], "bbox_regression": float32 [B, A, 4]}
 
-(one-stage detectors; FCOS adds "bbox_ctrness", Faster R-CNN's outputs are in its entry
-below) with A in torchvision's head order (level by level, positions row-major, then the
-anchors of one position); with `features=True` the list of maps the head reads, finest first, whose
-shapes (`feature_shapes`) place the anchors. Anchor configuration: RetinaNet's
+(one-stage detectors; FCOS adds "bbox_ctrness", Faster R-CNN's and YOLO's outputs are in
+their entries below) with A in torchvision's head order (level by level, positions row-major,
+then the anchors of one position); with `features=True` the list of maps the head reads,
+finest first, whose shapes (`feature_shapes`) place the anchors. Anchor configuration: RetinaNet's
 `anchor_sizes()`, `anchor_aspect_ratios()`, `num_anchors()`; SSD's fields `aspect_ratios`,
 `scales`, `steps`, `clip`, `image_size` and `num_anchors()`. Both carry `image_mean` /
 `image_std`, the normalisation torchvision's transform applies to [0, 1] pixels.
@@ -36,6 +36,15 @@ Names (an entry fixes the architecture and sets defaults that `build` options ov
 - ssd128_vgg16_small: for 128 px CPU runs: VGG-16 at width 16 (16 ... 128 channels), fc6/fc7
   256, three stride-2 extras; at 128x128 maps 16, 8, 4, 2, 1 (128, 256, 128, 64, 64
   channels), boxes per position (4, 6, 6, 4, 4), A = 1,524.
+- yolov8{n,s,m,l,x}, yolo11{n,s,m,l,x}, yolo26{n,s,m,l,x}: Ultralytics' YOLO networks
+  (jaxvision.models.detection.yolo), anchor-free, one point per cell on P3-P5; num_classes K
+  counts the background as everywhere here, so the head scores K - 1 classes (the reference's
+  nc: COCO's 80 is num_classes=81), with no background channel. Images in [0, 1]
+  (`image_mean` 0, `image_std` 1), sides multiples of 32. Outputs {"boxes": [B, A, 4 * reg_max]
+  distance logits (reg_max 16; YOLO26: 1, the distances), "cls_logits": [B, A, K - 1]}, and
+  for YOLO26 (end-to-end, no NMS) "one2one" with the same keys. Parameters at K=81 equal the
+  reference's trainable count: yolov8n 3,157,184, yolo11n 2,624,064, yolo26n 2,572,280. For
+  128 px CPU runs yolo11n / yolo26n as they are: maps 16, 8, 4, A = 336.
 """
 
 import operator
@@ -102,6 +111,9 @@ for _name, _target, _defaults in (
     ("retinanet_resnet50_fpn", "retinanet:RetinaNetResNet50", {}),
     ("ssd128_vgg16_small", "ssd:SSD", _SSD_SMALL),
     ("ssd300_vgg16", "ssd:SSD", {}),
+    *((f"yolov8{s}", f"yolo:YOLOv8{s}", {}) for s in "nsmlx"),
+    *((f"yolo11{s}", f"yolo:YOLO11{s}", {}) for s in "nsmlx"),
+    *((f"yolo26{s}", f"yolo:YOLO26{s}", {}) for s in "nsmlx"),
 ):
     DETECTORS.declare(_name, f"jaxvision.models.detection.{_target}", defaults=_defaults)
 
@@ -122,14 +134,16 @@ def defaults(name: str) -> dict[str, Any]:
 
 
 def family(name: str) -> str:
-    """ "retinanet", "fcos" or "ssd": which anchors, loss and post-processing `name` uses."""
+    """ "retinanet", "fcos", "ssd", "fasterrcnn" or "yolo": which anchors, loss and
+    post-processing `name` uses."""
     return DETECTORS.module_class(name).family
 
 
 def class_outputs(name: str) -> tuple[str, ...]:
     """Path prefixes (under `params`) of the parameters whose shape follows num_classes: what a
     new head replaces ("head/classification_head/cls_logits" for RetinaNet, whose conv tower
-    is class-agnostic; all of "head/classification_head" for SSD)."""
+    is class-agnostic; all of "head/classification_head" for SSD; every module of YOLO's class
+    towers, whose width follows the number of classes above the P3 width)."""
     return DETECTORS.module_class(name).class_outputs
 
 

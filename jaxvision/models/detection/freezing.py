@@ -8,6 +8,8 @@ torchvision freezes the first backbone layers of a detector started from pretrai
 - SSD: of VGG-16's 5 stages (conv1_x ... conv5_x), the last `trainable_layers` train; default
   4 freezes conv1_x; 0 freezes all five. fc6/fc7, the extras and the conv4_3 scale are new
   layers and always train.
+- YOLO: everything trains, as the reference's default (its `freeze` is off); 5, the
+  default, is the only value.
 FPN and heads always train. Frozen BatchNorm tensors are not parameters at all.
 """
 
@@ -16,7 +18,7 @@ from collections.abc import Callable
 
 from jaxvision.errors import UserError
 
-DEFAULT_TRAINABLE_LAYERS = {"retinanet": 3, "fcos": 3, "fasterrcnn": 3, "ssd": 4}
+DEFAULT_TRAINABLE_LAYERS = {"retinanet": 3, "fcos": 3, "fasterrcnn": 3, "ssd": 4, "yolo": 5}
 # The families whose backbone is a ResNet body
 _RESNET_FAMILIES = ("retinanet", "fcos", "fasterrcnn")
 
@@ -41,7 +43,7 @@ def _vgg_index(module: str) -> int | None:
 def frozen_backbone_layers(family: str, trainable_layers: int) -> Callable[[str], bool]:
     """path ("backbone/layer1_0/conv1/kernel", "fpn/p6/bias", ...) → frozen?, freezing what
     torchvision's `trainable_backbone_layers=trainable_layers` (0..5) freezes for the detector
-    `family` ("retinanet" or "ssd", the model's `family`)."""
+    `family` (the model's `family`: "retinanet", "fcos", "fasterrcnn", "ssd" or "yolo")."""
     if family not in DEFAULT_TRAINABLE_LAYERS:
         raise UserError(
             f"unknown detector family {family!r}: choose one of "
@@ -49,6 +51,13 @@ def frozen_backbone_layers(family: str, trainable_layers: int) -> Callable[[str]
         )
     if not 0 <= trainable_layers <= 5:
         raise UserError(f"trainable_backbone_layers is 0..5, got {trainable_layers}")
+    if family == "yolo":
+        if trainable_layers != 5:
+            raise UserError(
+                f"trainable_backbone_layers={trainable_layers}: YOLO trains all its layers, "
+                "as the reference does; leave it at its default"
+            )
+        return lambda path: False
 
     if family in _RESNET_FAMILIES:
         trained = set(_RESNET_LAYERS[:trainable_layers]) | (
