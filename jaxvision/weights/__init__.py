@@ -1,5 +1,6 @@
-"""Pretrained weights in and out: torchvision/timm safetensors and big_vision .npz files, by path
-or by name from the Hugging Face hub (`hf-hub:ORG/NAME[@REVISION]`, jaxvision.weights.hub).
+"""Pretrained weights in and out: torchvision/timm/Ultralytics safetensors and big_vision .npz
+files, by path or by name from the Hugging Face hub (`hf-hub:ORG/NAME[@REVISION]`,
+jaxvision.weights.hub).
 
 Each model family has a converter module with these functions:
 
@@ -46,11 +47,13 @@ _TORCHVISION_DETECTION = (
     "retinanet_resnet18_fpn retinanet_resnet18_fpn_small retinanet_resnet34_fpn "
     "retinanet_resnet50_fpn ssd128_vgg16_small ssd300_vgg16"
 )
+_ULTRALYTICS = " ".join(f"{v}{s}" for v in ("yolov8", "yolo11", "yolo26") for s in "nsmlx")
 CONVERTERS = Registry("weight converter")
 for _module, _names in (
     ("torchvision", _TORCHVISION),
     ("timm", _TIMM),
     ("torchvision_detection", _TORCHVISION_DETECTION),
+    ("ultralytics", _ULTRALYTICS),
 ):
     for _name in _names.split():
         CONVERTERS.declare(_name, f"jaxvision.weights.{_module}")
@@ -65,7 +68,8 @@ def _converter(model_name: str):
 
 
 def importable_models() -> list[str]:
-    """The models whose weights import from torchvision / timm / big_vision files."""
+    """The models whose weights import from torchvision / timm / Ultralytics / big_vision
+    files."""
     return sorted(CONVERTERS)
 
 
