@@ -127,6 +127,9 @@ def test_outputs_and_features_shapes():
     maps = jax.eval_shape(functools.partial(model.apply, features=True), variables, images)
     assert [m.shape for m in maps] == [(2, 16, 12, 64), (2, 8, 6, 128), (2, 4, 3, 256)]
     assert detection.feature_shapes(model, 128, 96) == ((16, 12), (8, 6), (4, 3))
+    half = detection.build("yolo11n", num_classes=4, dtype=jnp.bfloat16)
+    out = jax.eval_shape(half.apply, variables, images)  # bf16 compute, float32 outputs
+    assert out["boxes"].dtype == out["cls_logits"].dtype == jnp.float32
     with pytest.raises(UserError, match="multiples of 32"):
         jax.eval_shape(model.apply, variables, jax.ShapeDtypeStruct((1, 100, 96, 3), jnp.float32))
 

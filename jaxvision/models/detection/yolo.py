@@ -286,6 +286,8 @@ class YOLO(nn.Module):
 
 
 class YOLOv8(YOLO):
+    """C2f stages, the plain SPPF, no attention, 3x3 class towers; reg_max 16."""
+
     stages: ClassVar[tuple] = _V8_STAGES
     psa: ClassVar[bool] = False
     legacy_head: ClassVar[bool] = True
@@ -293,10 +295,13 @@ class YOLOv8(YOLO):
 
 
 class YOLO11(YOLO):
-    pass
+    """C3k2 stages, SPPF then C2PSA, depthwise class towers; reg_max 16."""
 
 
 class YOLO26(YOLO):
+    """YOLO11's design with C3k blocks in the neck, an attention block in its last stage,
+    YOLO26's SPPF, reg_max 1 and the end-to-end (one-to-one) branch."""
+
     stages: ClassVar[tuple] = _V26_STAGES
     sppf_v26: ClassVar[bool] = True
     reg_max: ClassVar[int] = 1
