@@ -102,6 +102,7 @@ def check_parity(name: str) -> None:
         ref = fixture["e2e"]
         assert top.shape == (300, 6)
         np.testing.assert_array_equal(top[:, 5], ref[:, 5])  # classes, in the same order
+        np.testing.assert_array_equal(top[:, 5], fixture["e2e64"][:, 5])  # as its float64 run
         np.testing.assert_allclose(top[:, 4], ref[:, 4], rtol=0, atol=2e-6)  # scores
         np.testing.assert_allclose(top[:, :4], ref[:, :4], rtol=0, atol=1e-3)  # boxes, px
 
