@@ -93,6 +93,25 @@ def test_fixture_covers_the_cases_that_matter():
         assert sorted(index[fg]) == list(np.flatnonzero(real))  # one anchor per ground truth
 
 
+def test_padding_rows_may_sit_anywhere():
+    """A padding row between valid rows changes nothing but the indices: image 1's rows
+    (0, 1, 2, pad) reordered to (0, pad, 1, 2) give the same targets, indices mapped."""
+    ref = _case("v8/assign")
+    labels, boxes, mask = _truth(ref)
+    order = np.asarray([0, 3, 1, 2])
+    assert not mask[1, 3] and mask[1, :3].all()
+    labels, boxes, mask = labels.copy(), boxes.copy(), mask.copy()
+    labels[1], boxes[1], mask[1] = labels[1, order], boxes[1, order], mask[1, order]
+    out = _assign(topk=10)(
+        ref["pd_scores"], ref["pd_bboxes"], ref["anc_points"], labels, boxes, mask
+    )
+    np.testing.assert_array_equal(out.foreground, ref["fg_mask"])
+    np.testing.assert_array_equal(out.boxes, ref["target_bboxes"])
+    np.testing.assert_allclose(out.scores, ref["target_scores"], rtol=1e-6, atol=1e-6)
+    fg = ref["fg_mask"][1]
+    np.testing.assert_array_equal(order[out.gt_index[1][fg]], ref["target_gt_idx"][1][fg])
+
+
 def _relative(a, b):
     return abs(float(a) - float(b)) / max(abs(float(b)), 1e-12)
 
