@@ -4,6 +4,7 @@ boxes on the host."""
 
 from jaxvision.ops.anchors import (
     anchor_grid,
+    anchor_points,
     anchors_per_level,
     default_boxes,
     retinanet_anchor_sizes,
@@ -14,6 +15,7 @@ from jaxvision.ops.boxes import (
     box_convert,
     box_iou,
     clip_boxes,
+    complete_box_iou,
     generalized_box_iou,
     remove_small_boxes_mask,
 )
@@ -28,20 +30,24 @@ from jaxvision.ops.matching import (
 from jaxvision.ops.nms import batched_nms, nms, select_detections
 from jaxvision.ops.roi_align import map_scales, multiscale_roi_align, roi_align, roi_levels
 from jaxvision.ops.sampling import balanced_sample, compact
+from jaxvision.ops.task_aligned import AlignedTargets, task_aligned_assign
 
 __all__ = [
+    "AlignedTargets",
     "balanced_sample",
     "compact",
     "BELOW_LOW_THRESHOLD",
     "BETWEEN_THRESHOLDS",
     "BoxCoder",
     "anchor_grid",
+    "anchor_points",
     "anchors_per_level",
     "batched_nms",
     "box_area",
     "box_convert",
     "box_iou",
     "clip_boxes",
+    "complete_box_iou",
     "default_boxes",
     "generalized_box_iou",
     "generalized_box_iou_loss",
@@ -59,4 +65,5 @@ __all__ = [
     "sigmoid_focal_loss",
     "remove_small_boxes_mask",
     "smooth_l1",
+    "task_aligned_assign",
 ]

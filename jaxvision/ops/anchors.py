@@ -150,3 +150,26 @@ def default_boxes(
     return np.concatenate(
         [(boxes[:, :2] - half) * canvas, (boxes[:, :2] + half) * canvas], axis=1
     ).astype(np.float32)
+
+
+def anchor_points(
+    feature_shapes: Sequence[tuple[int, int]], strides: Sequence[float], offset: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Anchor-free heads' points (YOLO's make_anchors): the centre of every feature-map cell.
+
+    feature_shapes: (h, w) per level; strides: per level. Returns points float32 [A, 2] (x, y)
+    in each level's grid units ((j + offset, i + offset) for cell (i, j); times the stride for
+    pixels) and strides float32 [A], level by level, row-major within a level.
+    """
+    if len(feature_shapes) != len(strides):
+        raise ValueError(f"{len(feature_shapes)} feature shapes for {len(strides)} strides")
+    points, point_strides = [], []
+    for (h, w), stride in zip(feature_shapes, strides, strict=True):
+        y, x = np.meshgrid(
+            np.arange(h, dtype=np.float32) + np.float32(offset),
+            np.arange(w, dtype=np.float32) + np.float32(offset),
+            indexing="ij",
+        )
+        points.append(np.stack([x.reshape(-1), y.reshape(-1)], axis=1))
+        point_strides.append(np.full(h * w, stride, np.float32))
+    return np.concatenate(points), np.concatenate(point_strides)

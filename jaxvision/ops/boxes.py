@@ -199,3 +199,32 @@ class BoxCoder:
             [pred_ctr_x - half_w, pred_ctr_y - half_h, pred_ctr_x + half_w, pred_ctr_y + half_h],
             axis=-1,
         )
+
+
+def complete_box_iou(boxes1: jax.Array, boxes2: jax.Array, eps: float = 1e-7) -> jax.Array:
+    """Complete IoU (Zheng et al. 2020) of paired boxes, as the YOLO reference computes it:
+    boxes1, boxes2 [..., 4] xyxy (paired, not pairwise; leading axes broadcast) -> [...].
+
+    IoU - (centre distance^2 / enclosing diagonal^2 + v * a), where v = 4 / pi^2 (atan(w2 /
+    h2) - atan(w1 / h1))^2 measures the aspect mismatch and a = v / (1 - IoU + v + eps) is
+    held constant for the gradient (the reference computes it under no_grad). eps sits where
+    the reference puts it: added to both heights, the union and the squared diagonal, so
+    degenerate boxes stay finite. In [-1.5, 1]; boxes1 and boxes2 are not interchangeable to
+    the last bit, so pass them in the reference's order.
+    """
+    x1a, y1a, x2a, y2a = jnp.moveaxis(boxes1, -1, 0)
+    x1b, y1b, x2b, y2b = jnp.moveaxis(boxes2, -1, 0)
+    w1, h1 = x2a - x1a, y2a - y1a + eps
+    w2, h2 = x2b - x1b, y2b - y1b + eps
+    inter = jnp.maximum(jnp.minimum(x2a, x2b) - jnp.maximum(x1a, x1b), 0) * jnp.maximum(
+        jnp.minimum(y2a, y2b) - jnp.maximum(y1a, y1b), 0
+    )
+    union = w1 * h1 + w2 * h2 - inter + eps
+    iou = inter / union
+    enclosing_w = jnp.maximum(x2a, x2b) - jnp.minimum(x1a, x1b)
+    enclosing_h = jnp.maximum(y2a, y2b) - jnp.minimum(y1a, y1b)
+    diagonal2 = enclosing_w**2 + enclosing_h**2 + eps
+    centre2 = ((x1b + x2b - x1a - x2a) ** 2 + (y1b + y2b - y1a - y2a) ** 2) / 4
+    v = (4 / math.pi**2) * (jnp.arctan(w2 / h2) - jnp.arctan(w1 / h1)) ** 2
+    a = jax.lax.stop_gradient(v / (1 - iou + v + eps))
+    return iou - (centre2 / diagonal2 + v * a)
