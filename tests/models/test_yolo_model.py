@@ -243,3 +243,47 @@ def test_registry_entries():
     assert detection.frozen_backbone(model)("model_0/conv/kernel") is False
     with pytest.raises(UserError, match="YOLO trains all its layers"):
         detection.frozen_backbone(model, 3)
+
+
+@pytest.mark.slow
+def test_outputs_train_with_the_yolo_loss():
+    # yolo26n at 64 px with 2 classes, through jaxvision.tasks.yolo_loss's end-to-end loss:
+    # the loss is finite, and the one-to-one branch's gradient reaches only its own towers.
+    from jaxvision.tasks import yolo_loss
+
+    model = detection.build("yolo26n", num_classes=3)
+    images = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3))
+    variables = jax.jit(model.init)(jax.random.key(0), images)
+    points, strides = yolo.anchor_points(detection.feature_shapes(model, 64, 64))
+    truth = (
+        points,
+        strides,
+        jnp.asarray([[0, 1], [1, 0]]),
+        jnp.asarray([[[4.0, 4.0, 40.0, 30.0], [20.0, 10.0, 60.0, 62.0]]] * 2),
+        jnp.asarray([[True, True], [True, False]]),
+        (64, 64),
+    )
+
+    def one_to_one(params):
+        out, _ = model.apply(
+            {**variables, "params": params}, images, train=True, mutable=["batch_stats"]
+        )
+        e2e = yolo_loss.end_to_end_loss(
+            (out["boxes"], out["cls_logits"]),
+            (out["one2one"]["boxes"], out["one2one"]["cls_logits"]),
+            *truth,
+            0,
+            10,
+            yolo_loss.YOLOLossOptions(reg_max=1),
+        )
+        return e2e.one_to_one.total, e2e.total
+
+    (_, total), grads = jax.jit(jax.value_and_grad(one_to_one, has_aux=True))(variables["params"])
+    assert np.isfinite(total) and total > 0
+    for path, g in jax.tree_util.tree_leaves_with_path(grads):
+        names = [p.key for p in path]
+        if names[1].startswith("one2one_"):
+            assert np.isfinite(g).all(), "/".join(names)
+        else:
+            assert not np.any(g), "/".join(names)
+    assert np.any(grads["model_23"]["one2one_cv3_0_2"]["kernel"])

@@ -51,6 +51,7 @@ from jaxvision.models.detection.yolo_blocks import (
     CSPStage,
     torch_conv_init,
 )
+from jaxvision.ops.anchors import anchor_points as ops_anchor_points
 
 STRIDES = (8, 16, 32)
 
@@ -340,19 +341,13 @@ YOLO26n, YOLO26s, YOLO26m, YOLO26l, YOLO26x = (_scaled(YOLO26, _V11_SCALES, s) f
 def anchor_points(
     feature_shapes: Sequence[tuple[int, int]], strides: Sequence[int] = STRIDES
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The reference's anchor points (make_anchors): every cell's centre, (x + 0.5, y + 0.5)
-    in cells of its level, levels in order, positions row-major.
+    """The reference's anchor points (make_anchors) for this head's strides: every cell's
+    centre, (x + 0.5, y + 0.5) in cells of its level, levels in order, positions row-major.
 
     feature_shapes: [(h_l, w_l)] → (points float32 [A, 2] (x, y) in cells, strides float32
-    [A]); pixels are points * strides[:, None]."""
-    points, per_point = [], []
-    for (h, w), stride in zip(feature_shapes, strides, strict=True):
-        ys, xs = np.meshgrid(
-            np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij"
-        )
-        points.append(np.stack([xs.ravel(), ys.ravel()], axis=-1) + np.float32(0.5))
-        per_point.append(np.full(h * w, stride, np.float32))
-    return np.concatenate(points), np.concatenate(per_point)
+    [A]); pixels are points * strides[:, None]. (jaxvision.ops.anchor_points, with YOLO's
+    strides by default.)"""
+    return ops_anchor_points(feature_shapes, strides)
 
 
 def box_distances(boxes: jnp.ndarray) -> jnp.ndarray:
