@@ -131,22 +131,28 @@ def mosaic_layout(
     return layout
 
 
+def mosaic_centre(canvas: int, rng: np.random.Generator) -> tuple[int, int]:
+    """(xc, yc), each an int drawn uniformly from the 2S canvas less the reference's border of
+    -S // 2 (floor division) on each side: [ceil(S / 2), 2S - ceil(S / 2)), truncated."""
+    low, high = -(-canvas // 2), 2 * canvas + (-canvas // 2)
+    xc, yc = (int(rng.uniform(low, high)) for _ in range(2))
+    return xc, yc
+
+
 def mosaic(
-    images: Sequence[np.ndarray], fields: Sequence[dict], canvas: int, rng: np.random.Generator
+    images: Sequence[np.ndarray], fields: Sequence[dict], canvas: int, centre: tuple[int, int]
 ) -> tuple[np.ndarray, dict]:
-    """The 4 images on a 2S x 2S canvas of 114 (`mosaic_layout`, centre drawn uniformly).
+    """The 4 images on a 2S x 2S canvas of 114 around `centre` (`mosaic_layout`).
 
     Args:
         images: 4 uint8 [h_i, w_i, 3]; fields: their per-box fields (`boxes` [n_i, 4] pixels).
-        canvas: S.
+        canvas: S; centre: (xc, yc), e.g. `mosaic_centre`.
 
     Returns:
         (uint8 [2S, 2S, 3], the fields concatenated with boxes in canvas pixels, clipped to it,
         boxes without area dropped).
     """
-    # The reference's border of -S // 2 (floor division) on each side of the 2S canvas.
-    low, high = -(-canvas // 2), 2 * canvas + (-canvas // 2)
-    xc, yc = (int(rng.uniform(low, high)) for _ in range(2))
+    xc, yc = centre
     out = np.full((2 * canvas, 2 * canvas, 3), PAD_VALUE, np.uint8)
     moved = []
     shapes = [image.shape[:2] for image in images]

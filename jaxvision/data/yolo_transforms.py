@@ -58,6 +58,7 @@ from jaxvision.data.yolo_augment import (
     hsv_jitter,
     letterbox,
     mosaic,
+    mosaic_centre,
     random_affine,
     resize_long_side,
     take,
@@ -176,12 +177,9 @@ class YOLOTrainTransform:
             others = [
                 self._load(self.source[int(i)]) for i in rng.integers(len(self.source), size=3)
             ]
-            image, fields = mosaic(
-                [image] + [o[0] for o in others],
-                [fields] + [o[1] for o in others],
-                self.canvas,
-                rng,
-            )
+            images = [image] + [o[0] for o in others]
+            parts = [fields] + [o[1] for o in others]
+            image, fields = mosaic(images, parts, self.canvas, mosaic_centre(self.canvas, rng))
         image, fields, s = random_affine(
             image,
             fields,
