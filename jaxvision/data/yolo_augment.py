@@ -76,7 +76,10 @@ def letterbox(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Aspect-preserving resize and centred padding with 114 to S x S (`letterbox_geometry`).
 
-    A canvas box maps back to the input image as ((x1 - left) / sx, (y1 - top) / sy, ...).
+    Boxes scale by each axis's factor new / old, what the pixels were resized by (the
+    reference's training and validation loads scale boxes so too; its `LetterBox` alone uses
+    the one ratio of `letterbox_geometry` for both axes, up to half a resized pixel apart). A
+    canvas box maps back to the input image as ((x1 - left) / sx, (y1 - top) / sy, ...).
 
     Args:
         image: uint8 [H, W, 3]; boxes: float32 [N, 4] xyxy pixels; canvas: S.

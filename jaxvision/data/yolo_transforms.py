@@ -33,7 +33,13 @@ Differences from the reference, and why:
   covering [i, i + 1) while cv2's warpAffine puts pixel i's centre at i: the reference's warped
   image sits up to 0.5 |1 - s| px off its transformed boxes; ours follows its boxes exactly.
 - HSV works in PIL's HSV (hue in 256 steps of the circle, rounding of its own) rather than
-  OpenCV's (hue in 180 steps): the same jitter, slightly different quantisation.
+  OpenCV's (hue in 180 steps): the same jitter, slightly different quantisation (on the test
+  fixture's random image, per channel: median difference 0, 95th percentile 5, max 11 of 255).
+- `letterbox` scales boxes per axis by the resize's exact factors; the reference's LetterBox
+  by its single ratio (its training and validation loads scale per axis, as we do).
+- Evaluation pads every image to the square canvas; the reference's validation batches by
+  aspect ratio (`rect=True`) and pads each batch only to its own stride-multiple shape, so
+  its published mAP can differ slightly from ours on the same weights.
 - The 3 mosaic partners come uniformly from the whole source, seeded by the example's stream
   position; the reference draws them from a buffer of recently loaded images (a cache
   optimisation) unless it caches in RAM, where it draws from the whole set as we do.
