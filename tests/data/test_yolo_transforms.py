@@ -367,3 +367,14 @@ def test_bad_settings_are_clear_errors():
     with pytest.raises(UserError, match=r"mosaic, fliplr and flipud are probabilities"):
         YOLOTrainTransform(64, source=_source(), fliplr=1.5)
     assert YOLOTrainTransform(64, mosaic=0.0).source is None  # no mosaic, no source needed
+
+
+def test_images_without_boxes_and_crowd_boxes():
+    empty = {**_rect_example(0, 30, 40, (0, 0, 1, 1)), **_fields(np.zeros((0, 4)))}
+    crowd = _rect_example(1, 50, 50, (5, 5, 30, 30)) | {"iscrowd": np.int32([1])}
+    source = [empty, crowd]
+    out = YOLOTrainTransform(32, source=source)(empty, np.random.default_rng(0))
+    assert out["boxes"].shape == (0, 4) and out["classes"].shape == (0,)  # crowd left out
+    evaluated = YOLOEvalTransform(32)(crowd)
+    assert evaluated["iscrowd"].tolist() == [1]  # evaluation keeps crowd boxes, as COCO scores them
+    np.testing.assert_allclose(evaluated["boxes"], [[3.2, 3.2, 19.2, 19.2]], atol=1e-5)
