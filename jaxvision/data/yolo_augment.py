@@ -345,9 +345,10 @@ def shift_hsv(image: np.ndarray, r: np.ndarray) -> np.ndarray:
     saturation = np.clip(x * (1 + r[1]), 0, 255).astype(np.uint8)
     saturation[0] = 0
     value = np.clip(x * (1 + r[2]), 0, 255).astype(np.uint8)
-    table = np.concatenate([hue, saturation, value]).tolist()
-    hsv = Image.fromarray(image).convert("HSV").point(table)
-    return np.asarray(hsv.convert("RGB"))
+    hsv = np.asarray(Image.fromarray(image).convert("HSV"))
+    # Per-channel lookup in numpy: PIL's point() rounds its 768 table entries in Python.
+    shifted = np.stack([hue[hsv[..., 0]], saturation[hsv[..., 1]], value[hsv[..., 2]]], -1)
+    return np.asarray(Image.fromarray(shifted, "HSV").convert("RGB"))
 
 
 def flip_boxes(boxes: np.ndarray, extent: int, axis: int) -> np.ndarray:
