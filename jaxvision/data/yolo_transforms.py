@@ -126,9 +126,9 @@ class YOLOTrainTransform:
 
     Returns the example with `image` uint8 [S, S, 3], `boxes` float32 [N, 4] canvas pixels,
     `classes`/`iscrowd` (zeros) int32 [N], `area` float32 [N] (the input's area times the
-    squared scale, times the share of the box left on the canvas), `scale` float32 [2] (sy, sx)
-    from the example's own image to the canvas before the affine's s (times s), `size` int32
-    [2] (S, S): the whole canvas is image.
+    squared scale, times the share of the box left on the canvas), `scale` float32 [2] (sy, sx):
+    the load's factors times the affine's s, canvas pixels per pixel of the example's own image
+    (up to shear and perspective), `size` int32 [2] (S, S): the whole canvas is image.
     """
 
     positional: ClassVar[bool] = True
@@ -178,8 +178,8 @@ class YOLOTrainTransform:
 
     def __call__(self, example: dict, rng: np.random.Generator, position: int = 0) -> dict:
         image, fields, factors = self._load(example)
-        open_ = self.mosaic_until is None or position < self.mosaic_until
-        if open_ and self.mosaic > 0 and rng.random() < self.mosaic:
+        mosaic_open = self.mosaic_until is None or position < self.mosaic_until
+        if mosaic_open and self.mosaic > 0 and rng.random() < self.mosaic:
             others = [
                 self._load(self.source[int(i)]) for i in rng.integers(len(self.source), size=3)
             ]
