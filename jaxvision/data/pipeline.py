@@ -79,6 +79,22 @@ class _ShuffledEpochs(grain.MapDataset):
         return self._source[int(order[position])]
 
 
+def _with_position(index: int, example):
+    return index, example
+
+
+@dataclasses.dataclass(frozen=True)
+class _AtPosition:
+    """Calls a positional transform with the stream index `_with_position` put beside the
+    example."""
+
+    transform: object
+
+    def __call__(self, item: tuple, rng: np.random.Generator) -> dict:
+        position, example = item
+        return self.transform(example, rng, position=position)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainTransform:
     """The classification augmentation of one example, whole: `image` is cropped, flipped and
@@ -254,7 +270,10 @@ def train_batches(
     Args:
         source: random access, `[i] -> {"image": uint8 [H, W, C], ...task fields}`.
         transform: `(example, rng) -> example`, e.g. `TrainTransform`; a picklable object with
-            an optional `ragged` attribute ((field, size) pairs for `Batcher`).
+            an optional `ragged` attribute ((field, size) pairs for `Batcher`). One with a true
+            `positional` attribute is called `(example, rng, position=i)`, `i` the example's
+            index in the stream (`step * B + row`; what seeds `rng`), e.g. to switch an
+            augmentation off for the last epochs.
         global_batch_size: `B`, examples per step over all processes.
         seed: fixes the shuffle of every epoch and every augmentation; in [0, 2**32).
         start_step: first step to yield; batches do not depend on it, only which ones come out.
@@ -281,9 +300,12 @@ def train_batches(
             f"repeated augmentation needs a batch divisible by repeats={repeats}, got "
             f"{global_batch_size}: choose batch_size as a multiple of repeats"
         )
-    stream = _ShuffledEpochs(source, seed, repeats, global_batch_size).random_map(
-        transform, seed=seed
-    )
+    epochs = _ShuffledEpochs(source, seed, repeats, global_batch_size)
+    if getattr(transform, "positional", False):
+        # The same generators as below (random_map seeds by the same index), plus the index.
+        stream = epochs.map_with_index(_with_position).random_map(_AtPosition(transform), seed=seed)
+    else:
+        stream = epochs.random_map(transform, seed=seed)
     # Local batch k holds stream elements [k * local, (k + 1) * local): global step s, process p
     # is local batch s * process_count + p.
     batcher = Batcher(getattr(transform, "ragged", ()))

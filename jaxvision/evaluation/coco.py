@@ -76,10 +76,12 @@ class CocoEvaluator:
         "gt_boxes" [B, M, 4] canvas pixels, "gt_classes", "gt_mask", "gt_iscrowd", "gt_area"
         [B, M] (area in original pixels); "image_id" [B], "scale" [B, 2] (sy, sx: canvas
         pixels per original pixel, as the detection transforms give it; or [B], one for both),
-        "mask" [B] (False: a padding row). With several processes every
-        process must call `add` (it gathers).
+        optionally "offset" [B, 2] (top, left: where the image starts on the canvas, for a
+        centred letterbox; absent: 0, 0), "mask" [B] (False: a padding row). With several
+        processes every process must call `add` (it gathers).
         batch: this process's host batch, `image` uint8 [b, S, S, 3] (and `image_id`, `mask`,
-        `size` when present): the first `max_pictures` real images are kept for drawing.
+        `size`, `offset` when present): the first `max_pictures` real images are kept for
+        drawing.
         """
         if jax.process_count() > 1:
             outputs = multihost_utils.process_allgather(outputs, tiled=True)
@@ -94,13 +96,16 @@ class CocoEvaluator:
                     " needs a distinct image_id for every example"
                 )
             gt, det = out["gt_mask"][i].astype(bool), out["valid"][i].astype(bool)
+            # Boxes are kept relative to the image's corner on the canvas: then dividing by the
+            # scale maps them back, and they draw on the picture cut out at that corner.
+            shift = _xyxy_offset(out["offset"][i]) if "offset" in out else np.zeros(4)
             self.images[image_id] = {
                 "scale": _xyxy_scale(out["scale"][i]),
-                "gt_boxes": out["gt_boxes"][i][gt].astype(np.float64),
+                "gt_boxes": out["gt_boxes"][i][gt].astype(np.float64) - shift,
                 "gt_classes": out["gt_classes"][i][gt].astype(np.int64),
                 "gt_iscrowd": out["gt_iscrowd"][i][gt].astype(np.int64),
                 "gt_area": out["gt_area"][i][gt].astype(np.float64),
-                "boxes": out["boxes"][i][det].astype(np.float64),
+                "boxes": out["boxes"][i][det].astype(np.float64) - shift,
                 "scores": out["scores"][i][det].astype(np.float64),
                 "classes": out["classes"][i][det].astype(np.int64),
             }
@@ -114,14 +119,15 @@ class CocoEvaluator:
         mask = np.asarray(batch.get("mask", np.ones(len(images), bool)))
         # Process 0's rows come first in the gathered outputs when the batch has no ids.
         ids = np.asarray(batch.get("image_id", image_ids[: len(images)]))
-        sizes = batch.get("size")
+        sizes, offsets = batch.get("size"), batch.get("offset")
         for i in np.flatnonzero(mask):
             if len(self.pictures) >= self.max_pictures:
                 return
             picture = images[i]
             if sizes is not None:  # the resized image without the canvas's padding
                 h, w = np.asarray(sizes[i])
-                picture = picture[:h, :w]
+                top, left = (0, 0) if offsets is None else np.asarray(offsets[i])
+                picture = picture[top : top + h, left : left + w]
             self.pictures[int(ids[i])] = picture.copy()
 
     def coco_datasets(self) -> tuple[dict, list[dict]]:
@@ -361,6 +367,12 @@ def plot_pr_curves(
     FigureCanvasAgg(fig)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)
+
+
+def _xyxy_offset(offset: np.ndarray) -> np.ndarray:
+    """(top, left) -> [4] (left, top, left, top), what xyxy canvas boxes are shifted back by."""
+    top, left = np.asarray(offset, np.float64).reshape(-1)[:2]
+    return np.array([left, top, left, top])
 
 
 def _xyxy_scale(scale: np.ndarray) -> np.ndarray:

@@ -194,16 +194,22 @@ class Detection:
     def eval_outputs(self, models: dict, batch: dict) -> dict:
         """The batch's detections plus its ground truth, for the host-side COCO evaluator."""
         detections = self.predict(models, batch["image"], batch["size"])
-        return detections | {
-            "gt_boxes": batch["boxes"],
-            "gt_classes": batch["classes"],
-            "gt_mask": batch["boxes_mask"],
-            "gt_iscrowd": batch["iscrowd"],
-            "gt_area": batch["area"],
-            "image_id": batch["image_id"],
-            "scale": batch["scale"],
-            "mask": batch["mask"],
-        }
+        # A centred letterbox (YOLO's) says where each image starts on its canvas.
+        placed = {"offset": batch["offset"]} if "offset" in batch else {}
+        return (
+            detections
+            | placed
+            | {
+                "gt_boxes": batch["boxes"],
+                "gt_classes": batch["classes"],
+                "gt_mask": batch["boxes_mask"],
+                "gt_iscrowd": batch["iscrowd"],
+                "gt_area": batch["area"],
+                "image_id": batch["image_id"],
+                "scale": batch["scale"],
+                "mask": batch["mask"],
+            }
+        )
 
     def evaluator(self, class_names: Sequence[str]) -> CocoEvaluator:
         return CocoEvaluator(class_names)
