@@ -26,9 +26,14 @@ from jaxvision.data.detection_transforms import (  # noqa: E402
     DetectionEvalTransform,
     DetectionTrainTransform,
 )
+from jaxvision.data.yolo_transforms import (  # noqa: E402
+    YOLOEvalTransform,
+    YOLOTrainTransform,
+    close_mosaic_position,
+)
 from jaxvision.errors import UserError, listing  # noqa: E402
 from jaxvision.models import detection as detectors  # noqa: E402
-from jaxvision.tasks.detection import Detection, family_options  # noqa: E402
+from jaxvision.tasks.detection import detection_task, family_options  # noqa: E402
 from jaxvision.train import build, loop, reporting, steps  # noqa: E402
 from jaxvision.train.setup import NamedModel, make_run  # noqa: E402
 
@@ -60,6 +65,26 @@ def open_dataset(config) -> data.Dataset:
             f"{listing(dataset.skipped)} (data_strict=True stops instead)"
         )
     return dataset
+
+
+def yolo_transforms(config, dataset, max_boxes: int, total_steps: int):
+    """(train, eval) transforms of YOLO's recipe: mosaic (closed for the last
+    close_mosaic_epochs), random affine, HSV and flips; a centred letterbox to evaluate. A
+    mosaic gathers four images' boxes, so a batch row holds up to 4x max_boxes of them."""
+    options = config.yolo_augment_options.to_dict()
+    close_epochs = options.pop("close_mosaic_epochs", 10)
+    if "hsv" in options:
+        options["hsv"] = tuple(options["hsv"])
+    stream = total_steps * config.batch_size
+    until = close_mosaic_position(stream, len(dataset.train), close_epochs)
+    train = YOLOTrainTransform(
+        config.image_size,
+        source=dataset.train,
+        mosaic_until=until,
+        max_boxes=4 * max_boxes,
+        **options,
+    )
+    return train, YOLOEvalTransform(config.image_size, max_boxes)
 
 
 def transforms(config, max_boxes: int):
@@ -112,7 +137,10 @@ def setup(config) -> loop.Run:
     total_steps = config.total_steps or math.ceil(
         config.num_epochs * len(dataset.train) / config.batch_size
     )
-    train_transform, eval_transform = transforms(config, max_boxes)
+    if config.yolo_augment:
+        train_transform, eval_transform = yolo_transforms(config, dataset, max_boxes, total_steps)
+    else:
+        train_transform, eval_transform = transforms(config, max_boxes)
 
     # Detector and optimizer (torchvision's trainable_backbone_layers freezes the first stages).
     if config.freeze_backbone:
@@ -138,13 +166,20 @@ def setup(config) -> loop.Run:
 
     # Task: anchors for the canvas, the family's loss and post-processing.
     options = family_options(model.family, **config.detection.to_dict())
-    task = Detection(model, canvas=config.image_size, options=options)
+    steps_per_epoch = len(dataset.train) / config.batch_size
+    schedule_kw = (
+        {"steps_per_epoch": steps_per_epoch, "epochs": math.ceil(total_steps / steps_per_epoch)}
+        if model.family == "yolo"
+        else {}
+    )
+    task = detection_task(model, canvas=config.image_size, options=options, **schedule_kw)
     train_step = steps.make_train_step(task, tx, build.update_options(config, frozen, schedule))
 
     # The run: the detector's state laid out by the same rules as a classifier's.
     example = {"image": np.zeros((1, *image_shape), np.uint8)}
     record = predictor_record(config, dataset, model_options.kwargs, config.detection.to_dict())
     record["max_boxes"] = max_boxes
+    record["letterbox"] = bool(config.yolo_augment)
     return make_run(
         task,
         {task.trained: NamedModel(task.init_variables(example), tx, ema=config.ema_decay > 0)},

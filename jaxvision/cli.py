@@ -93,7 +93,7 @@ def initialize_distributed(
 # Config fields that hold a model's or dataset's own options: `--config.model_kwargs.NAME=VALUE`
 # may set any option of the configured model, whether or not the config file sets it (likewise a
 # detector's post-processing options, `detection`, and a dataset's, `dataset_options`).
-OPEN_FIELDS = ("model_kwargs", "detection", "dataset_options")
+OPEN_FIELDS = ("model_kwargs", "detection", "dataset_options", "yolo_augment_options")
 
 
 def _literal(text: str):

@@ -148,4 +148,9 @@ def detection_fields(config: ml_collections.ConfigDict) -> ml_collections.Config
     # ssd): fg_iou_thresh, score_thresh, nms_thresh, detections_per_img, topk_candidates, ...
     config.detection = ml_collections.ConfigDict()
     config.model = "retinanet_resnet18_fpn_small"
+    # YOLO's own augmentation (jaxvision.data.yolo_transforms: mosaic, random affine, HSV,
+    # flips, letterbox) in place of the fields above; its options by name (mosaic,
+    # close_mosaic_epochs, translate, scale, degrees, shear, hsv, fliplr, flipud).
+    config.yolo_augment = False
+    config.yolo_augment_options = ml_collections.ConfigDict()
     return config

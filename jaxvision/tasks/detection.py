@@ -24,6 +24,7 @@ from jaxvision.errors import UserError
 from jaxvision.evaluation.coco import CocoEvaluator
 from jaxvision.models import detection as detectors
 from jaxvision.ops import anchors as anchor_ops
+from jaxvision.registry import Registry
 from jaxvision.tasks import fasterrcnn_loss, fcos_loss, retinanet_loss, ssd_loss
 from jaxvision.tasks.classification import apply_model
 from jaxvision.tasks.images import image_model_init, normalize
@@ -36,6 +37,11 @@ FAMILIES = {
     "ssd": (ssd_loss, ssd_loss.SSDOptions),
     "fasterrcnn": (fasterrcnn_loss, fasterrcnn_loss.FasterRCNNOptions),
 }
+# family -> the task class of a family that brings its own anchors, loss and decoding (a
+# subclass of Detection with an `Options` dataclass), imported on first use; the families above
+# use Detection itself. A new family registers here: FAMILY_TASKS.register("name", cls).
+FAMILY_TASKS = Registry("detection family")
+FAMILY_TASKS.declare("yolo", "jaxvision.tasks.yolo:YOLODetection")
 # The families whose anchors are anchor_grid's and whose math takes anchors_per_level.
 _LEVELLED = ("retinanet", "fcos")
 # Two-stage: the model proposes regions and pools RoIs itself (it needs the image sizes, and in
@@ -46,9 +52,10 @@ _TWO_STAGE = ("fasterrcnn",)
 def family_options(family: str, **overrides):
     """The family's post-processing and matching options (torchvision's defaults) with
     `overrides` (e.g. score_thresh, detections_per_img)."""
-    cls = FAMILIES[family][1]
+    cls = _options_class(family)
     known = [f.name for f in dataclasses.fields(cls)]
-    anywhere = {f.name for _, c in FAMILIES.values() for f in dataclasses.fields(c)}
+    classes = [c for _, c in FAMILIES.values()] + [_options_class(f) for f in FAMILY_TASKS]
+    anywhere = {f.name for c in classes for f in dataclasses.fields(c)}
     unknown = sorted(set(overrides) - anywhere)
     if unknown:
         raise UserError(
@@ -62,6 +69,20 @@ def family_options(family: str, **overrides):
 
         reporting.note(f"{family} has no option {', '.join(foreign)}: ignored")
     return cls(**{k: v for k, v in overrides.items() if k in known})
+
+
+def _options_class(family: str) -> type:
+    if family in FAMILY_TASKS:
+        return FAMILY_TASKS[family].Options
+    return FAMILIES[family][1]
+
+
+def detection_task(model: nn.Module, *, canvas: int, options=None, name: str = "model", **kw):
+    """The detection task of `model`'s family on an S x S canvas: its FAMILY_TASKS class, or
+    Detection. `kw`: what that class takes besides (a YOLO task's steps_per_epoch, epochs)."""
+    if model.family in FAMILY_TASKS:
+        return FAMILY_TASKS[model.family](model, canvas=canvas, options=options, name=name, **kw)
+    return Detection(model, canvas=canvas, options=options, name=name)
 
 
 def model_anchors(model: nn.Module, canvas: int) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -224,9 +245,13 @@ class DetectionKind(TaskKind):
     def build(self, record: dict) -> Detection:
         model = detectors.build(record["model"], **model_options(record))
         options = family_options(model.family, **record.get("options", {}))
-        return Detection(model, canvas=record["image_size"], options=options)
+        return detection_task(model, canvas=record["image_size"], options=options)
 
     def eval_transform(self, record: dict):
+        if record.get("letterbox"):
+            from jaxvision.data.yolo_transforms import YOLOEvalTransform
+
+            return YOLOEvalTransform(record["image_size"], record.get("max_boxes") or 100)
         from jaxvision.data.detection_transforms import DetectionEvalTransform
 
         return DetectionEvalTransform(
@@ -236,9 +261,24 @@ class DetectionKind(TaskKind):
             record.get("max_boxes") or 100,
         )
 
-    def preprocess(self, record: dict, images: Sequence[np.ndarray]) -> tuple[dict, np.ndarray]:
-        """{"images": [N, S, S, 3] canvases, "sizes": [N, 2]} and the scales [N, 2] (sy, sx)
-        that map the boxes back to each image's pixels."""
+    def preprocess(self, record: dict, images: Sequence[np.ndarray]) -> tuple[dict, object]:
+        """{"images": [N, S, S, 3] canvases, "sizes": [N, 2]} and what maps the boxes back to
+        each image's pixels: the scales [N, 2] (sy, sx), and for a "letterbox" record (YOLO's
+        centred letterbox) {"scales", "offsets" [N, 2] (top, left), "shapes" [N, 2] (H, W)}."""
+        if record.get("letterbox"):
+            from jaxvision.data.yolo_augment import letterbox
+
+            no_boxes = np.zeros((0, 4), np.float32)
+            placed = [letterbox(image, no_boxes, record["image_size"]) for image in images]
+            inputs = {
+                "images": np.stack([p[0] for p in placed]),
+                "sizes": np.stack([p[3] for p in placed]).astype(np.int32),
+            }
+            return inputs, {
+                "scales": np.stack([p[2] for p in placed]),
+                "offsets": np.stack([p[4] for p in placed]),
+                "shapes": np.array([image.shape[:2] for image in images], np.float32),
+            }
         from jaxvision.data.detection_transforms import resize_pad
 
         min_size, max_size = record.get("min_size") or None, record.get("max_size") or None
@@ -253,10 +293,22 @@ class DetectionKind(TaskKind):
         }
         return inputs, np.stack([r[2] for r in resized])
 
-    def outputs(self, record: dict, outputs: dict, scales: np.ndarray) -> dict:
-        sy, sx = scales[:, 0], scales[:, 1]  # canvas pixels -> each image's own
+    def outputs(self, record: dict, outputs: dict, placed) -> dict:
+        """Boxes from canvas pixels to each image's own: divided by the scales, after the
+        letterbox's offsets are taken off and, as the reference's predictor does, clipped to
+        the image."""
+        scales = placed["scales"] if isinstance(placed, dict) else placed
+        sy, sx = scales[:, 0], scales[:, 1]
         factors = np.stack([sx, sy, sx, sy], axis=-1)[:, None, :]
-        return {**outputs, "boxes": (outputs["boxes"] / factors).astype(np.float32)}
+        boxes = outputs["boxes"]
+        if isinstance(placed, dict):
+            top, left = placed["offsets"][:, 0], placed["offsets"][:, 1]
+            boxes = boxes - np.stack([left, top, left, top], axis=-1)[:, None, :]
+            boxes = boxes / factors
+            h, w = placed["shapes"][:, 0], placed["shapes"][:, 1]
+            limits = np.stack([w, h, w, h], axis=-1)[:, None, :]
+            return {**outputs, "boxes": np.clip(boxes, 0, limits).astype(np.float32)}
+        return {**outputs, "boxes": (boxes / factors).astype(np.float32)}
 
     def answers(self, class_names: Sequence[str], outputs: dict, top_k: int) -> list[dict]:
         answers = []
