@@ -169,6 +169,7 @@ def test_every_named_map_of_the_zoo_is_tapped(name):
         assert found[key].shape == maps[key].shape, key
 
 
+@pytest.mark.slow  # compiles six programs of the ViT: ~30 s on 2 busy cores
 def test_vit_attention_is_recorded_without_changing_the_logits():
     # ViT-Ti with 3 of its 12 blocks (the zoo's entry fixes the depth, so the module is made
     # here, with the zoo Predictor's preprocessing): the same code at a quarter of the compiling.
