@@ -143,3 +143,19 @@ def digits_run(session_cache):
 
     folder, final = session_cache.get("digits_run", build)
     return f"{folder}/run", final
+
+
+@pytest.fixture(scope="session")
+def shapes_detector_run(session_cache):
+    """(workdir, final metrics) of the tests' tiny shapes RetinaNet (TINY_SHAPES), trained once
+    per session: the run tests/experiments/test_detection.py's `trained` fixture builds (the same
+    session-cache entry and config), which the serving and compression tests reuse."""
+    from experiments import detection
+    from tests.experiments.helpers import TINY_SHAPES, load_config
+
+    def build(folder):
+        config = load_config("detection/retinanet_shapes.py", **TINY_SHAPES)
+        return detection.train_and_evaluate(config, f"{folder}/run")
+
+    folder, final = session_cache.get("shapes_retinanet_run", build)
+    return f"{folder}/run", final

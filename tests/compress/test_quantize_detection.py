@@ -7,36 +7,23 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import detection
 from jaxvision import bundle
 from jaxvision.commands.quantize import quantize, table
 from jaxvision.compress.detection import QuantizedDetection, agreement
 from jaxvision.evaluation.coco import STAT_NAMES
 from jaxvision.evaluation.workdirs import split_metrics, split_source
 from jaxvision.predictor import Predictor
-from tests.experiments.helpers import TINY_SHAPES, load_config
 
 pytestmark = pytest.mark.slow  # every test here takes over ~10 s
 
-# Twelve steps of the tests' tiny shapes RetinaNet (64 px), ten detections per image.
-TINY = {
-    **TINY_SHAPES,
-    "detection": {"score_thresh": 0.0, "detections_per_img": 10},
-    "total_steps": 12,
-    "log_every_steps": 12,
-    "checkpoint_every_steps": 0,
-}
-
 
 @pytest.fixture(scope="module")
-def quantized(tmp_path_factory):
+def quantized(shapes_detector_run, tmp_path_factory):
     """(float workdir, its final metrics, int8 workdir, the quantize report: agreement over
-    every test detection)."""
-    root = tmp_path_factory.mktemp("detector_int8")
-    workdir, out = str(root / "run"), str(root / "int8")
-    final = detection.train_and_evaluate(
-        load_config("detection/retinanet_shapes.py", **TINY), workdir
-    )
+    every test detection). The float run is the session's tiny shapes RetinaNet
+    (tests/conftest.py: 64 px, four steps, every box kept up to 20 per image)."""
+    workdir, final = shapes_detector_run
+    out = str(tmp_path_factory.mktemp("detector_int8") / "int8")
     return workdir, final, out, quantize(workdir, out, "weights", 1, speed_batch=0, min_score=0.0)
 
 
@@ -65,10 +52,10 @@ def test_int8_detections_follow_the_float_ones(quantized):
     # The float AP is the loop's own evaluation of the run; int8 rounding moves it little.
     assert report["ap_float"] == pytest.approx(final["eval/AP"], abs=1e-6)
     assert abs(report["ap50_int8"] - report["ap50_float"]) <= 0.05
-    # Every float detection of the 16 test images (10 each: score_thresh 0) has an int8 one
+    # Every float detection of the 16 test images (20 each: score_thresh 0) has an int8 one
     # of its class at IoU >= 0.9, nearly all of them.
     close = report["detection_agreement"]
-    assert close["detections"] == 160 and close["min_score"] == 0.0
+    assert close["detections"] == 320 and close["min_score"] == 0.0
     assert close["matched"] >= 0.9 and close["other_unmatched"] <= 0.1
     assert 0 < close["max_score_diff"] < 0.05
     assert "COCO AP (test)" in table(report)
@@ -97,5 +84,5 @@ def test_int8_workdir_evaluates_and_exports(quantized, tmp_path):
         {k: d[k][i][d["valid"][i]] for k in ("boxes", "scores", "classes")} for i in range(3)
     ]
     close = agreement(per_image(reference), per_image(expected), iou=0.9, min_score=0.0)
-    assert close["detections"] == 30 and close["matched"] >= 0.9
+    assert close["detections"] == 60 and close["matched"] >= 0.9
     assert close["max_score_diff"] < 0.05 and close["max_box_diff_px"] < 3.0

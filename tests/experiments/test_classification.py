@@ -20,6 +20,7 @@ from tests.experiments.helpers import (
     run_module,
     without_timings,
 )
+from tests.experiments.tiny_models import tiny_model
 
 DIGITS_ARGS = (
     "--config.total_steps=40",
@@ -99,12 +100,13 @@ def test_imagenet_recipe_smoke_on_mock_data(tmp_path, mock_tfds):
         "classification/resnet50_imagenet.py",
         total_steps=2,
         batch_size=4,
-        image_size=64,
+        image_size=32,
         worker_count=0,
         log_every_steps=1,
         data_dir=str(tmp_path / "tfds"),
     )
-    final = train_and_evaluate(config, str(tmp_path / "r50"))  # 6 mock examples per split
+    with tiny_model(config):  # the recipe's program on a shallow ResNet-50 (Bottleneck blocks)
+        final = train_and_evaluate(config, str(tmp_path / "r50"))  # 6 mock examples per split
     assert final["step"] == 2
     assert np.isfinite(final["eval/loss"])
     assert 0.0 <= final["eval/top1"] <= final["eval/top5"] <= 1.0

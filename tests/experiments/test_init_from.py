@@ -2,16 +2,15 @@
 
 import jax
 import numpy as np
-import optax
 import pytest
 
 from experiments.classification import train_and_evaluate
-from jaxvision import data, models, weights
+from jaxvision import models, weights
 from jaxvision.checkpoint import load_variables
 from jaxvision.errors import UserError
 from jaxvision.tasks.classification import Classification
-from jaxvision.train import build, optim, steps
-from jaxvision.train.state import abstract_params, init_model_state, init_train_state
+from jaxvision.train import build, optim
+from jaxvision.train.state import abstract_params
 from tests.experiments.helpers import load_config
 
 
@@ -19,29 +18,27 @@ def _digits_config(**overrides):
     return load_config("classification/resnet18_digits.py", **overrides)
 
 
-def _pretrained_file(tmp_path):
-    """A resnet18 (small stem, width 16) trained briefly on digits, exported with torch names."""
-    dataset = data.open_dataset("digits")
-    model = models.build("resnet18", num_classes=10, stem="small", width=16)
-    tx = optim.make_optimizer("sgd", optax.constant_schedule(0.05), weight_decay=5e-4)
-    task = Classification(model, mean=dataset.mean, std=dataset.std)
-    example = {"image": np.zeros((1, 8, 8, 1), np.uint8)}
-    model_state = init_model_state(task.init_variables(example), tx, jax.random.PRNGKey(0))
-    state = init_train_state({task.trained: model_state})
-    step = jax.jit(steps.make_train_step(task, tx))
-    transform = data.TrainTransform(8, crop="none", flip=False)
-    batches = data.train_batches(dataset.train, transform, global_batch_size=128, seed=0)
-    for _ in range(60):
-        state, _ = step(state, next(batches))
-    variables = state.models[task.trained].variables
-    path = str(tmp_path / "digits_resnet18.safetensors")
-    weights.save_safetensors(path, weights.export_weights("resnet18", variables))
-    return path
+@pytest.fixture(scope="module")
+def source(session_cache):
+    """(workdir, final metrics, weight file) of a digits ResNet-18 (small stem, width 16)
+    trained 60 steps, its weights exported with torch names: built once per test session."""
+
+    def build(folder):
+        final = train_and_evaluate(
+            _digits_config(total_steps=60, log_every_steps=30), f"{folder}/source"
+        )
+        variables, _ = load_variables(f"{folder}/source")
+        path = f"{folder}/digits_resnet18.safetensors"
+        weights.save_safetensors(path, weights.export_weights("resnet18", variables))
+        return final
+
+    folder, final = session_cache.get("init_from_source", build)
+    return f"{folder}/source", final, f"{folder}/digits_resnet18.safetensors"
 
 
 @pytest.mark.slow
-def test_init_from_weights_then_new_head(tmp_path, capsys):
-    path = _pretrained_file(tmp_path)
+def test_init_from_weights_then_new_head(tmp_path, capsys, source):
+    path = source[2]
     # Same classes: one step at a tiny learning rate keeps the pretrained accuracy.
     config = _digits_config(init_from=path, total_steps=1, learning_rate=1e-6, warmup_epochs=0.0)
     final = train_and_evaluate(config, str(tmp_path / "same"))
@@ -61,18 +58,14 @@ def test_init_from_weights_then_new_head(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_init_from_another_runs_workdir(tmp_path, capsys):
-    source = train_and_evaluate(
-        _digits_config(total_steps=60, log_every_steps=30), str(tmp_path / "source")
-    )
-    config = _digits_config(
-        init_from=str(tmp_path / "source"), total_steps=1, learning_rate=1e-6, warmup_epochs=0.0
-    )
+def test_init_from_another_runs_workdir(tmp_path, capsys, source):
+    workdir, trained, _ = source
+    config = _digits_config(init_from=workdir, total_steps=1, learning_rate=1e-6, warmup_epochs=0.0)
     final = train_and_evaluate(config, str(tmp_path / "finetune"))
     # One step at a negligible rate: the source run's accuracy carries over.
-    assert abs(final["eval/top1"] - source["eval/top1"]) < 0.05
+    assert abs(final["eval/top1"] - trained["eval/top1"]) < 0.05
     err = capsys.readouterr().err
-    assert f"initialised resnet18 from {tmp_path / 'source'} (step 60)" in err
+    assert f"initialised resnet18 from {workdir} (step 60)" in err
 
     # A new head on the same architecture: everything but the classifier comes from the run.
     config.init_new_head = True
@@ -81,9 +74,9 @@ def test_init_from_another_runs_workdir(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_linear_probe_trains_the_head_alone(tmp_path):
+def test_linear_probe_trains_the_head_alone(tmp_path, source):
     """freeze_backbone on imported weights with a fresh head: only `fc` moves, and it learns."""
-    path = _pretrained_file(tmp_path)
+    path = source[2]
     config = _digits_config(
         init_from=path, init_new_head=True, freeze_backbone=True, total_steps=60, warmup_epochs=0.0
     )

@@ -11,7 +11,7 @@ from jaxvision.checkpoint import Checkpointer
 from jaxvision.predictor import Predictor
 from tests.experiments.helpers import load_config, read_metrics, without_timings
 
-TINY = dict(image_size=8, pad=1, log_every_steps=10, checkpoint_every_steps=20)
+TINY = dict(image_size=8, pad=1, batch_size=32, log_every_steps=2, checkpoint_every_steps=4)
 
 
 def _to_legacy(workdir: str) -> None:
@@ -45,18 +45,18 @@ def _to_legacy(workdir: str) -> None:
 
 @pytest.mark.slow
 def test_an_old_layout_checkpoint_resumes_to_the_same_run(tmp_path):
-    config = load_config("classification/resnet18_digits.py", total_steps=40, ema_decay=0.9, **TINY)
+    config = load_config("classification/resnet18_digits.py", total_steps=8, ema_decay=0.9, **TINY)
     config.model_kwargs.width = 8
     whole = str(tmp_path / "whole")
     final = train_and_evaluate(config, whole)
 
-    # The same run as an older jaxvision left it when stopped after its step-20 checkpoint.
+    # The same run as an older jaxvision left it when stopped after its step-4 checkpoint.
     old = str(tmp_path / "old")
     shutil.copytree(whole, old)
-    shutil.rmtree(os.path.join(old, "checkpoints", "40"))
+    shutil.rmtree(os.path.join(old, "checkpoints", "8"))
     _to_legacy(old)
     reader = Checkpointer(os.path.join(old, "checkpoints"), read_only=True)
-    assert "params" in reader.item_metadata(20)
+    assert "params" in reader.item_metadata(4)
     reader.close()
     resumed = train_and_evaluate(config, old)  # reads the old layout, writes the new one
 
@@ -64,4 +64,4 @@ def test_an_old_layout_checkpoint_resumes_to_the_same_run(tmp_path):
         k: v for k, v in final.items() if k != "elapsed_s"
     }
     assert without_timings(read_metrics(old)) == without_timings(read_metrics(whole))
-    assert Predictor.from_workdir(old).step == 40
+    assert Predictor.from_workdir(old).step == 8

@@ -20,6 +20,7 @@ from tests.experiments.helpers import (
     run_tool,
     without_timings,
 )
+from tests.experiments.tiny_models import tiny_model
 
 SMOKE = {"total_steps": 2, "batch_size": 4, "image_size": 32, "worker_count": 0}
 
@@ -36,7 +37,8 @@ SMOKE = {"total_steps": 2, "batch_size": 4, "image_size": 32, "worker_count": 0}
 )
 def test_recipe_smoke_on_mock_data(tmp_path, mock_tfds, recipe):
     config = load_config(recipe, data_dir=str(tmp_path / "tfds"), log_every_steps=1, **SMOKE)
-    final = train_and_evaluate(config, str(tmp_path / "run"))
+    with tiny_model(config):  # the recipe's program on a shallow variant of its model
+        final = train_and_evaluate(config, str(tmp_path / "run"))
     assert final["step"] == 2 and np.isfinite(final["eval/loss"])
     if config.ema_decay:
         assert np.isfinite(final["eval_ema/loss"])

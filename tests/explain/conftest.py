@@ -1,6 +1,7 @@
-"""Trained digits models the explanation tests share: the Quickstart CNN (a flattening head)
-and the BatchNorm ResNet-18 (global average pooling: what Grad-CAM assumes), both short runs,
-each trained once per test session (the session cache)."""
+"""Trained digits models the explanation tests share: the Quickstart CNN (a flattening head;
+the session's tiny digits run, tests/conftest.py) and the BatchNorm ResNet-18 (global average
+pooling: what Grad-CAM assumes), both short runs, each trained once per test session (the
+session cache)."""
 
 import numpy as np
 import pytest
@@ -35,9 +36,10 @@ def _trained(session_cache, name, config):
 
 
 @pytest.fixture(scope="session")
-def cnn(session_cache):
-    config = load_config("classification/simple_cnn_digits.py", total_steps=400, **QUIET)
-    return _trained(session_cache, "explain_cnn", config)
+def cnn(digits_run):
+    """(ModelFunction, workdir) of the session's Quickstart CNN on 8 x 8 digits (60 steps)."""
+    workdir, _ = digits_run
+    return ModelFunction.of(Predictor.from_workdir(workdir)), workdir
 
 
 @pytest.fixture(scope="session")

@@ -6,17 +6,8 @@ cache)."""
 
 import pytest
 
-from experiments import detection
 from tests.experiments.helpers import TINY_SHAPES, load_config, run_tool
 from tests.serving.helpers import serve
-
-# Two steps of the tests' tiny shapes RetinaNet, five detections per image.
-TINY_DETECTOR = {
-    **TINY_SHAPES,
-    "detection": {"score_thresh": 0.0, "detections_per_img": 5},
-    "total_steps": 2,
-    "checkpoint_every_steps": 0,
-}
 
 
 @pytest.fixture(scope="session")
@@ -45,13 +36,14 @@ def server(digits_bundle):
 
 
 @pytest.fixture(scope="session")
-def detector_bundle(session_cache):
-    """(bundle path, shapes config): a tiny shapes RetinaNet, exported with buckets 1-2."""
-    config = load_config("detection/retinanet_shapes.py", **TINY_DETECTOR)
+def detector_bundle(session_cache, shapes_detector_run):
+    """(bundle path, shapes config): the session's tiny shapes RetinaNet (tests/conftest.py:
+    four steps, every box kept up to 20 per image), exported with buckets 1-2."""
+    workdir, _ = shapes_detector_run
+    config = load_config("detection/retinanet_shapes.py", **TINY_SHAPES)
 
     def build(folder):
-        workdir, out = f"{folder}/run", f"{folder}/bundle"
-        detection.train_and_evaluate(config, workdir)
+        out = f"{folder}/bundle"
         run_tool("export", f"--workdir={workdir}", f"--out={out}", "--max_batch=2", check=True)
         return out
 
