@@ -63,8 +63,8 @@ def run(model_name, layout, num_steps=3):
         abstract.models["model"].params, mesh, strategy, logical_specs=logical, fsdp_min_size=256
     )
     shardings = state_shardings(abstract, mesh, {"model": specs})
-    # One init program per model, its state (on the host) placed under each layout's shardings: the same
-    # starting values everywhere, and one compile instead of four.
+    # One init program per model, its state (on the host) placed under each layout's
+    # shardings: the same starting values everywhere, and one compile instead of four.
     if model_name not in _INITIAL:
         _INITIAL[model_name] = jax.device_get(jax.jit(init)(jax.random.PRNGKey(0)))
     state = jax.device_put(_INITIAL[model_name], shardings)
