@@ -30,9 +30,7 @@ from tests.experiments.helpers import (
     without_timings,
 )
 
-# The shapes recipe's ResNet-18 FPN body at width 8 (its 32's quarter): every layer, a fraction
-# of the compile and step time.
-TINY = {**TINY_SHAPES, "model_kwargs": {"width": 8}}
+TINY = TINY_SHAPES
 
 
 def _config(name="detection/retinanet_shapes.py", **overrides):
@@ -40,13 +38,9 @@ def _config(name="detection/retinanet_shapes.py", **overrides):
 
 
 @pytest.fixture(scope="session")
-def trained(session_cache):
-    """A tiny shapes run, trained once per session: (workdir, its final metrics)."""
-    folder, final = session_cache.get(
-        "shapes_retinanet_run",
-        lambda folder: detection.train_and_evaluate(_config(), f"{folder}/run"),
-    )
-    return f"{folder}/run", final
+def trained(shapes_detector_run):
+    """The session's tiny shapes run (tests/conftest.py, TINY): (workdir, its final metrics)."""
+    return shapes_detector_run
 
 
 @pytest.mark.slow
