@@ -58,7 +58,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from jaxvision.data.detection_transforms import BOX_FIELDS
+# The detection records' per-box fields and their batch padding, as the other detectors'.
+from jaxvision.data.detection_transforms import _ragged, _records
 from jaxvision.data.yolo_augment import (
     flip_boxes,
     hsv_jitter,
@@ -72,20 +73,6 @@ from jaxvision.data.yolo_augment import (
 from jaxvision.errors import UserError
 
 __all__ = ["YOLOEvalTransform", "YOLOTrainTransform", "close_mosaic_position", "letterbox"]
-
-
-def _ragged(max_boxes: int) -> tuple[tuple[str, int], ...]:
-    return tuple((field, max_boxes) for field in BOX_FIELDS)
-
-
-def _records(example: dict) -> dict:
-    """The per-box fields with the batch dtypes, boxes shaped [N, 4] even when N = 0."""
-    return {
-        "boxes": np.asarray(example["boxes"], np.float32).reshape(-1, 4),
-        "classes": np.asarray(example["classes"], np.int32).reshape(-1),
-        "iscrowd": np.asarray(example["iscrowd"], np.int32).reshape(-1),
-        "area": np.asarray(example["area"], np.float32).reshape(-1),
-    }
 
 
 def close_mosaic_position(
