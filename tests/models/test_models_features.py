@@ -68,12 +68,20 @@ def test_every_model_is_covered():
 def _abstract_features(name, side, options):
     """The model's feature_names and its `features=True` output at init (batch 2, bfloat16
     compute), as ShapeDtypeStructs, after checking that init in that mode creates the same
-    parameters as without."""
+    parameters as without, and what the registry promises of every model it builds: its
+    num_classes and dtype, float32 logits [2, 7], and a classifier module that maps to the
+    classes (what a linear probe trains). Two traces of init per model, nothing compiled: this
+    is the suite's one pass over every registered model."""
     model = models.build(name, num_classes=7, dtype=jnp.bfloat16, **options)
+    assert model.num_classes == 7 and model.dtype == jnp.bfloat16
     x = jax.ShapeDtypeStruct((2, side, side, 3), jnp.float32)
     init = functools.partial(model.init_with_output, features=True)
     feats, features_variables = jax.eval_shape(init, jax.random.key(0), x)
-    assert features_variables == jax.eval_shape(model.init, jax.random.key(0), x)
+    logits, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), x)
+    assert features_variables == variables
+    assert (logits.shape, logits.dtype) == ((2, 7), jnp.float32)
+    head = variables["params"][models.classifier(name)]
+    assert head["kernel"].shape[-1] == 7 and head["bias"].shape == (7,)
     return model.feature_names(), feats
 
 
@@ -159,24 +167,36 @@ FAMILIES = {
 }
 
 
+def _random_variables(model, x, seed=0):
+    """Variables of init's structure filled by numpy (no init program to compile): every
+    parameter random, the head's included (Mixer's starts at zero), so that the logits check
+    means something; BatchNorm variances 1 + noise, positive."""
+    rng = np.random.default_rng(seed)
+    abstract = jax.eval_shape(model.init, jax.random.key(0), x)
+    variables = jax.tree.map(lambda s: (rng.normal(size=s.shape) * 0.1).astype(s.dtype), abstract)
+    if "batch_stats" in variables:
+        variables["batch_stats"] = jax.tree.map_with_path(
+            lambda path, v: 1 + abs(v) if path[-1].key == "var" else v, variables["batch_stats"]
+        )
+    return variables
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_features_are_what_the_head_reads(family):
     model, side, head, pooled = FAMILIES[family]
-    x = jax.random.normal(jax.random.key(1), (2, side, side, 3))
+    x = np.random.default_rng(1).normal(size=(2, side, side, 3)).astype(np.float32)
+    variables = _random_variables(model, x)
+    params = variables["params"]
 
     @jax.jit
-    def run(x):
-        variables = model.init(jax.random.key(0), x)
-        # A random head (Mixer's starts at zero), so that the logits check means something.
-        params = dict(variables["params"])
-        noise = functools.partial(jax.random.normal, jax.random.key(2))
-        params[head] = jax.tree.map(lambda p: p + noise(p.shape), params[head])
-        variables = {**variables, "params": params}
-        return params, model.apply(variables, x), model.apply(variables, x, features=True)
+    def run(variables, x):
+        feats = model.apply(variables, x, features=True)
+        recomputed = None if pooled is None else pooled(feats, variables["params"])
+        return model.apply(variables, x), feats["pre_logits"], recomputed
 
-    params, logits, feats = run(x)
+    logits, pre_logits, recomputed = run(variables, x)
     # Normal-mode logits are the head applied to pre_logits, which come from the last map.
-    expected = feats["pre_logits"] @ params[head]["kernel"] + params[head]["bias"]
+    expected = np.asarray(pre_logits) @ params[head]["kernel"] + params[head]["bias"]
     np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
     if pooled is not None:
-        np.testing.assert_allclose(feats["pre_logits"], pooled(feats, params), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(pre_logits, recomputed, rtol=1e-5, atol=1e-6)
