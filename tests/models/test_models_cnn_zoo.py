@@ -1,6 +1,8 @@
 """VGG, GoogLeNet, Inception v3, DenseNet: torchvision parameter counts, output and pre-logits
 shapes, aux heads, bfloat16; torch-style pooling; ResNet-50's stage outputs at 224."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,8 +54,8 @@ def test_logits_and_features_shapes(name):
     cls, _, side, _ = TORCHVISION_PARAM_COUNTS[name]
     model = cls(num_classes=10, dtype=jnp.bfloat16)
     x = jax.ShapeDtypeStruct((2, side, side, 3), jnp.float32)
-    variables = abstract_variables(model, x.shape)
-    logits = jax.eval_shape(model.apply, variables, x)
+    # Two traces, nothing compiled: init's output is the logits; features from an apply.
+    logits, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), x)
     assert (logits.shape, logits.dtype) == ((2, 10), jnp.float32)
     feats = jax.eval_shape(lambda v, x: model.apply(v, x, features=True), variables, x)
     # The named maps beside pre_logits: test_models_features.
@@ -84,7 +86,7 @@ def test_resnet_features_are_stage_outputs():
 def test_aux_heads_run_in_training_only(cls, side, aux_names):
     model = cls(num_classes=10, aux_logits=True)
     x = jax.ShapeDtypeStruct((2, side, side, 3), jnp.float32)
-    variables = abstract_variables(model, x.shape)
+    logits, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), x)
     assert all(name in variables["params"] for name in aux_names)
     rngs = {"dropout": jax.random.key(0)}
 
@@ -95,8 +97,7 @@ def test_aux_heads_run_in_training_only(cls, side, aux_names):
     # (logits, aux2, aux1) for GoogLeNet, (logits, aux) for Inception v3: torch's order.
     assert isinstance(outputs, tuple) and len(outputs) == 1 + len(aux_names)
     assert all((o.shape, o.dtype) == ((2, 10), jnp.float32) for o in outputs)
-    logits = jax.eval_shape(model.apply, variables, x)
-    assert (logits.shape, logits.dtype) == ((2, 10), jnp.float32)
+    assert (logits.shape, logits.dtype) == ((2, 10), jnp.float32)  # eval mode: logits alone
     # Without aux heads there are no aux params and training returns the logits alone.
     plain = cls(num_classes=10)
     assert not any(name in abstract_variables(plain, x.shape)["params"] for name in aux_names)
@@ -108,12 +109,8 @@ def test_googlenet_pools_with_ceil_mode():
     model = googlenet.GoogLeNet(num_classes=10)
     for side, expected in [(224, (56, 28, 14, 7)), (29, (7, 3, 1, 1))]:
         x = jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
-        variables = abstract_variables(model, x.shape)
-
-        def run(v, x):
-            return model.apply(v, x, capture_intermediates=True)[1]["intermediates"]
-
-        inter = jax.eval_shape(run, variables, x)
+        init = functools.partial(model.init_with_output, capture_intermediates=True)
+        inter = jax.eval_shape(init, jax.random.key(0), x)[1]["intermediates"]
         sides = tuple(
             inter[name]["__call__"][0].shape[1]
             for name in ("conv2", "inception3a", "inception4a", "inception5a")
@@ -147,26 +144,44 @@ def test_adaptive_avg_pool_uses_torch_windows():
     np.testing.assert_allclose(w[0, :, 0, 0], [1.5, 4.5, 8.5, 11.5])
 
 
+def _random_variables(model, x, seed=0):
+    """Variables of init's structure filled by numpy (no init program to compile); BatchNorm
+    variances 1 + noise, positive."""
+    rng = np.random.default_rng(seed)
+    abstract = jax.eval_shape(model.init, jax.random.key(0), x)
+    variables = jax.tree.map(lambda s: (rng.normal(size=s.shape) * 0.1).astype(s.dtype), abstract)
+    variables["batch_stats"] = jax.tree.map_with_path(
+        lambda path, v: 1 + abs(v) if path[-1].key == "var" else v, variables["batch_stats"]
+    )
+    return variables
+
+
 def test_bfloat16_compute_keeps_float32_params_stats_and_logits():
     model = vgg.VGG(cfg=(8, "M", 16, "M"), batch_norm=True, hidden=32, num_classes=5)
     model16 = vgg.VGG(
         cfg=(8, "M", 16, "M"), batch_norm=True, hidden=32, num_classes=5, dtype=jnp.bfloat16
     )
-    x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
-    variables = jax.jit(model16.init)(jax.random.key(0), x)
-    assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
-    rngs = {"dropout": jax.random.key(2)}
-    logits, state = model16.apply(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])
+    x = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    abstract = abstract_variables(model16, x.shape)
+    assert {leaf.dtype for leaf in jax.tree.leaves(abstract)} == {jnp.dtype(jnp.float32)}
+    variables = _random_variables(model16, x)
+
+    @jax.jit
+    def run(variables, x):
+        """(bf16 training logits and state under two dropout keys, bf16 and f32 eval logits)."""
+
+        def train(seed):
+            rngs = {"dropout": jax.random.key(seed)}
+            return model16.apply(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])
+
+        return train(2), train(3)[0], model16.apply(variables, x), model.apply(variables, x)
+
+    (logits, state), other, eval16, eval32 = run(variables, x)
     assert (logits.shape, logits.dtype) == ((2, 5), jnp.float32)
     assert {leaf.dtype for leaf in jax.tree.leaves(state)} == {jnp.dtype(jnp.float32)}
     # Same weights in float32: a precision change, not another model.
-    np.testing.assert_allclose(
-        model16.apply(variables, x), model.apply(variables, x), atol=0.05, rtol=0.05
-    )
+    np.testing.assert_allclose(eval16, eval32, atol=0.05, rtol=0.05)
     # Dropout (0.5 by default) changes training outputs with the rng, not eval ones.
-    other = model16.apply(
-        variables, x, train=True, rngs={"dropout": jax.random.key(3)}, mutable=["batch_stats"]
-    )[0]
     assert not np.allclose(logits, other)
 
 
@@ -174,12 +189,20 @@ def test_densenet_drop_rate_is_used_in_training():
     model = densenet.DenseNet(
         num_classes=3, growth_rate=4, block_config=(1, 1), num_init_features=8, drop_rate=0.5
     )
-    x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
-    variables = jax.jit(model.init)(jax.random.key(0), x)
+    x = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    variables = _random_variables(model, x)
 
-    def train(seed):
-        rngs = {"dropout": jax.random.key(seed)}
-        return model.apply(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])[0]
+    @jax.jit
+    def run(variables, x):
+        def train(seed):
+            rngs = {"dropout": jax.random.key(seed)}
+            return model.apply(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])[0]
 
-    assert not np.allclose(train(1), train(2))
-    np.testing.assert_array_equal(model.apply(variables, x), model.apply(variables, x))
+        def evaluate(seed):
+            return model.apply(variables, x, rngs={"dropout": jax.random.key(seed)})
+
+        return train(1), train(2), evaluate(1), evaluate(2)
+
+    one, two, eval_a, eval_b = run(variables, x)
+    assert not np.allclose(one, two)
+    np.testing.assert_array_equal(eval_a, eval_b)
