@@ -85,42 +85,49 @@ def test_stem_conv_pads_like_torch():
     # 'SAME' gives the same output shapes but pads (2, 3) for a 7x7/2 conv on an even input,
     # shifting every window by one pixel relative to torch's (3, 3).
     model = resnet.ResNet18(num_classes=10, width=8)
-    x = jax.random.normal(jax.random.key(1), (1, 32, 32, 3))
+    x = np.random.default_rng(1).normal(size=(1, 32, 32, 3)).astype(np.float32)
     variables = random_variables(model, x.shape)
     kernel = variables["params"]["conv1"]["kernel"]
 
-    def conv(padding):
-        dims = ("NHWC", "HWIO", "NHWC")
-        return jax.lax.conv_general_dilated(x, kernel, (2, 2), padding, dimension_numbers=dims)
+    @jax.jit
+    def run(variables, x):
+        def conv(padding):
+            dims = ("NHWC", "HWIO", "NHWC")
+            return jax.lax.conv_general_dilated(x, kernel, (2, 2), padding, dimension_numbers=dims)
 
-    conv1_out = intermediate(model, variables, x, "conv1")
+        return intermediate(model, variables, x, "conv1"), conv(((3, 3), (3, 3))), conv("SAME")
+
+    conv1_out, torch_padded, same = run(variables, x)
     assert conv1_out.shape == (1, 16, 16, 8)
-    np.testing.assert_allclose(conv1_out, conv(((3, 3), (3, 3))), atol=1e-5)
-    assert not np.allclose(conv1_out, conv("SAME"), atol=1e-3)
+    np.testing.assert_allclose(conv1_out, torch_padded, atol=1e-5)
+    assert not np.allclose(conv1_out, same, atol=1e-3)
 
 
-# ResNet-18 sized for 8x8..32x32 inputs; init is compiled once and shared.
+# ResNet-18 sized for 8x8..32x32 inputs, with numpy-filled variables (nothing to compile).
 SMALL = dict(num_classes=10, width=16, stem="small")
 
 
 @pytest.fixture(scope="module")
 def small_variables():
-    model = resnet.ResNet18(**SMALL)
-    return jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+    return random_variables(resnet.ResNet18(**SMALL), (1, 8, 8, 1))
 
 
 @pytest.mark.parametrize("shape", [(2, 8, 8, 1), (2, 32, 32, 3)])
 def test_small_stem_logits(shape):
     model = resnet.ResNet18(**SMALL)
-    x = jax.random.normal(jax.random.key(1), shape)
+    x = np.random.default_rng(1).normal(size=shape).astype(np.float32)
     variables = random_variables(model, shape)
-    logits = model.apply(variables, x)
+
+    logits, state = jax.jit(
+        lambda v, x: model.apply(v, x, capture_intermediates=True, mutable=["intermediates"])
+    )(variables, x)
+    inter = state["intermediates"]
     assert (logits.shape, logits.dtype) == ((2, 10), jnp.float32)
     assert np.all(np.isfinite(logits))
     # No max pool: the stem keeps H x W; stage 4 is H/8 x W/8 with 8 * width channels.
     h = shape[1]
-    assert intermediate(model, variables, x, "conv1").shape == (2, h, h, 16)
-    assert intermediate(model, variables, x, "layer4_1").shape == (2, h // 8, h // 8, 128)
+    assert inter["conv1"]["__call__"][0].shape == (2, h, h, 16)
+    assert inter["layer4_1"]["__call__"][0].shape == (2, h // 8, h // 8, 128)
 
 
 def test_bfloat16_compute_keeps_float32_params_stats_and_logits(small_variables):
@@ -128,34 +135,47 @@ def test_bfloat16_compute_keeps_float32_params_stats_and_logits(small_variables)
     abstract = abstract_variables(model, (2, 8, 8, 1))
     assert {leaf.dtype for leaf in jax.tree.leaves(abstract)} == {jnp.dtype(jnp.float32)}
 
-    x = jax.random.normal(jax.random.key(1), (2, 8, 8, 1))
-    logits, state = model.apply(small_variables, x, train=True, mutable=["batch_stats"])
+    x = np.random.default_rng(1).normal(size=(2, 8, 8, 1)).astype(np.float32)
+
+    @jax.jit
+    def run(variables, x):
+        trained = model.apply(variables, x, train=True, mutable=["batch_stats"])
+        conv1 = intermediate(model, variables, x, "conv1")
+        reference = resnet.ResNet18(**SMALL).apply(variables, x)
+        return trained, conv1, model.apply(variables, x), reference
+
+    (logits, state), conv1, eval16, reference = run(small_variables, x)
     assert (logits.shape, logits.dtype) == ((2, 10), jnp.float32)
     assert np.all(np.isfinite(logits))
     # BatchNorm statistics stay float32 although the activations are bfloat16.
     assert {leaf.dtype for leaf in jax.tree.leaves(state)} == {jnp.dtype(jnp.float32)}
-    assert intermediate(model, small_variables, x, "conv1").dtype == jnp.bfloat16
+    assert conv1.dtype == jnp.bfloat16
     # Same weights in float32 give close logits: bf16 is a precision change, not a new model.
-    reference = resnet.ResNet18(**SMALL).apply(small_variables, x)
-    np.testing.assert_allclose(model.apply(small_variables, x), reference, atol=0.1, rtol=0.1)
+    np.testing.assert_allclose(eval16, reference, atol=0.1, rtol=0.1)
 
 
 def test_train_updates_batch_stats_with_torch_momentum(small_variables):
     model = resnet.ResNet18(**SMALL)
-    x = 3.0 + jax.random.normal(jax.random.key(1), (4, 8, 8, 1))
-    _, state = model.apply(small_variables, x, train=True, mutable=["batch_stats"])
-    before, after = small_variables["batch_stats"], state["batch_stats"]
+    x = 3.0 + np.random.default_rng(1).normal(size=(4, 8, 8, 1)).astype(np.float32)
+
+    @jax.jit
+    def run(variables, x):
+        _, state = model.apply(variables, x, train=True, mutable=["batch_stats"])
+        _, unchanged = model.apply(variables, x, train=False, mutable=["batch_stats"])
+        conv1 = intermediate(model, variables, x, "conv1")
+        return state["batch_stats"], unchanged["batch_stats"], conv1.mean(axis=(0, 1, 2))
+
+    after, unchanged, conv1_mean = run(small_variables, x)
+    before = small_variables["batch_stats"]
     assert jax.tree.structure(after) == jax.tree.structure(before)
     moved = jax.tree.map(lambda old, new: not np.allclose(old, new), before, after)
     assert all(jax.tree.leaves(moved)), moved
-    # momentum 0.9 (torch's 0.1): fresh mean 0 becomes 0.1 * the batch mean of bn1's input.
-    conv1_out = intermediate(model, small_variables, x, "conv1")
+    # momentum 0.9 (torch's 0.1): mean m becomes 0.9 m + 0.1 * the batch mean of bn1's input.
     np.testing.assert_allclose(
-        after["bn1"]["mean"], 0.1 * conv1_out.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6
+        after["bn1"]["mean"], 0.9 * before["bn1"]["mean"] + 0.1 * conv1_mean, rtol=1e-4, atol=1e-6
     )
     # Eval reads the running stats and leaves them alone.
-    _, unchanged = model.apply(small_variables, x, train=False, mutable=["batch_stats"])
-    jax.tree.map(np.testing.assert_array_equal, unchanged["batch_stats"], before)
+    jax.tree.map(np.testing.assert_array_equal, unchanged, before)
 
 
 def test_init_follows_torchvision():

@@ -79,7 +79,10 @@ def small(request):
     x = jnp.asarray(digits.images[:32, :, :, None] / 16.0, jnp.float32)
     labels = jnp.asarray(digits.target[:32])
     model = RowRNN(num_classes=10, cell=request.param, hidden=HIDDEN, dropout_rate=0.2)
-    variables = model.init(jax.random.key(0), x)
+    # init's structure filled by numpy: nothing to compile (init run eagerly costs seconds).
+    rng = np.random.default_rng(0)
+    abstract = jax.eval_shape(model.init, jax.random.key(0), x)
+    variables = jax.tree.map(lambda s: (rng.normal(size=s.shape) * 0.3).astype(s.dtype), abstract)
     # Compiled functions shared by the tests (eager applies re-trace the scans every call).
     return types.SimpleNamespace(
         model=model,
@@ -132,19 +135,24 @@ def test_pre_logits_are_the_last_layers_final_states(small):
     out = small.features(variables, small.x)
     cell_cls = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}[model.cell]
     rnn = nn.RNN(cell_cls(HIDDEN), return_carry=True)
-    layer1 = variables["params"]["layer1"]
-    final, rows = [], []
-    for direction, reverse in [("forward_rnn", False), ("backward_rnn", True)]:
-        params = {"params": layer1[direction]}
-        carry, y = rnn.apply(params, out["rows_0"], reverse=reverse, keep_order=True)
-        final.append(carry[1] if model.cell == "lstm" else carry)  # an LSTM carry is (c, h)
-        rows.append(y)
-    np.testing.assert_allclose(out["rows_1"], jnp.concatenate(rows, -1), rtol=1e-5, atol=1e-6)
-    expected = jnp.concatenate(final, axis=-1)
+
+    @jax.jit  # one program for both directions (each eager scan compiles on its own)
+    def by_hand(layer1, rows_0):
+        final, rows = [], []
+        for direction, reverse in [("forward_rnn", False), ("backward_rnn", True)]:
+            params = {"params": layer1[direction]}
+            carry, y = rnn.apply(params, rows_0, reverse=reverse, keep_order=True)
+            final.append(carry[1] if model.cell == "lstm" else carry)  # an LSTM carry is (c, h)
+            rows.append(y)
+        return jnp.concatenate(rows, -1), jnp.concatenate(final, axis=-1)
+
+    rows, expected = by_hand(variables["params"]["layer1"], out["rows_0"])
+    np.testing.assert_allclose(out["rows_1"], rows, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out["pre_logits"], expected, rtol=1e-5, atol=1e-6)
     fc = variables["params"]["fc"]
     logits = small.logits(variables, small.x)
-    np.testing.assert_allclose(logits, expected @ fc["kernel"] + fc["bias"], rtol=1e-5, atol=1e-5)
+    head = np.asarray(expected) @ fc["kernel"] + fc["bias"]
+    np.testing.assert_allclose(logits, head, rtol=1e-5, atol=1e-5)
 
 
 def test_dropout_draws_from_the_dropout_rng_when_training(small):

@@ -1,5 +1,7 @@
 """ViT, R50+ViT hybrid and MLP-Mixer: timm parameter counts, shapes, pooling, regularisers."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -47,6 +49,12 @@ def abstract_variables(model, shape, unbox=True):
     return nn.meta.unbox(variables) if unbox else variables
 
 
+@functools.cache
+def preset_variables(preset):
+    """A preset's variables at 1000 classes on 224 px, traced once for the tests that read them."""
+    return abstract_variables(getattr(vit, preset)(num_classes=1000), (1, 224, 224, 3))
+
+
 def random_variables(model, shape, seed=0, unbox=True):
     """init's structure filled by numpy (a zero-initialised head would hide the logits)."""
     rng = np.random.default_rng(seed)
@@ -59,12 +67,12 @@ def count(tree) -> int:
 
 
 def images(n=2, size=32, seed=1):
-    return jax.random.normal(jax.random.key(seed), (n, size, size, 3))
+    return np.random.default_rng(seed).normal(size=(n, size, size, 3)).astype(np.float32)
 
 
 @pytest.mark.parametrize("preset", sorted(TIMM_PARAM_COUNTS))
 def test_param_count_equals_timm(preset):
-    params = abstract_variables(getattr(vit, preset)(num_classes=1000), (1, 224, 224, 3))["params"]
+    params = preset_variables(preset)["params"]
     assert count(params) == TIMM_PARAM_COUNTS[preset]
     if preset in TIMM_HEADLESS_COUNTS:
         assert count(params) - count(params["head"]) == TIMM_HEADLESS_COUNTS[preset]
@@ -76,7 +84,7 @@ def test_mixer_param_count_equals_timm():
 
 
 def test_vit_b16_layout():
-    params = abstract_variables(vit.ViT_B16(num_classes=1000), (1, 224, 224, 3))["params"]
+    params = preset_variables("ViT_B16")["params"]
     assert params["pos_embed"].shape == (1, 197, 768)  # 14x14 patches + class token
     assert params["cls_token"].shape == (1, 1, 768)
     assert params["patch_embed"]["proj"]["kernel"].shape == (16, 16, 3, 768)
@@ -101,12 +109,13 @@ def test_kernels_carry_logical_axes_for_tensor_parallelism():
     x = images()
     # apply reads boxed variables as they are: the same logits as unboxed ones.
     boxed = jax.tree.map(np.asarray, random_variables(model, x.shape, unbox=False))
-    np.testing.assert_array_equal(model.apply(boxed, x), model.apply(nn.meta.unbox(boxed), x))
+    both = jax.jit(lambda b, x: (model.apply(b, x), model.apply(nn.meta.unbox(b), x)))
+    np.testing.assert_array_equal(*both(boxed, x))
 
 
 def test_hybrid_shapes_on_224():
     model = vit.ViT_B16_R50(num_classes=1000)
-    variables = abstract_variables(model, (1, 224, 224, 3))
+    variables = preset_variables("ViT_B16_R50")
 
     def run(variables, x):
         return model.apply(variables, x, capture_intermediates=True)
@@ -131,25 +140,34 @@ def test_tiny_vit_logits_and_features(pool, class_token):
     model = vit.ViT(**TINY, pool=pool, class_token=class_token)
     x = images()
     variables = random_variables(model, x.shape)
-    logits = model.apply(variables, x)
+
+    @jax.jit  # one program (eager applies compile op by op)
+    def run(variables, x):
+        feats = model.apply(variables, x, features=True)
+        norm = vit.layer_norm("norm", jnp.float32).apply(
+            {"params": variables["params"]["norm"]}, feats["tokens_1"]
+        )
+        return model.apply(variables, x), feats, norm
+
+    logits, feats, norm = run(variables, x)
     assert (logits.shape, logits.dtype) == ((2, 5), jnp.float32)
     assert np.all(np.isfinite(logits))
-    feats = model.apply(variables, x, features=True)
     n = 16 + int(class_token)
     assert set(feats) == {"pre_logits", "tokens_0", "tokens_1", "tokens"}
     assert feats["tokens_0"].shape == feats["tokens_1"].shape == feats["tokens"].shape == (2, n, 32)
     # "tokens" is the last block's output through the final norm.
-    norm = vit.layer_norm("norm", jnp.float32).apply(
-        {"params": variables["params"]["norm"]}, feats["tokens_1"]
-    )
     np.testing.assert_allclose(feats["tokens"], norm, rtol=1e-5, atol=1e-5)
     assert (feats["pre_logits"].shape, feats["pre_logits"].dtype) == ((2, 32), jnp.float32)
     # The pooled vector is the class token, or the mean of the patch tokens (not the class token).
-    expected = feats["tokens"][:, 0] if pool == "token" else feats["tokens"][:, n - 16 :].mean(1)
+    tokens = np.asarray(feats["tokens"])
+    expected = tokens[:, 0] if pool == "token" else tokens[:, n - 16 :].mean(1)
     np.testing.assert_allclose(feats["pre_logits"], expected, atol=1e-6)
     head = variables["params"]["head"]
     np.testing.assert_allclose(
-        logits, feats["pre_logits"] @ head["kernel"] + head["bias"], rtol=1e-5, atol=1e-5
+        logits,
+        np.asarray(feats["pre_logits"]) @ head["kernel"] + head["bias"],
+        rtol=1e-5,
+        atol=1e-5,
     )
     assert ("cls_token" in variables["params"]) == class_token
 
@@ -159,7 +177,8 @@ def test_gap_and_token_pool_differ_with_same_params():
     token = vit.ViT(**TINY, pool="token")
     variables = random_variables(token, x.shape)
     gap = vit.ViT(**TINY, pool="gap")
-    assert not np.allclose(token.apply(variables, x), gap.apply(variables, x), atol=1e-3)
+    both = jax.jit(lambda v, x: (token.apply(v, x), gap.apply(v, x)))
+    assert not np.allclose(*both(variables, x), atol=1e-3)
 
 
 def test_sincos2d_posemb_is_fixed():
@@ -175,7 +194,7 @@ def test_sincos2d_posemb_is_fixed():
     # x varies along a row, y along a column: position (0, 1) differs from (0, 0) only in x.
     np.testing.assert_array_equal(pe[0, 1, 16:], pe[0, 0, 16:])
     assert not np.allclose(pe[0, 1, :16], pe[0, 0, :16])
-    logits = model.apply(random_variables(model, (2, 32, 32, 3)), images())
+    logits = jax.jit(model.apply)(random_variables(model, (2, 32, 32, 3)), images())
     assert logits.shape == (2, 5)
 
 
@@ -183,15 +202,23 @@ def test_stochastic_depth_only_in_training():
     x = images()
     model = vit.ViT(**TINY, drop_path_rate=0.5)
     variables = random_variables(model, x.shape)
-    plain = vit.ViT(**TINY).apply(variables, x)
-    np.testing.assert_array_equal(model.apply(variables, x), plain)
-    train = [
-        model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(s)}) for s in (0, 1)
-    ]
+
+    @jax.jit  # one program (eager applies compile op by op)
+    def run(variables, x):
+        plain = vit.ViT(**TINY).apply(variables, x)
+        train = [
+            model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(s)})
+            for s in (0, 1)
+        ]
+        # With both rates 0, training is deterministic and needs no rng.
+        plain_train = vit.ViT(**TINY).apply(variables, x, train=True)
+        return plain, model.apply(variables, x), train, plain_train
+
+    plain, evaluated, train, plain_train = run(variables, x)
+    np.testing.assert_array_equal(evaluated, plain)
     assert not np.allclose(train[0], train[1])
     assert not np.allclose(train[0], plain)
-    # With both rates 0, training is deterministic and needs no rng.
-    np.testing.assert_allclose(vit.ViT(**TINY).apply(variables, x, train=True), plain, atol=1e-6)
+    np.testing.assert_allclose(plain_train, plain, atol=1e-6)
 
 
 def test_drop_path_drops_whole_samples_and_rescales():
@@ -214,8 +241,8 @@ def test_drop_path_rate_grows_linearly_over_depth():
             rates.append(context.module.rate)
         return next_fun(*args, **kwargs)
 
-    with nn.intercept_methods(record):
-        model.apply(variables, x)
+    with nn.intercept_methods(record):  # at trace time: nothing compiled
+        jax.eval_shape(model.apply, variables, x)
     # Two residual branches per block, timm's linspace(0, rate, depth).
     np.testing.assert_allclose(rates, np.repeat([0.0, 0.1, 0.2, 0.3, 0.4], 2), atol=1e-7)
 
@@ -240,18 +267,23 @@ def test_bf16_compute_keeps_float32_params_and_logits():
 
 def test_attention_equals_naive_softmax_reference():
     heads, width, n = 2, 16, 5
-    x = jax.random.normal(jax.random.key(0), (3, n, width))
+    x = np.random.default_rng(0).normal(size=(3, n, width)).astype(np.float32)
     attention = vit.Attention(num_heads=heads)
     params = random_variables(attention, x.shape)["params"]
-    got = attention.apply({"params": params}, x)
+    got = jax.jit(attention.apply)({"params": params}, x)
 
-    def project(name):  # [B, N, D] -> [B, H, N, Dh]
-        p = params[name]
-        return jnp.einsum("bnd,dhk->bhnk", x, p["kernel"]) + p["bias"][None, :, None, :]
+    # The reference in float64 numpy: [B, N, D] -> [B, H, N, Dh] per projection.
+    p64 = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+
+    def project(name):
+        p = p64[name]
+        return np.einsum("bnd,dhk->bhnk", x, p["kernel"]) + p["bias"][None, :, None, :]
 
     q, k, v = project("query"), project("key"), project("value")
-    weights = jax.nn.softmax(q @ jnp.swapaxes(k, -1, -2) / np.sqrt(width // heads), axis=-1)
-    y = jnp.einsum("bhnk,hkd->bnd", weights @ v, params["out"]["kernel"]) + params["out"]["bias"]
+    scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(width // heads)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    y = np.einsum("bhnk,hkd->bnd", weights @ v, p64["out"]["kernel"]) + p64["out"]["bias"]
     np.testing.assert_allclose(got, y, rtol=1e-5, atol=1e-5)
 
 
@@ -309,12 +341,20 @@ def test_tiny_mixer_logits_and_features():
     x = images()
     variables = random_variables(model, x.shape)
     assert variables["params"]["blocks_1"]["mlp_tokens"]["fc1"]["kernel"].shape == (16, 16)
-    logits = model.apply(variables, x)
-    assert (logits.shape, logits.dtype) == ((2, 5), jnp.float32)
-    feats = model.apply(variables, x, features=True)
-    assert feats["tokens"].shape == (2, 16, 32) and feats["pre_logits"].shape == (2, 32)
-    np.testing.assert_allclose(feats["pre_logits"], feats["tokens"].mean(1), atol=1e-6)
     dropped = mixer.MlpMixer(**TINY_MIXER, drop_path_rate=0.5, dropout_rate=0.1)
-    np.testing.assert_array_equal(dropped.apply(variables, x), logits)
-    train = dropped.apply(variables, x, train=True, rngs={"dropout": jax.random.key(0)})
+
+    @jax.jit  # one program (eager applies compile op by op)
+    def run(variables, x):
+        return (
+            model.apply(variables, x),
+            model.apply(variables, x, features=True),
+            dropped.apply(variables, x),
+            dropped.apply(variables, x, train=True, rngs={"dropout": jax.random.key(0)}),
+        )
+
+    logits, feats, dropped_eval, train = run(variables, x)
+    assert (logits.shape, logits.dtype) == ((2, 5), jnp.float32)
+    assert feats["tokens"].shape == (2, 16, 32) and feats["pre_logits"].shape == (2, 32)
+    np.testing.assert_allclose(feats["pre_logits"], np.asarray(feats["tokens"]).mean(1), atol=1e-6)
+    np.testing.assert_array_equal(dropped_eval, logits)
     assert not np.allclose(train, logits)

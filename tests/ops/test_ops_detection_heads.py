@@ -155,17 +155,18 @@ def test_retinanet_atss_loss_is_the_focal_loss_of_its_matches():
     atss = retinanet_loss.RetinaNetOptions(matcher="atss", atss_topk=6)
     fn = jax.jit(functools.partial(retinanet_loss.loss, options=atss, anchors_per_level=levels))
     _, parts = fn(outputs, anchors, boxes, classes, mask)
+    # The reference's jax pieces jitted (eagerly, each of their ops would compile on its own).
+    match = jax.jit(lambda b, m: match_atss(box_iou(b, anchors), b, anchors, m, levels, 6))
+    focal_sum = jax.jit(lambda logits, targets: jnp.sum(sigmoid_focal_loss(logits, targets)))
     per_image = []
     for i in range(2):
-        matched = np.asarray(
-            match_atss(box_iou(boxes[i], anchors), boxes[i], anchors, mask[i], levels, 6)
-        )
+        matched = np.asarray(match(boxes[i], mask[i]))
         assert set(np.unique(matched)) <= ({-1, 0, 1} if i == 0 else {-1})
         fg = matched >= 0
         assert fg.any() == (i == 0)  # image 1 has no boxes
-        targets = np.eye(3)[classes[i][np.maximum(matched, 0)]] * fg[:, None]
-        focal = sigmoid_focal_loss(outputs["cls_logits"][i], targets, 0.25, 2.0)
-        per_image.append(float(jnp.sum(focal)) / max(1, fg.sum()))  # nothing is ignored
+        targets = np.eye(3, dtype=np.float32)[classes[i][np.maximum(matched, 0)]] * fg[:, None]
+        focal = focal_sum(outputs["cls_logits"][i], targets)
+        per_image.append(float(focal) / max(1, fg.sum()))  # nothing is ignored
     np.testing.assert_allclose(parts["cls_loss"], np.mean(per_image), rtol=1e-5)
     assert parts["box_loss"] > 0
     with pytest.raises(ValueError, match="needs anchors_per_level"):
@@ -182,10 +183,10 @@ def test_retinanet_class_softmax_adds_the_cross_entropy_of_the_foreground_anchor
     weighted = retinanet_loss.RetinaNetOptions(class_softmax=0.5)
     with_ce = jax.jit(functools.partial(retinanet_loss.loss, options=weighted))
     parts = with_ce(outputs, anchors, boxes, classes, mask)[1]
+    match = jax.jit(lambda b, m: match_anchors(box_iou(b, anchors), m, 0.5, 0.4, True))
     per_image = []
     for i in range(2):
-        iou = box_iou(boxes[i], anchors)
-        matched = np.asarray(match_anchors(iou, mask[i], 0.5, 0.4, True))
+        matched = np.asarray(match(boxes[i], mask[i]))
         fg = np.flatnonzero(matched >= 0)
         logits = np.asarray(outputs["cls_logits"][i], np.float64)[:, 1:]  # background excluded
         log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))

@@ -107,23 +107,21 @@ def test_box_loss_and_postprocess_match_torchvision(cases):
 
 
 def test_balanced_sample_caps_and_uniformity():
-    positive = jnp.arange(1000) < 300
+    # Jitted: run eagerly, each of the sampler's ops would compile on its own.
+    sample = jax.jit(balanced_sample, static_argnums=(3, 4))
+    positive = np.arange(1000) < 300
     negative = ~positive
-    pos, neg = balanced_sample(jax.random.key(0), positive, negative, 256, 0.5)
+    pos, neg = sample(jax.random.key(0), positive, negative, 256, 0.5)
     assert int(pos.sum()) == 128 and int(neg.sum()) == 128
     assert not (pos & negative).any() and not (neg & positive).any()
     # Few positives: negatives fill the rest; few of both: everything.
-    pos, neg = balanced_sample(
-        jax.random.key(1), jnp.arange(1000) < 10, jnp.arange(1000) >= 10, 256, 0.5
-    )
+    pos, neg = sample(jax.random.key(1), np.arange(1000) < 10, np.arange(1000) >= 10, 256, 0.5)
     assert int(pos.sum()) == 10 and int(neg.sum()) == 246
-    pos, neg = balanced_sample(
-        jax.random.key(2), jnp.arange(40) < 5, jnp.arange(40) >= 30, 256, 0.5
-    )
+    pos, neg = sample(jax.random.key(2), np.arange(40) < 5, np.arange(40) >= 30, 256, 0.5)
     assert int(pos.sum()) == 5 and int(neg.sum()) == 10
     # Uniform: over 400 draws each of 300 positives is picked ~128/300 of the time.
     keys = jax.random.split(jax.random.key(3), 400)
-    picks = jax.vmap(lambda k: balanced_sample(k, positive, negative, 256, 0.5)[0])(keys)
+    picks = jax.jit(jax.vmap(lambda k: balanced_sample(k, positive, negative, 256, 0.5)[0]))(keys)
     rate = np.asarray(picks[:, :300].mean(axis=0))
     np.testing.assert_allclose(rate.mean(), 128 / 300, atol=1e-6)
     assert rate.min() > 0.3 and rate.max() < 0.56  # binomial(400, 0.43): +-0.025 sd

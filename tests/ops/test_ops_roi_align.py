@@ -101,14 +101,15 @@ def test_roi_align_float32_and_batching():
     rng = np.random.default_rng(0)
     features = rng.normal(size=(2, 9, 11, 4)).astype(np.float32)
     boxes = np.array([[[1.0, 2.0, 15.0, 12.0], [0.0, 0.0, 22.0, 18.0]]] * 2, np.float32)
-    out32 = roi_align(jnp.asarray(features), jnp.asarray(boxes), 5, 0.5, 2)
+    # Jitted: run eagerly, each of roi_align's many small ops would compile on its own.
+    pool = jax.jit(lambda f, b: roi_align(f, b, 5, 0.5, 2))
+    out32 = pool(jnp.asarray(features), jnp.asarray(boxes))
     with jax.enable_x64(True):
-        out64 = roi_align(
-            jnp.asarray(features, jnp.float64), jnp.asarray(boxes, jnp.float64), 5, 0.5, 2
-        )
+        out64 = pool(jnp.asarray(features, jnp.float64), jnp.asarray(boxes, jnp.float64))
+        out64 = np.asarray(out64)
     assert out32.dtype == jnp.float32 and out32.shape == (2, 2, 5, 5, 4)
     np.testing.assert_allclose(out32, out64, atol=1e-5)
-    swapped = roi_align(jnp.asarray(features[::-1]), jnp.asarray(boxes), 5, 0.5, 2)
+    swapped = pool(jnp.asarray(features[::-1]), jnp.asarray(boxes))
     np.testing.assert_array_equal(swapped[0], out32[1])
 
 

@@ -136,8 +136,9 @@ def test_posemb_resampled_to_a_larger_image():
     np.testing.assert_array_equal(pos[:, 0], tensors["pos_embed"][:, 0])  # class token kept
     # Equal to timm's resample_abs_pos_embed (bicubic) of the same embedding.
     np.testing.assert_allclose(pos, expected["pos_embed_6x6"], atol=1e-5, rtol=0)
-    x = jax.image.resize(expected["input"], (2, 48, 48, 3), "bilinear")
-    assert np.all(np.isfinite(model.apply(variables, x)))
+    # One program (eagerly, the resize's and the model's ops would each compile on their own).
+    run = jax.jit(lambda v, x: model.apply(v, jax.image.resize(x, (2, 48, 48, 3), "bilinear")))
+    assert np.all(np.isfinite(run(variables, expected["input"])))
 
 
 def test_posemb_resampling_to_the_same_grid_is_exact():
