@@ -242,8 +242,8 @@ def test_registry_entries():
     assert (model.image_mean, model.image_std) == ((0.0,) * 3, (1.0,) * 3)
     with pytest.raises(UserError, match="num_classes counts the background"):
         detection.build("yolo11n", num_classes=1)
-    with pytest.raises(UserError, match="has no option 'width'"):
-        detection.build("yolo11n", num_classes=3, width=0.5)
+    with pytest.raises(UserError, match="has no option 'widht': choose from c3k, depth"):
+        detection.build("yolo11n", num_classes=3, widht=0.5)
     assert detection.frozen_backbone(model)("model_0/conv/kernel") is False
     with pytest.raises(UserError, match="YOLO trains all its layers"):
         detection.frozen_backbone(model, 3)
