@@ -25,9 +25,8 @@ def test_logits_and_features_shapes(cell, shape):
     # Shapes are a property of the trace; the tests below run the model for real.
     model = RowRNN(num_classes=10, cell=cell, hidden=16)
     x = jax.ShapeDtypeStruct(shape, jnp.float32)
-    variables = jax.eval_shape(model.init, jax.random.key(0), x)
+    logits, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), x)
     assert set(variables) == {"params"}
-    logits = jax.eval_shape(model.apply, variables, x)
     assert (logits.shape, logits.dtype) == ((2, 10), jnp.float32)
     out = jax.eval_shape(functools.partial(model.apply, features=True), variables, x)
     assert set(out) == {"pre_logits", "rows_0", "rows_1"}
@@ -216,8 +215,7 @@ def test_registry_builds_row_rnn():
     assert (model.hidden, model.cell, model.num_layers) == (128, "lstm", 2)
     assert {"hidden", "cell", "num_layers", "dropout_rate"} <= set(models.options("row_rnn"))
     x = jnp.zeros((2, 28, 28, 1))
-    variables = jax.eval_shape(model.init, jax.random.key(0), x)
-    logits = jax.eval_shape(model.apply, variables, x)
+    logits, _ = jax.eval_shape(model.init_with_output, jax.random.key(0), x)
     assert (logits.shape, logits.dtype) == ((2, 10), jnp.float32)
     assert models.build("row_rnn", num_classes=10, cell="gru", hidden=32).cell == "gru"
 

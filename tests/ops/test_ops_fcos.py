@@ -93,6 +93,7 @@ def test_loss_divides_by_the_batchs_foreground_count(cases):
             assert_close(parts[ours], case["loss_rest"][theirs], 0, 1e-12, label=f"rest {ours}")
 
 
+@pytest.mark.slow  # three option sets, three compiled post-processings: ~14 s on 2 cores
 def test_postprocess_matches_torchvision(cases):
     for case in cases:
         for name, expected in case["postprocess"].items():

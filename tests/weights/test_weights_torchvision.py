@@ -4,6 +4,7 @@ The fixtures come from tests/weights/fixtures/make_torchvision_fixtures.py (torc
 classes, shrunk); tests/weights/test_parity_torch.py checks the full-size models against torch.
 """
 
+import functools
 import json
 import os
 import pickle
@@ -60,10 +61,16 @@ def expected(name):
         return data["images"], data["logits"]
 
 
+@functools.cache
+def _abstract_variables(model, shape):
+    """model.init's variables as ShapeDtypeStructs, traced once per model and input shape."""
+    return jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct(shape, jnp.float32))
+
+
 def fresh_variables(model, shape, seed=0):
     """Variables shaped like model.init's, filled from numpy (no compile), BN variances > 0."""
     rng = np.random.default_rng(seed)
-    abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(shape, jnp.float32))
+    abstract = _abstract_variables(model, tuple(shape))
     fill = lambda s: (rng.normal(size=s.shape) * 0.1).astype(s.dtype)  # noqa: E731
     variables = jax.tree.map(fill, abstract)
     if "batch_stats" in variables:
