@@ -312,6 +312,7 @@ def test_another_familys_options_are_dropped_and_typos_refused(capsys):
         family_options("ssd", scor_thresh=0.2)
 
 
+@pytest.mark.slow
 def test_a_detector_bundle_predicts_as_its_workdir(trained, shapes_detector_bundle):
     """The session's bundle of the tiny run (tests/conftest.py: bundle.write, buckets 1-2)."""
     from jaxvision import bundle
