@@ -159,3 +159,28 @@ def shapes_detector_run(session_cache):
 
     folder, final = session_cache.get("shapes_retinanet_run", build)
     return f"{folder}/run", final
+
+
+@pytest.fixture(scope="session")
+def shapes_detector_bundle(session_cache, shapes_detector_run):
+    """The session's tiny shapes RetinaNet (shapes_detector_run) exported in this process with
+    buckets 1-2 for the CPU, as `jaxvision export --max_batch=2 --platforms=cpu` writes it:
+    the bundle the detection and serving tests share."""
+    workdir, _ = shapes_detector_run
+
+    def build(folder):
+        from jaxvision import bundle
+        from jaxvision.predictor import Predictor
+
+        out = f"{folder}/bundle"
+        predictor = Predictor.from_workdir(workdir, max_batch=2)
+        source = {
+            "workdir": workdir,
+            "step": predictor.step,
+            "ema": predictor.variables is predictor.ema_variables,
+            "metrics": bundle.last_eval(workdir),
+        }
+        bundle.write(predictor, out, platforms=("cpu",), source=source)
+        return out
+
+    return session_cache.get("shapes_detector_bundle", build)[1]
