@@ -30,6 +30,12 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=1"
 if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
+# The flags every jaxvision command adds (jaxvision.xla_flags), here too: XLA_FLAGS is part of the
+# compilation cache's key, so a command the tests start then finds the programs the tests compiled
+# in-process (and the other way round) instead of compiling them again.
+from jaxvision import xla_flags  # noqa: E402 (imports os alone; JAX is not initialised)
+
+os.environ["XLA_FLAGS"] = xla_flags.with_defaults(os.environ["XLA_FLAGS"])
 import tensorflow_datasets as tfds  # noqa: E402 (the environment above comes first)
 
 # Test modules (or folders) whose tests share an expensive module- or session-scoped fixture (a
