@@ -122,7 +122,7 @@ def check_same_weights(task, variables, model, images) -> float:
     mine = jax.nn.sigmoid(jax.jit(task.head_outputs)(state, images)["cls_logits"])
     model.end2end = False
     with torch.inference_mode():
-        out = model(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0)
+        out = model(torch.from_numpy(images.copy()).permute(0, 3, 1, 2).float() / 255.0)
     theirs = out[0] if isinstance(out, tuple | list) else out
     theirs = theirs[:, 4:, :].permute(0, 2, 1).numpy()  # (B, 8400, 80) scores
     return float(np.abs(np.asarray(mine) - theirs).max())
@@ -133,7 +133,7 @@ def torch_predict(model, images: np.ndarray, end_to_end: bool):
     from ultralytics.utils.nms import non_max_suppression
 
     model.end2end = end_to_end
-    x = torch.from_numpy(images)
+    x = torch.from_numpy(images.copy())
 
     def run():
         with torch.inference_mode():
@@ -147,8 +147,8 @@ def torch_predict(model, images: np.ndarray, end_to_end: bool):
 
 
 def onnx_predict(model, images: np.ndarray, folder: str):
-    """onnxruntime on the torch network's ONNX export (one-to-many output), then the
-    reference's NMS; None when onnxruntime does not import."""
+    """onnxruntime on the torch network's ONNX export (one-to-many output; `model` fresh from
+    `torch_model`), then the reference's NMS; None when onnxruntime does not import."""
     try:
         import onnxruntime
     except ImportError:
@@ -161,7 +161,10 @@ def onnx_predict(model, images: np.ndarray, folder: str):
     model.end2end = False
     path = os.path.join(folder, "model.onnx")
     example = torch.zeros((images.shape[0], 3, *images.shape[1:3]))
-    torch.onnx.export(model, example, path, input_names=["images"], dynamo=False, opset_version=17)
+    with torch.no_grad():
+        torch.onnx.export(
+            model, example, path, input_names=["images"], dynamo=False, opset_version=17
+        )
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     output = session.get_outputs()[0].name
 
@@ -209,7 +212,7 @@ def main(argv):
                     runs.append(("torch", torch_predict(model, images, end_to_end)))
                     if _ONNX.value != "no" and not end_to_end:
                         folder = tempfile.mkdtemp()
-                        run = onnx_predict(model, images, folder)
+                        run = onnx_predict(torch_model(name, variables), images, folder)
                         if run is not None:
                             runs.append(("onnxruntime", run))
                 for who, run in runs:
