@@ -115,9 +115,8 @@ def _fresh_file(tmp_path, name: str, change) -> str:
     """The digits ResNet-18's fresh weights with torch names, each float tensor `change`d."""
     model = models.build("resnet18", num_classes=10, stem="small", width=16)
     task = Classification(model, mean=(0.0,), std=(1.0,))
-    variables = task.init_variables({"image": np.zeros((1, 8, 8, 1), np.uint8)})(
-        jax.random.PRNGKey(0)
-    )
+    init = jax.jit(task.init_variables({"image": np.zeros((1, 8, 8, 1), np.uint8)}))
+    variables = init(jax.random.PRNGKey(0))
     tensors = weights.export_weights("resnet18", jax.device_get(variables))
     path = str(tmp_path / name)
     weights.save_safetensors(

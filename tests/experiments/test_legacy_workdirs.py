@@ -4,6 +4,7 @@ import os
 import shutil
 
 import jax
+import pytest
 
 from experiments.classification import train_and_evaluate
 from jaxvision.checkpoint import Checkpointer
@@ -43,6 +44,7 @@ def _to_legacy(workdir: str) -> None:
     os.remove(os.path.join(workdir, "model.json"))
 
 
+@pytest.mark.slow
 def test_an_old_layout_checkpoint_resumes_to_the_same_run(tmp_path):
     config = load_config("classification/resnet18_digits.py", total_steps=8, ema_decay=0.9, **TINY)
     with tiny_model(config):  # a ResNet-18 of one block per stage: BatchNorm statistics, EMA
