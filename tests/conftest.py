@@ -30,6 +30,12 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=1"
 if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
+# The flags every jaxvision command adds (jaxvision.xla_flags), here too: XLA_FLAGS is part of the
+# compilation cache's key, so a command the tests start then finds the programs the tests compiled
+# in-process (and the other way round) instead of compiling them again.
+from jaxvision import xla_flags  # noqa: E402 (imports os alone; JAX is not initialised)
+
+os.environ["XLA_FLAGS"] = xla_flags.with_defaults(os.environ["XLA_FLAGS"])
 import tensorflow_datasets as tfds  # noqa: E402 (the environment above comes first)
 
 # Test modules (or folders) whose tests share an expensive module- or session-scoped fixture (a
@@ -159,3 +165,28 @@ def shapes_detector_run(session_cache):
 
     folder, final = session_cache.get("shapes_retinanet_run", build)
     return f"{folder}/run", final
+
+
+@pytest.fixture(scope="session")
+def shapes_detector_bundle(session_cache, shapes_detector_run):
+    """The session's tiny shapes RetinaNet (shapes_detector_run) exported in this process with
+    buckets 1-2 for the CPU, as `jaxvision export --max_batch=2 --platforms=cpu` writes it:
+    the bundle the detection and serving tests share."""
+    workdir, _ = shapes_detector_run
+
+    def build(folder):
+        from jaxvision import bundle
+        from jaxvision.predictor import Predictor
+
+        out = f"{folder}/bundle"
+        predictor = Predictor.from_workdir(workdir, max_batch=2)
+        source = {
+            "workdir": workdir,
+            "step": predictor.step,
+            "ema": predictor.variables is predictor.ema_variables,
+            "metrics": bundle.last_eval(workdir),
+        }
+        bundle.write(predictor, out, platforms=("cpu",), source=source)
+        return out
+
+    return session_cache.get("shapes_detector_bundle", build)[1]

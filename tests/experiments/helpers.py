@@ -95,3 +95,15 @@ TINY_SHAPES = {
 TINY_DIGITS = dict(
     image_size=8, pad=1, total_steps=60, log_every_steps=30, checkpoint_every_steps=0
 )
+
+
+def config_flags(options: dict, prefix: str = "--config.") -> list[str]:
+    """Config overrides (such as TINY_SHAPES) as command-line flags: nested dicts become dotted
+    names, `--config.detection.score_thresh=0.0`."""
+    flags = []
+    for key, value in options.items():
+        if isinstance(value, dict):
+            flags += config_flags(value, f"{prefix}{key}.")
+        else:
+            flags.append(f"{prefix}{key}={value}")
+    return flags

@@ -22,11 +22,11 @@ from jaxvision.predictor import Predictor
 from jaxvision.train.state import ModelState
 from tests.experiments.helpers import (
     TINY_SHAPES,
+    config_flags,
     devices,
     load_config,
     read_metrics,
     run_module,
-    run_tool,
     without_timings,
 )
 
@@ -71,17 +71,6 @@ def test_shapes_run_reports_coco_metrics_and_resumes_exactly(trained, tmp_path):
     assert without_timings(read_metrics(copy)) == without_timings(records)
 
 
-def _flags(options: dict, prefix="--config.") -> list[str]:
-    """TINY as command-line overrides (nested dicts become dotted names)."""
-    flags = []
-    for key, value in options.items():
-        if isinstance(value, dict):
-            flags += _flags(value, f"{prefix}{key}.")
-        else:
-            flags.append(f"{prefix}{key}={value}")
-    return flags
-
-
 @pytest.mark.slow
 def test_fsdp_over_8_devices_trains_as_one_device(trained, tmp_path):
     """The same run sharded (data 2 x fsdp 4, simulated devices): the same losses and AP,
@@ -90,7 +79,7 @@ def test_fsdp_over_8_devices_trains_as_one_device(trained, tmp_path):
     result = run_module(
         "experiments.detection",
         f"--workdir={workdir}",
-        *_flags(TINY),
+        *config_flags(TINY),
         "--config.sharding=fsdp",
         '--config.mesh=(("data", 2), ("fsdp", -1))',
         env=devices(8),
@@ -121,13 +110,33 @@ def test_bfloat16_trains_like_float32(trained, tmp_path):
         assert json.load(f)["dtype"] == "bfloat16"
 
 
+def _jaxvision(capsys, *args) -> str:
+    """`jaxvision *args` run in this process (a fresh process would import everything and
+    compile the Predictor again): its stdout, once it exited 0. The command's absl flags are
+    taken out again after, so that the next command can define its own."""
+    from absl import flags
+
+    from jaxvision import commands
+
+    before = set(flags.FLAGS)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            commands.main(["jaxvision", *args])
+    finally:
+        for name in set(flags.FLAGS) - before:
+            delattr(flags.FLAGS, name)
+    out, err = capsys.readouterr()
+    assert exited.value.code in (0, None), err[-3000:]
+    return out
+
+
 @pytest.mark.slow
-def test_evaluate_prints_the_coco_table_and_draws_boxes_in_image_pixels(trained, tmp_path):
+def test_evaluate_prints_the_coco_table_and_draws_boxes_in_image_pixels(trained, tmp_path, capsys):
     workdir, final = trained
-    result = run_tool("evaluate", f"--workdir={workdir}", check=True)
-    rows = dict(line.split()[:2] for line in result.stdout.splitlines() if line.startswith("eval/"))
+    stdout = _jaxvision(capsys, "evaluate", f"--workdir={workdir}")
+    rows = dict(line.split()[:2] for line in stdout.splitlines() if line.startswith("eval/"))
     assert float(rows["eval/AP50"]) == pytest.approx(final["eval/AP50"], abs=1e-4)
-    assert "class" in result.stdout and "circle" in result.stdout
+    assert "class" in stdout and "circle" in stdout
 
     # A test image at twice its size: the boxes come back in its own pixels.
     predictor = Predictor.from_workdir(workdir)
@@ -149,17 +158,17 @@ def test_evaluate_prints_the_coco_table_and_draws_boxes_in_image_pixels(trained,
         paths.append(str(tmp_path / name))
         Image.fromarray(pixels).save(paths[-1])
     out = tmp_path / "drawn"
-    result = run_tool(
+    stdout = _jaxvision(
+        capsys,
         "evaluate",
         f"--workdir={workdir}",
         "--images",
         *paths,
         f"--out={out}",
         "--score_threshold=0",
-        check=True,
     )
-    assert f"{paths[1]}: " in result.stdout and " boxes" in result.stdout
-    lines = [line for line in result.stdout.splitlines() if line.startswith("  ")]
+    assert f"{paths[1]}: " in stdout and " boxes" in stdout
+    lines = [line for line in stdout.splitlines() if line.startswith("  ")]
     x2 = [float(line.split("[")[1].rstrip("]").split(", ")[2]) for line in lines]
     assert lines and max(x2) <= 128.0  # clipped to the larger image, not to the canvas
     assert Image.open(out / "big.png").size == (128, 96)
@@ -303,13 +312,15 @@ def test_another_familys_options_are_dropped_and_typos_refused(capsys):
         family_options("ssd", scor_thresh=0.2)
 
 
-def test_a_detector_bundle_predicts_as_its_workdir(trained, tmp_path):
+@pytest.mark.slow
+def test_a_detector_bundle_predicts_as_its_workdir(trained, shapes_detector_bundle):
+    """The session's bundle of the tiny run (tests/conftest.py: bundle.write, buckets 1-2)."""
     from jaxvision import bundle
 
     workdir, _ = trained
     predictor = Predictor.from_workdir(workdir, max_batch=2)
-    out = str(tmp_path / "bundle")
-    metadata = bundle.write(predictor, out, platforms=("cpu",), source={"step": predictor.step})
+    out = shapes_detector_bundle
+    metadata = bundle.read_metadata(out)
     assert metadata["buckets"] == [1, 2] and metadata["model"]["task"] == "detection"
     test_source = detection.open_dataset(_config()).test
     images = [test_source[i]["image"] for i in range(3)]

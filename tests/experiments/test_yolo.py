@@ -1,10 +1,12 @@
-"""YOLO through the shared loop at tiny settings: the end-to-end YOLO26n trains on mosaics of the
+"""YOLO through the shared loop at tiny settings: a thin end-to-end YOLO26 trains on mosaics of the
 shapes, logs its three loss terms, evaluates (COCO metrics of letterboxed images), resumes
 exactly; its Predictor maps the NMS-free detections back to each image's own pixels, and its
 bundle predicts as the workdir."""
 
+import functools
 import os
 import shutil
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -12,16 +14,35 @@ from PIL import Image
 
 from experiments import detection
 from jaxvision.evaluation.coco import STAT_NAMES
+from jaxvision.models import detection as detectors
+from jaxvision.models.detection.yolo import _V26_STAGES, YOLO26
 from jaxvision.predictor import Predictor
 from tests.experiments.helpers import TINY_SHAPES, load_config, read_metrics, without_timings
 
-# A thinner, shallower YOLO26 (one repeat per stage, channels at 1/8) on a 32-px canvas (the
-# shapes' 64-px images letterboxed to it; maps 4, 2 and 1: 21 anchor points), 4 images a step:
-# every part of the model and the loss, at a fraction of the n scale's compile and step time.
+
+class TinyYOLO26(YOLO26):
+    """YOLO26 with one plain C2f block in each stage but its last (the attention stage):
+    YOLO26's SPPF, C2PSA, reg_max 1 and end-to-end head on a fraction of the layers (the full
+    network's parity is tests/models/test_yolo_model.py's)."""
+
+    stages: ClassVar[tuple] = (*((c, 1, "c2f", s, e) for c, _, _, s, e in _V26_STAGES[:-1]),
+                               _V26_STAGES[-1])  # fmt: skip
+
+
+# Registered here, for this process: the run's model.json names it, and the Predictor and the
+# bundle build it by that name.
+TINY_MODEL = "tiny_yolo26_for_tests"
+if TINY_MODEL not in detectors.DETECTORS:
+    detectors.DETECTORS.register(
+        TINY_MODEL, functools.partial(TinyYOLO26, depth=0.25, width=0.125, max_channels=1024)
+    )
+
+# The thin YOLO26 above (channels at 1/8) on a 32-px canvas (the shapes' 64-px images
+# letterboxed to it; maps 4, 2 and 1: 21 anchor points), 4 images a step: every part of the
+# loop, the loss and the end-to-end head, at a fraction of the n scale's compile and step time.
 TINY = {
     **TINY_SHAPES,
-    "model": "yolo26n",
-    "model_kwargs": {"width": 0.125, "depth": 0.25},
+    "model": TINY_MODEL,
     "image_size": 32,
     "batch_size": 4,
     "detection": {"score_thresh": 0.0, "detections_per_img": 20},
@@ -36,7 +57,7 @@ def _config(**overrides):
 @pytest.fixture(scope="module")
 def trained(session_cache):
     folder, final = session_cache.get(
-        "shapes_yolo26n_run",
+        "shapes_tiny_yolo26_run",
         lambda folder: detection.train_and_evaluate(_config(), f"{folder}/run"),
     )
     return f"{folder}/run", final

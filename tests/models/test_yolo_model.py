@@ -225,8 +225,12 @@ def test_registry_entries():
     for version in ("yolov8", "yolo11", "yolo26"):
         assert {version + s for s in "nsmlx"} <= set(names)
         assert detection.family(version + "n") == "yolo"
-    assert detection.options("yolo11n") == []
-    assert detection.defaults("yolo26s") == {}
+    # The scale is the entry's defaults: a caller may build a thinner, shallower model.
+    assert detection.options("yolo11n") == ["c3k", "depth", "max_channels", "width"]
+    scale = {"depth": 0.5, "width": 0.5, "max_channels": 1024, "c3k": False}
+    assert detection.defaults("yolo26s") == scale
+    thin = detection.build("yolo26n", num_classes=4, width=0.125, depth=0.25)
+    assert (thin.width, thin.depth, thin.max_channels) == (0.125, 0.25, 1024)
     model = detection.build("yolo11m", num_classes=4)
     assert (model.depth, model.width, model.max_channels, model.c3k) == (0.5, 1.0, 512, True)
     assert detection.class_outputs("yolov8n")[:3] == (
@@ -238,11 +242,28 @@ def test_registry_entries():
     assert (model.image_mean, model.image_std) == ((0.0,) * 3, (1.0,) * 3)
     with pytest.raises(UserError, match="num_classes counts the background"):
         detection.build("yolo11n", num_classes=1)
-    with pytest.raises(UserError, match="has no option 'width'"):
-        detection.build("yolo11n", num_classes=3, width=0.5)
+    with pytest.raises(UserError, match="has no option 'widht': choose from c3k, depth"):
+        detection.build("yolo11n", num_classes=3, widht=0.5)
     assert detection.frozen_backbone(model)("model_0/conv/kernel") is False
     with pytest.raises(UserError, match="YOLO trains all its layers"):
         detection.frozen_backbone(model, 3)
+
+
+def random_variables(model, images, seed=0):
+    """Variables of `model` drawn in NumPy (kernels normal with variance 1 / fan-in, biases and
+    BatchNorm offsets 0, scales and variances 1): real weights without compiling the model's
+    init, a program as large as its training step."""
+    rng = np.random.default_rng(seed)
+    abstract = jax.eval_shape(model.init, jax.random.key(0), images)
+
+    def draw(path, leaf):
+        name = path[-1].key
+        if name == "kernel":
+            fan_in = math.prod(leaf.shape[:-1])
+            return rng.normal(0, fan_in**-0.5, leaf.shape).astype(leaf.dtype)
+        return np.full(leaf.shape, name in ("scale", "var"), leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(draw, abstract)
 
 
 @pytest.mark.slow
@@ -253,7 +274,7 @@ def test_outputs_train_with_the_yolo_loss():
 
     model = detection.build("yolo26n", num_classes=3)
     images = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3))
-    variables = jax.jit(model.init)(jax.random.key(0), images)
+    variables = random_variables(model, images)
     points, strides = yolo.anchor_points(detection.feature_shapes(model, 64, 64))
     truth = (
         points,

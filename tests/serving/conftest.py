@@ -36,34 +36,26 @@ def server(digits_bundle):
 
 
 @pytest.fixture(scope="session")
-def detector_bundle(session_cache, shapes_detector_run):
+def detector_bundle(shapes_detector_bundle):
     """(bundle path, shapes config): the session's tiny shapes RetinaNet (tests/conftest.py:
     four steps, every box kept up to 20 per image), exported with buckets 1-2."""
-    workdir, _ = shapes_detector_run
-    config = load_config("detection/retinanet_shapes.py", **TINY_SHAPES)
-
-    def build(folder):
-        out = f"{folder}/bundle"
-        run_tool("export", f"--workdir={workdir}", f"--out={out}", "--max_batch=2", check=True)
-        return out
-
-    return session_cache.get("detector_bundle", build)[1], config
+    return shapes_detector_bundle, load_config("detection/retinanet_shapes.py", **TINY_SHAPES)
 
 
 @pytest.fixture(scope="session")
-def detector_server(detector_bundle):
-    """(base url, bundle path, shapes config): the tiny detector served."""
-    out, config = detector_bundle
-    process, url = serve(out, "--max_batch_size=2")
-    yield url, out, config
-    process.terminate()
-    process.wait(timeout=20)
+def detector_server(models_server, detector_bundle):
+    """(base url, bundle path, shapes config): the tiny detector as models_server serves it,
+    named "shapes": the routes take ?model=shapes (one server process for both models)."""
+    url, _, out = models_server
+    _, config = detector_bundle
+    return url, out, config
 
 
 @pytest.fixture(scope="session")
 def models_server(digits_bundle, detector_bundle):
     """(base url, digits bundle, detector bundle): one server of three models, the digits
-    bundle as "digits" versions 1 and 2 and the detector as "shapes"."""
+    bundle as "digits" versions 1 and 2 and the detector as "shapes" (whose tests ask for
+    ?model=shapes)."""
     out, _ = detector_bundle
     process, url = serve(
         f"digits={digits_bundle}",

@@ -134,7 +134,7 @@ def test_the_page_draws_a_detectors_boxes(detector_server, browser, tmp_path):
         for name, score, box in zip(names, scores, boxes, strict=True)
     ]
 
-    _upload(browser, url, str(image_path))
+    _upload(browser, f"{url}/?model=shapes", str(image_path))  # several models served
     items = WebDriverWait(browser, 30).until(
         lambda d: d.find_elements(By.CSS_SELECTOR, "#answer li")
     )

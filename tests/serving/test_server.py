@@ -81,7 +81,7 @@ def test_a_detector_answers_boxes_in_each_images_own_pixels(detector_server):
     images = [source[0]["image"], np.asarray(Image.fromarray(source[1]["image"]).resize((96, 48)))]
     expected = bundle.load(path).predict(images)
     files = [("image", (f"s{i}.png", png(im), "image/png")) for i, im in enumerate(images)]
-    answer = requests.post(f"{url}/v1/predict", files=files, timeout=30)
+    answer = requests.post(f"{url}/v1/predict?model=shapes", files=files, timeout=30)
     assert answer.status_code == 200, answer.text
     names = bundle.load(path).class_names
     for i, prediction in enumerate(answer.json()["predictions"]):
@@ -124,7 +124,7 @@ def test_explain_answers_gradcam_of_the_top_label(server, detector_server, digit
         assert item["heatmap_png"].startswith("data:image/png;base64,")
     # A detector has no explanations: a 404 that says so.
     detector_url, _, _ = detector_server
-    answer = requests.post(f"{detector_url}/v1/explain", files=files[:1], timeout=30)
+    answer = requests.post(f"{detector_url}/v1/explain?model=shapes", files=files[:1], timeout=30)
     assert answer.status_code == 404 and "no explanations" in answer.json()["error"]
 
 
