@@ -11,7 +11,6 @@ import pytest
 from PIL import Image
 
 from tests.experiments.helpers import (
-    CONFIGS,
     RESNET_DIGITS,
     devices,
     load_config,
@@ -30,17 +29,27 @@ DIGITS_ARGS = (
 
 
 @pytest.mark.slow
-def test_digits_end_to_end_then_exact_resume(tmp_path):
+def test_digits_end_to_end_then_exact_resume(tmp_path, capsys):
+    from experiments.classification import train_and_evaluate
+
+    def digits_config():  # the Quickstart's config with DIGITS_ARGS
+        return load_config(
+            "classification/simple_cnn_digits.py",
+            total_steps=40,
+            log_every_steps=10,
+            checkpoint_every_steps=20,
+        )
+
     workdir = str(tmp_path / "digits")
-    result = run_module("experiments.digits", f"--workdir={workdir}", *DIGITS_ARGS, check=True)
-    final = parse_final(result.stdout)
+    final = train_and_evaluate(digits_config(), workdir)
+    err = capsys.readouterr().err
     assert final["step"] == 40
     assert {"step", "elapsed_s", "eval/loss", "eval/top1", "eval/top5"} <= set(final)
     # 40 steps already learn most digits: 0.906-0.964 over seeds 0-4 on AMD EPYC, chance is 0.1.
     assert final["eval/top1"] > 0.75
     assert final["eval/top5"] >= final["eval/top1"]
     # Progress lines on stderr: step/total, loss, img/s, ETA.
-    assert "step 20/40 (50%) loss " in result.stderr and " img/s ETA " in result.stderr
+    assert "step 20/40 (50%) loss " in err and " img/s ETA " in err
 
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["total_steps"] == 40
@@ -51,23 +60,22 @@ def test_digits_end_to_end_then_exact_resume(tmp_path):
     assert records[-1]["step"] == 40 and "eval/top1" in records[-1]
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["20", "40"]
 
-    # Lose everything after step 20, as a crash would; the rerun continues from 20 and must
-    # reproduce the uninterrupted run exactly (same batches, same updates, same log).
+    # Lose everything after step 20, as a crash would; the Quickstart command rerun in a fresh
+    # process continues from 20 and must reproduce the uninterrupted run exactly (same batches,
+    # same updates, same log), its final line included.
     shutil.rmtree(os.path.join(workdir, "checkpoints", "40"))
     resumed = run_module("experiments.digits", f"--workdir={workdir}", *DIGITS_ARGS, check=True)
     assert "resumed from" in resumed.stderr
     assert "step 10/40" not in resumed.stderr
     again = parse_final(resumed.stdout)
     assert {k: v for k, v in again.items() if k != "elapsed_s"} == {
-        k: v for k, v in final.items() if k != "elapsed_s"
+        k: round(v, 6) if isinstance(v, float) else v for k, v in final.items() if k != "elapsed_s"
     }
     assert without_timings(read_metrics(workdir)) == without_timings(records)
 
     # A finished run rerun does no training: it reports the same final evaluation.
-    finished = parse_final(
-        run_module("experiments.digits", f"--workdir={workdir}", *DIGITS_ARGS, check=True).stdout
-    )
-    assert finished["eval/top1"] == final["eval/top1"]
+    finished = train_and_evaluate(digits_config(), workdir)
+    assert finished["eval/top1"] == again["eval/top1"] == round(final["eval/top1"], 6)
 
 
 def test_config_overrides_reach_the_run(tmp_path):
@@ -149,6 +157,8 @@ def test_folder_dataset_trains(tmp_path):
 
 
 def _bad(tmp_path, *args, env=None):
+    """The last stderr line of `python -m experiments.train` with `args`, which must fail as bad
+    input does: exit status 2, one `error: ...` line, no traceback."""
     config = [] if any(a.startswith("--config=") for a in args) else [RESNET_DIGITS]
     result = run_module("experiments.train", *config, f"--workdir={tmp_path / 'w'}", *args, env=env)
     lines = result.stderr.strip().splitlines()
@@ -158,25 +168,39 @@ def _bad(tmp_path, *args, env=None):
     return lines[-1]
 
 
+def _refused(tmp_path, name="classification/resnet18_digits.py", **overrides):
+    """The message of the UserError that the program raises for the config file `name` with
+    `overrides`, trained in this process: what `_bad` would print after `error: ` (the program
+    reports every UserError that way, see test_bad_input_batch_not_divisible_by_devices)."""
+    from experiments.classification import train_and_evaluate
+    from jaxvision.errors import UserError
+
+    with pytest.raises(UserError) as raised:
+        train_and_evaluate(load_config(name, **overrides), str(tmp_path / "w"))
+    message = str(raised.value)
+    assert "\n" not in message
+    return message
+
+
 def test_bad_input_unknown_config_key(tmp_path):
     line = _bad(tmp_path, "--config.totl_steps=3")
     assert "unknown config key 'totl_steps'" in line and "total_steps" in line
 
 
 def test_bad_input_unknown_model(tmp_path):
-    line = _bad(tmp_path, "--config.model=resnet51")
+    line = _refused(tmp_path, model="resnet51")
     assert "unknown model 'resnet51'" in line and "resnet50" in line
 
 
 def test_bad_input_unknown_dataset(tmp_path):
-    line = _bad(tmp_path, "--config.dataset=not_a_dataset")
+    line = _refused(tmp_path, dataset="not_a_dataset")
     assert "unknown dataset 'not_a_dataset'" in line and "digits" in line
 
 
 def test_bad_input_tfds_dataset_missing_from_data_dir(tmp_path):
     data_dir = tmp_path / "tfds"
     data_dir.mkdir()
-    line = _bad(tmp_path, "--config.dataset=cifar10", f"--config.data_dir={data_dir}")
+    line = _refused(tmp_path, dataset="cifar10", data_dir=str(data_dir))
     assert "tfds build cifar10" in line and str(data_dir) in line
     assert "pip install -e '.[tfds-build]'" in line  # building needs TensorFlow
     assert not any(data_dir.rglob("*.array_record*"))  # nothing was downloaded or built
@@ -185,14 +209,16 @@ def test_bad_input_tfds_dataset_missing_from_data_dir(tmp_path):
 def test_bad_input_empty_image_folder(tmp_path):
     root = tmp_path / "images"
     root.mkdir()
-    line = _bad(tmp_path, "--config.dataset=folder", f"--config.data_dir={root}")
+    line = _refused(tmp_path, dataset="folder", data_dir=str(root))
     assert "no class folders" in line and "<class>/*.jpg" in line
     (root / "cat").mkdir()
-    line = _bad(tmp_path, "--config.dataset=folder", f"--config.data_dir={root}")
+    line = _refused(tmp_path, dataset="folder", data_dir=str(root))
     assert "no .jpg/.jpeg/.png images" in line and "cat" in line
 
 
 def test_bad_input_batch_not_divisible_by_devices(tmp_path):
+    # A UserError raised by the program itself (not by the flag parsing) in a fresh process
+    # with 8 devices: reported as one `error:` line with exit status 2.
     env = devices(8)
     line = _bad(tmp_path, "--config.batch_size=12", env=env)
     assert "batch_size=12 is not divisible by the 8 devices" in line
@@ -219,15 +245,11 @@ def test_bad_input_unknown_model_option(tmp_path):
 
 
 def test_bad_input_fine_tuning_without_weights(tmp_path):
-    line = _bad(
-        tmp_path,
-        f"--config={CONFIGS}/classification/resnet50_folder.py",
-        "--config.data_dir=/unused",
-    )
+    line = _refused(tmp_path, "classification/resnet50_folder.py", data_dir="/unused")
     assert "--config.init_from" in line and "from scratch" in line
 
 
 def test_bad_input_vit_patch_larger_than_the_images(tmp_path):
-    line = _bad(tmp_path, "--config.model=vit_ti16")
+    line = _refused(tmp_path, model="vit_ti16")
     assert "image_size 8 is not a multiple of its patch stride 16" in line
     assert "set image_size to a multiple of 16" in line

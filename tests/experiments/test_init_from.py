@@ -18,6 +18,11 @@ def _digits_config(**overrides):
     return load_config("classification/resnet18_digits.py", **overrides)
 
 
+# One step that changes no weight: every such run here (and tests/weights/test_weights_hub.py's)
+# is one compiled program, whatever it starts from.
+ONE_STEP = dict(total_steps=1, learning_rate=0.0, warmup_epochs=0.0)
+
+
 @pytest.fixture(scope="module")
 def source(session_cache):
     """(workdir, final metrics, weight file) of a digits ResNet-18 (small stem, width 16)
@@ -39,18 +44,14 @@ def source(session_cache):
 @pytest.mark.slow
 def test_init_from_weights_then_new_head(tmp_path, capsys, source):
     path = source[2]
-    # Same classes: one step at a tiny learning rate keeps the pretrained accuracy.
-    config = _digits_config(init_from=path, total_steps=1, learning_rate=1e-6, warmup_epochs=0.0)
-    final = train_and_evaluate(config, str(tmp_path / "same"))
+    # Same classes: one step at learning rate 0 keeps the pretrained accuracy.
+    final = train_and_evaluate(_digits_config(init_from=path, **ONE_STEP), str(tmp_path / "same"))
     assert final["eval/top1"] > 0.8
-    scratch = train_and_evaluate(
-        _digits_config(total_steps=1, learning_rate=1e-6, warmup_epochs=0.0),
-        str(tmp_path / "scratch"),
-    )
+    scratch = train_and_evaluate(_digits_config(**ONE_STEP), str(tmp_path / "scratch"))
     assert scratch["eval/top1"] < 0.5
 
     # A new head: the backbone is imported, the classifier starts fresh.
-    config = _digits_config(init_from=path, init_new_head=True, total_steps=1, learning_rate=1e-6)
+    config = _digits_config(init_from=path, init_new_head=True, **ONE_STEP)
     train_and_evaluate(config, str(tmp_path / "new_head"))
     err = capsys.readouterr().err
     assert f"initialised resnet18 from {path} (classifier kept fresh: params/fc/bias" in err
@@ -60,9 +61,9 @@ def test_init_from_weights_then_new_head(tmp_path, capsys, source):
 @pytest.mark.slow
 def test_init_from_another_runs_workdir(tmp_path, capsys, source):
     workdir, trained, _ = source
-    config = _digits_config(init_from=workdir, total_steps=1, learning_rate=1e-6, warmup_epochs=0.0)
+    config = _digits_config(init_from=workdir, **ONE_STEP)
     final = train_and_evaluate(config, str(tmp_path / "finetune"))
-    # One step at a negligible rate: the source run's accuracy carries over.
+    # One step at learning rate 0: the source run's accuracy carries over.
     assert abs(final["eval/top1"] - trained["eval/top1"]) < 0.05
     err = capsys.readouterr().err
     assert f"initialised resnet18 from {workdir} (step 60)" in err
@@ -114,9 +115,8 @@ def _fresh_file(tmp_path, name: str, change) -> str:
     """The digits ResNet-18's fresh weights with torch names, each float tensor `change`d."""
     model = models.build("resnet18", num_classes=10, stem="small", width=16)
     task = Classification(model, mean=(0.0,), std=(1.0,))
-    variables = task.init_variables({"image": np.zeros((1, 8, 8, 1), np.uint8)})(
-        jax.random.PRNGKey(0)
-    )
+    init = jax.jit(task.init_variables({"image": np.zeros((1, 8, 8, 1), np.uint8)}))
+    variables = init(jax.random.PRNGKey(0))
     tensors = weights.export_weights("resnet18", jax.device_get(variables))
     path = str(tmp_path / name)
     weights.save_safetensors(
@@ -132,11 +132,10 @@ def test_a_weight_file_of_integers_is_refused_by_name(tmp_path):
         train_and_evaluate(_digits_config(init_from=path, total_steps=2), str(tmp_path / "w"))
 
 
-@pytest.mark.slow
 def test_a_loss_that_is_not_finite_from_imported_weights_names_the_file(tmp_path):
     path = _fresh_file(tmp_path, "huge.safetensors", lambda v: v * np.float32(1e38))
     with pytest.raises(UserError) as raised:
-        train_and_evaluate(_digits_config(init_from=path, total_steps=2), str(tmp_path / "w"))
+        train_and_evaluate(_digits_config(init_from=path, **ONE_STEP), str(tmp_path / "w"))
     message = str(raised.value)
     assert f"1 step after loading the weights of --config.init_from={path}" in message
     assert "Lower the learning rate" not in message

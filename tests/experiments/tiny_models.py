@@ -1,16 +1,17 @@
 """Shallow, narrow stand-ins for a recipe's model, for smoke tests of the recipe's program.
 
 A recipe's smoke test checks its program (data, augmentation, optimizer, EMA, evaluation,
-plots), not its network's size: `tiny_model(config)` swaps config.model for the same module
-class with one block per stage (ResNets) or two blocks (ViTs), narrow, registered for the
-duration as `tiny_<name>`. The recipe's own model options (stem, pooling, position embedding,
-stochastic depth...) still apply. A ResNet-50's or ViT-S's many layers cost most of the smoke
-run's compile time."""
+plots, weight import), not its network's size: `tiny_model(config)` swaps config.model for the
+same module class with one block per stage (ResNets) or two blocks (ViTs), narrow, registered
+for the duration as `<name>_tiny` with the original's weight converter (the same torch names, so
+a weight file of the tiny variant imports as the full model's would). The recipe's own model
+options (stem, pooling, position embedding, stochastic depth...) still apply. A ResNet-50's or
+ViT-S's many layers cost most of the smoke run's compile time."""
 
 import contextlib
 import functools
 
-from jaxvision import models
+from jaxvision import models, weights
 from jaxvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from jaxvision.models.vit import ViT
 
@@ -27,10 +28,13 @@ TINY = {
 @contextlib.contextmanager
 def tiny_model(config):
     """Within the block, `config` trains the tiny variant of its model (see the docstring)."""
-    name = f"tiny_{config.model}"
-    models.MODELS.register(name, TINY[config.model])
+    original, name = config.model, f"{config.model}_tiny"
+    models.MODELS.register(name, TINY[original])
+    # The converters know a model's family by its name's start ("resnet..."), kept here.
+    weights.CONVERTERS.register(name, weights.CONVERTERS[original])
     config.model = name
     try:
         yield config
     finally:
         models.MODELS.unregister(name)
+        weights.CONVERTERS.unregister(name)

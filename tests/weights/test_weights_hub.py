@@ -162,7 +162,7 @@ def test_init_from_a_hub_name_trains_from_its_weights(offline_cache, tmp_path, c
     config = load_config(
         "classification/resnet18_digits.py",
         init_from="hf-hub:someone/digits-resnet18",
-        total_steps=1,
+        total_steps=1,  # the program of tests/experiments/test_init_from.py's ONE_STEP runs
         learning_rate=0.0,
         warmup_epochs=0.0,
         eval_every_steps=0,

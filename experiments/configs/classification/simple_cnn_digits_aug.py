@@ -4,8 +4,9 @@
       --config=experiments/configs/classification/simple_cnn_digits_aug.py \
       --workdir=/tmp/jaxvision/digits_aug
 
-CI runs it and checks its accuracy band, and replays its first steps twice with the same seed
-(bitwise-identical metrics).
+CI checks its accuracy band on a 150-step schedule (which reaches it already: 99.2-99.7% over
+seeds 0-2, EMA the same), and replays a few steps twice with the same seed (bitwise-identical
+metrics).
 Expected: >= 97% top-1 for the weights and for their EMA on the 360 test images (measured values
 in docs/results/classification.md).
 """
