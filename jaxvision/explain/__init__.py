@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvision.errors import UserError
-from jaxvision.explain.core import ModelFunction, resolve_targets
+from jaxvision.explain.core import ModelFunction, logits_of, resolve_targets
 from jaxvision.registry import Registry
 
 # name -> method(fn, x, targets, **options), imported on first use. A new method registers
@@ -98,7 +98,7 @@ def explain(predictor, images, method: str = "gradcam", target="top1", **options
     completeness = None
     if method == "integrated_gradients":
         result, completeness = result
-    probs = jax.nn.softmax(jax.jit(fn.logits)(x))
+    probs = jax.nn.softmax(fn.jit(logits_of)(x))
     chosen = np.asarray(jnp.take_along_axis(probs, jnp.asarray(targets)[:, None], -1)[:, 0])
     attributions = np.asarray(result, np.float32)
     return Explanation(

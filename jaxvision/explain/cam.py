@@ -72,7 +72,7 @@ def _grid(fn: ModelFunction, a: jax.Array) -> jax.Array:
 def gradcam(fn: ModelFunction, x, targets, *, layer: str | None = None) -> jax.Array:
     """ReLU(sum_k alpha_k A_k), alpha_k the spatial mean of G_k: [B, h, w]."""
     layer = layer or default_layer(fn, x)
-    run = jax.jit(lambda x, t: _gradcam(fn, x, t, layer))
+    run = fn.jit(lambda fn, x, t: _gradcam(fn, x, t, layer))
     return run(x, jnp.asarray(targets))
 
 
@@ -86,7 +86,7 @@ def gradcam_plus_plus(fn: ModelFunction, x, targets, *, layer: str | None = None
     """Grad-CAM++: alpha_k = sum_ij ReLU(G_kij) a_kij with a = G^2 / (2 G^2 + sum_ij A_k
     G^3) (0 where G is 0), pytorch-grad-cam's closed form for an exponential output."""
     layer = layer or default_layer(fn, x)
-    run = jax.jit(lambda x, t: _gradcam_pp(fn, x, t, layer))
+    run = fn.jit(lambda fn, x, t: _gradcam_pp(fn, x, t, layer))
     return run(x, jnp.asarray(targets))
 
 
@@ -110,7 +110,7 @@ def attention_rollout(
     if head_fusion not in ("mean", "max"):
         raise UserError(f"head_fusion {head_fusion!r}: use 'mean' or 'max'")
 
-    def run(x):
+    def run(fn, x):
         _, seen = fn.tapped(x, {}, attention=True)
         layers = [v for k, v in seen.items() if k.startswith("attention/")]
         if not layers:
@@ -127,4 +127,4 @@ def attention_rollout(
         row = rollout[:, 0] if prefix else rollout.mean(axis=1)
         return row[:, prefix:].reshape(x.shape[0], side, side)
 
-    return jax.jit(run)(x)
+    return fn.jit(run)(x)

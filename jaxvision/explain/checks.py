@@ -36,8 +36,7 @@ def deletion_curve(
     ranks = jnp.asarray(ranks.reshape(n, side, side))
     counts = jnp.round(jnp.linspace(0, side * side, steps + 1)).astype(jnp.int32)
 
-    @jax.jit
-    def run(x, targets):
+    def run(fn, x, targets, ranks):
         def at(count):
             hidden = (ranks < count)[..., None]
             probs = jax.nn.softmax(fn.logits(jnp.where(hidden, fill, x)))
@@ -45,7 +44,7 @@ def deletion_curve(
 
         return jax.lax.map(at, counts).T  # [N, steps + 1]
 
-    probs = np.asarray(run(x, jnp.asarray(targets)))
+    probs = np.asarray(fn.jit(run)(x, jnp.asarray(targets), ranks))
     return {"probabilities": probs, "auc": probs.mean(axis=1)}
 
 

@@ -12,6 +12,7 @@ pytorch-grad-cam do on a normalised torch tensor); heat maps are over its S x S 
 """
 
 import copy
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -37,6 +38,7 @@ class ModelFunction:
         self.class_names = list(class_names)
         self.image_size, self.channels = image_size, channels
         self.preprocess = preprocess
+        self._programs = {}  # f -> its jitted program (`jit`), shared with `with_variables` copies
 
     @classmethod
     def of(cls, predictor) -> "ModelFunction":
@@ -67,6 +69,19 @@ class ModelFunction:
         other.variables = variables
         return other
 
+    def jit(self, f):
+        """`f(fn, *args)` jitted with this function's weights as an argument (not constants of
+        the program), so other weights of the same model (`with_variables`: the sanity checks'
+        randomised models) run the same program: compiled once for a module-level `f` (kept
+        here, shared by the copies), found in JAX's compilation cache (when one is set) for a
+        closure. Arrays `f` closes over still become constants of the program."""
+        run = self._programs.get(f)
+        if run is None:
+            run = jax.jit(lambda variables, *args: f(self.with_variables(variables), *args))
+            if f.__qualname__ == f.__name__:  # module level: the same object every call
+                self._programs[f] = run
+        return functools.partial(run, self.variables)
+
     def normalize(self, images_u8) -> jax.Array:
         return (jnp.asarray(images_u8, jnp.float32) - self.mean) / self.std
 
@@ -92,12 +107,16 @@ class ModelFunction:
         return tuple(self.model.feature_names())
 
 
+def logits_of(fn: ModelFunction, x) -> jax.Array:
+    return fn.logits(x)
+
+
 def resolve_targets(fn: ModelFunction, x: jax.Array, target) -> np.ndarray:
     """Class index per image: "top1" (each image's prediction), a class name, an index, or one
     of those per image."""
     count = x.shape[0]
     if target is None or (isinstance(target, str) and target == "top1"):
-        return np.asarray(jnp.argmax(jax.jit(fn.logits)(x), axis=-1), np.int32)
+        return np.asarray(jnp.argmax(fn.jit(logits_of)(x), axis=-1), np.int32)
     targets = list(target) if isinstance(target, list | tuple | np.ndarray) else [target] * count
     if len(targets) != count:
         raise UserError(f"{len(targets)} targets for {count} images: give one, or one per image")

@@ -25,7 +25,11 @@ def _target_grad(fn: ModelFunction):
 
 def gradient(fn: ModelFunction, x, targets) -> jax.Array:
     """d logit[target] / dx (Simonyan et al. 2014; captum's Saliency without the abs)."""
-    return jax.jit(_target_grad(fn))(x, jnp.asarray(targets))
+    return fn.jit(_gradient)(x, jnp.asarray(targets))
+
+
+def _gradient(fn: ModelFunction, x, targets) -> jax.Array:
+    return _target_grad(fn)(x, targets)
 
 
 def input_x_gradient(fn: ModelFunction, x, targets) -> jax.Array:
@@ -67,17 +71,17 @@ def smoothgrad(
     noise_level x (max - min of each image) (Smilkov et al. 2017)."""
     if samples < 1 or noise_level < 0:
         raise UserError(f"smoothgrad needs samples >= 1 and noise_level >= 0, got {samples}")
-    axes = tuple(range(1, x.ndim))
-    sigma = noise_level * (jnp.max(x, axis=axes) - jnp.min(x, axis=axes))
-    sigma = sigma.reshape(-1, *([1] * (x.ndim - 1)))
     keys = np.asarray(jax.random.split(jax.random.key_data(jax.random.key(seed)), samples))
 
     def noisy(x, key):
+        axes = tuple(range(1, x.ndim))
+        sigma = noise_level * (jnp.max(x, axis=axes) - jnp.min(x, axis=axes))
+        sigma = sigma.reshape(-1, *([1] * (x.ndim - 1)))
         key = jax.random.wrap_key_data(key)
         return x + sigma * jax.random.normal(key, x.shape, x.dtype)
 
     weights = np.full(samples, 1 / samples, np.float32)
-    run = jax.jit(_weighted_grad_sum(fn, noisy))
+    run = fn.jit(lambda fn, *args: _weighted_grad_sum(fn, noisy)(*args))
     return run(x, jnp.asarray(targets), *chunked(keys, weights, chunk))
 
 
@@ -161,15 +165,17 @@ def integrated_gradients(
     reference = baseline(fn, x, baseline_kind, seed=seed, blur_sigma=blur_sigma)
     alphas, weights = path_points(steps, rule)
 
-    def point(x, alpha):
-        return reference + alpha * (x - reference)
+    def path(fn, x, reference, *args):
+        def point(x, alpha):
+            return reference + alpha * (x - reference)
 
-    run = jax.jit(_weighted_grad_sum(fn, point))
+        return _weighted_grad_sum(fn, point)(x, *args)
+
     targets = jnp.asarray(targets)
-    total = run(x, targets, *chunked(alphas, weights, chunk))
+    total = fn.jit(path)(x, reference, targets, *chunked(alphas, weights, chunk))
     attributions = (x - reference) * total
-    f = jax.jit(lambda v: target_logit(fn.logits(v), targets))
-    delta = f(x) - f(reference)
+    f = fn.jit(lambda fn, v, t: target_logit(fn.logits(v), t))
+    delta = f(x, targets) - f(reference, targets)
     summed = jnp.sum(attributions, axis=tuple(range(1, x.ndim)))
     check = {"sum": summed, "delta": delta, "error": jnp.abs(summed - delta)}
     return attributions, jax.tree.map(np.asarray, check)

@@ -40,7 +40,7 @@ def occlusion(
         cols = (grid >= corner[1]) & (grid < corner[1] + window)
         return (rows[:, None] & cols[None, :]).astype(x.dtype)  # [S, S]
 
-    def run(x, targets, values, weights):
+    def run(fn, x, targets, values, weights):
         base = target_logit(fn.logits(x), targets)  # [B]
 
         def step(carry, chunk_values):
@@ -59,4 +59,4 @@ def occlusion(
         (total, count), _ = jax.lax.scan(step, (zeros, jnp.zeros((side, side))), (values, weights))
         return total / jnp.maximum(count, 1)
 
-    return jax.jit(run)(x, jnp.asarray(targets), values, weights)
+    return fn.jit(run)(x, jnp.asarray(targets), values, weights)
