@@ -6,11 +6,8 @@ import base64
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
 from typing import Any
 
 import jax
@@ -31,7 +28,7 @@ from jaxvision.registry import ModelRegistry, Registry
 from jaxvision.tasks import TASK_KINDS
 from jaxvision.tasks.images import image_model_init, normalize
 from jaxvision.tasks.kinds import TaskKind, model_options
-from tests.experiments.helpers import ROOT
+from tests.experiments.helpers import ROOT, serve_in_thread
 
 # ---------------------------------------------------------------------------------------------
 # The mechanism
@@ -387,34 +384,6 @@ def _png(image: np.ndarray) -> str:
     return base64.b64encode(out.getvalue()).decode()
 
 
-def _serve(app):
-    """Runs `app` on a free local port in a thread until the service is ready; returns (url,
-    stop)."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if requests.get(f"{url}/readyz", timeout=5).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-
-    def stop():
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
-
-    return url, stop
-
-
 def test_a_task_kind_defined_here_trains_evaluates_exports_and_serves(tmp_path, brightness):
     from jaxvision.serving.app import create_app
     from jaxvision.train import loop
@@ -448,7 +417,7 @@ def test_a_task_kind_defined_here_trains_evaluates_exports_and_serves(tmp_path, 
     np.testing.assert_array_equal(exported.predict(list(images[:5]))["brightness"], found[:5])
 
     # Served: the kind's answers, one per image; no explanations for this kind.
-    url, stop = _serve(create_app(exported, metadata))
+    url, stop = serve_in_thread(create_app(exported, metadata))
     try:
         body = {"images": [_png(image) for image in images[:3]]}
         answer = requests.post(f"{url}/v1/predict", json=body, timeout=60)

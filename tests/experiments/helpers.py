@@ -7,8 +7,11 @@ Imported as `tests.experiments.helpers` (pytest puts the repository root on sys.
 import json
 import os
 import runpy
+import socket
 import subprocess
 import sys
+import threading
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = os.path.join(ROOT, "experiments", "configs")
@@ -107,3 +110,45 @@ def config_flags(options: dict, prefix: str = "--config.") -> list[str]:
         else:
             flags.append(f"{prefix}{key}={value}")
     return flags
+
+
+def serve_in_thread(app):
+    """Runs `app` on a free local port in a thread until the service is ready; returns (url,
+    stop)."""
+    import requests
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if requests.get(f"{url}/readyz", timeout=5).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+
+    def stop():
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+    return url, stop
+
+
+def png_base64(image) -> str:
+    """A uint8 [H, W, C] image as the base64 PNG a JSON request carries."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    image = image[:, :, 0] if image.shape[-1] == 1 else image
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, "PNG")
+    return base64.b64encode(out.getvalue()).decode()

@@ -10,6 +10,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
+import requests
 from PIL import Image
 
 from experiments import detection
@@ -17,7 +18,14 @@ from jaxvision.evaluation.coco import STAT_NAMES
 from jaxvision.models import detection as detectors
 from jaxvision.models.detection.yolo import _V26_STAGES, YOLO26
 from jaxvision.predictor import Predictor
-from tests.experiments.helpers import TINY_SHAPES, load_config, read_metrics, without_timings
+from tests.experiments.helpers import (
+    TINY_SHAPES,
+    load_config,
+    png_base64,
+    read_metrics,
+    serve_in_thread,
+    without_timings,
+)
 
 
 class TinyYOLO26(YOLO26):
@@ -85,6 +93,7 @@ def test_yolo_run_logs_its_terms_evaluates_and_resumes_exactly(trained, tmp_path
 
 def test_end_to_end_predictions_map_back_and_the_bundle_predicts_the_same(trained, tmp_path):
     from jaxvision import bundle
+    from jaxvision.serving.app import create_app
 
     workdir, _ = trained
     predictor = Predictor.from_workdir(workdir, max_batch=2)
@@ -103,9 +112,28 @@ def test_end_to_end_predictions_map_back_and_the_bundle_predicts_the_same(traine
 
     path = str(tmp_path / "bundle")
     bundle.write(predictor, path, platforms=("cpu",), source={"step": predictor.step})
-    got = bundle.load(path).predict(images)
+    exported = bundle.load(path)
+    got = exported.predict(images)
     for key in out:
         np.testing.assert_array_equal(got[key], out[key], err_msg=key)
+
+    # Served: the bundle's detections over HTTP, in each image's pixels.
+    url, stop = serve_in_thread(create_app(exported, exported.metadata))
+    try:
+        body = {"images": [png_base64(image) for image in images]}
+        answer = requests.post(f"{url}/v1/predict", json=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        names = exported.class_names
+        for row, boxes, scores, classes in zip(
+            answer.json()["predictions"], got["boxes"], got["scores"], got["classes"], strict=True
+        ):
+            found = row["detections"]
+            assert len(found) == 20
+            np.testing.assert_allclose([d["box"] for d in found], boxes, rtol=1e-6)
+            np.testing.assert_allclose([d["score"] for d in found], scores, rtol=1e-6)
+            assert [d["class"] for d in found] == [names[c] for c in classes]
+    finally:
+        stop()
 
 
 def test_letterboxed_boxes_map_back_to_the_image_and_are_clipped_to_it():
