@@ -1,5 +1,6 @@
 """Orbax round trip of the full train state, keep-N and latest-step resume."""
 
+import functools
 import os
 
 import jax
@@ -14,10 +15,13 @@ from jaxvision.train import optim, steps
 from jaxvision.train.state import init_model_state, init_train_state
 
 
-def _trained_state(num_steps=3):
+@functools.cache  # the states are only read: each is built once for this module
+def _trained_state(num_steps=1):
+    # The model, optimizer and batch of tests/train/test_steps.py's ResNet case: the same
+    # programs, compiled once for both (the compilation cache).
     model = models.build("resnet18", num_classes=10, stem="small", width=8)
-    tx = optim.make_optimizer("sgd", optax.constant_schedule(0.1), weight_decay=1e-4)
-    task = Classification(model, mean=(0.0,), std=(255.0,))
+    tx = optim.make_optimizer("adamw", optax.constant_schedule(3e-3), weight_decay=1e-4)
+    task = Classification(model, mean=(127.5,), std=(64.0,))
     example = {"image": np.zeros((1, 8, 8, 1), np.uint8)}
     model_state = init_model_state(task.init_variables(example), tx, jax.random.PRNGKey(0))
     state = init_train_state({"model": model_state})
@@ -25,15 +29,15 @@ def _trained_state(num_steps=3):
     rng = np.random.default_rng(0)
     for _ in range(num_steps):
         batch = {
-            "image": rng.integers(0, 256, (8, 8, 8, 1), dtype=np.uint8),
-            "label": rng.integers(0, 10, (8,), dtype=np.int32),
+            "image": rng.integers(0, 256, (32, 8, 8, 1), dtype=np.uint8),
+            "label": rng.integers(0, 10, (32,), dtype=np.int32),
         }
         state, _ = step(state, batch)
     return state
 
 
 def test_save_restore_round_trip_is_exact(tmp_path):
-    state = _trained_state()
+    state = _trained_state(num_steps=3)
     checkpointer = Checkpointer(str(tmp_path / "ckpt"), save_every_steps=1, keep=2)
     assert checkpointer.latest_step() is None
     meta = {"data": {"next_step": 3, "seed": 0}, "metric_sums": {"train/loss": 1.5}}
