@@ -43,11 +43,10 @@ DEFAULT_CONFIG = os.path.join(
 
 
 def open_dataset(config) -> data.Dataset:
-    options = config.dataset_options.to_dict()
-    if options and config.dataset != "shapes":
-        # A config written for the shapes set, run on other data: said, dropped.
-        reporting.note(f"dataset {config.dataset} takes no options: {', '.join(options)} ignored")
-        options = {}
+    # A config written for the shapes set run on other data: options it does not read are dropped.
+    options, note = data.sources.usable_options(config.dataset, config.dataset_options.to_dict())
+    if note:
+        reporting.note(note)
     dataset = data.open_dataset(
         config.dataset,
         data_dir=config.data_dir,

@@ -53,6 +53,13 @@ RULES: dict[str, tuple[Callable, str]] = {
     "learning_rate": _at_least(0),
     "lr_batch_base": _above(0),
     "warmup_epochs": _at_least(0),
+    "lr_end_factor": _fraction(),
+    "warmup_bias_lr": _at_least(0),
+    "warmup_momentum": (
+        (lambda v: v is None or (_number(v) and 0 <= v <= 1)),
+        "in [0, 1] or unset (None)",
+    ),
+    "ema_ramp": _at_least(0),
     "momentum": _fraction(),
     "weight_decay": _at_least(0),
     "grad_clip_norm": _at_least(0),

@@ -226,9 +226,13 @@ def open_options(field, model):
         from jaxvision.tasks.detection import FAMILIES
 
         return {f.name for _, options in FAMILIES.values() for f in dataclasses.fields(options)}
-    from jaxvision.data import shapes
+    from jaxvision.data import shapes, sources
 
-    return set(shapes.OPTIONS)
+    names = set(shapes.OPTIONS)
+    for name in sources.DATASETS.names():  # the option names other datasets declare
+        declared = sources.DATASETS.info(name).get("takes_options")
+        names |= set(declared) if isinstance(declared, tuple) else set()
+    return names
 
 
 # The checks.

@@ -47,6 +47,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.schedule = "cosine"  # cosine, linear, step or constant, after warmup
     config.step_boundaries = (0.3, 0.6, 0.9)  # fractions of the run, for schedule="step"
     config.warmup_epochs = 5.0
+    config.lr_end_factor = 0.0  # cosine / linear end at learning_rate x this (YOLO's lrf)
+    # YOLO's warmup (sgd; biases also adamw): biases' lr falls from this to the schedule's; 0: off
+    config.warmup_bias_lr = 0.0
+    config.warmup_momentum = config_dict.placeholder(float)  # sgd: rises from this to momentum
     config.momentum = 0.9
     config.nesterov = True
     config.weight_decay = 1e-4
@@ -56,6 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.freeze_backbone = False  # linear probe: train only the classifier
     config.ema_decay = 0.0  # EMA of the weights, evaluated beside them as eval_ema/*; 0: off
     config.ema_warmup = True
+    config.ema_ramp = 0  # > 0: decay x (1 - exp(-updates / ema_ramp)), YOLO's 2000, not ema_warmup
     config.label_smoothing = 0.0
     config.microbatches = 1  # gradient accumulation: micro-batches per step
     config.remat = False  # recompute blocks in the backward pass (models with a remat option)

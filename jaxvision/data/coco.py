@@ -12,6 +12,10 @@ without TensorFlow: TFDS's labels 0..79 become COCO's category ids 1..90 (`COCO_
 normalised (ymin, xmin, ymax, xmax) boxes become pixels, boxes of zero area are dropped (as
 torchvision's COCO reference does) and `image_id` is COCO's, so detections map onto the
 official annotations.
+
+Both take one dataset option, `labels`: "ids" (the default) keeps COCO's category ids as labels
+(91 classes with the unused ids, as torchvision's detectors have them); "contiguous" numbers the
+categories 1..K in id order (81 classes for COCO's 80: the YOLO reference's classes).
 """
 
 from __future__ import annotations
@@ -45,22 +49,42 @@ COCO_IDS = np.array(
 )
 
 
-class TfdsCocoSource(Sequence):
-    """TFDS coco records as detection records: labels 0..79 -> COCO ids, boxes in pixels."""
+LABELS = ("ids", "contiguous")
 
-    def __init__(self, data_source: Sequence):
+
+def contiguous_labels(request: DatasetRequest) -> bool:
+    """Whether a COCO opener's options ask for labels 1..K ("contiguous") rather than the
+    category ids ("ids"); any other option is an error."""
+    unknown = sorted(set(request.options) - {"labels"})
+    labels = request.options.get("labels", "ids")
+    if unknown or labels not in LABELS:
+        got = ", ".join(f"{k}={v!r}" for k, v in request.options.items())
+        raise UserError(
+            f"dataset {request.name!r} takes one option, labels='ids' (COCO's category ids, "
+            f"91 classes) or 'contiguous' (1..K, e.g. YOLO's 80 + background), got {got}"
+        )
+    return labels == "contiguous"
+
+
+class TfdsCocoSource(Sequence):
+    """TFDS coco records as detection records: labels 0..79 -> COCO ids (or 1..80 with
+    `contiguous`), boxes in pixels."""
+
+    def __init__(self, data_source: Sequence, contiguous: bool = False):
         self.data_source = data_source
+        self.classes = np.arange(1, len(COCO_IDS) + 1, dtype=np.int32) if contiguous else COCO_IDS
 
     def __len__(self) -> int:
         return len(self.data_source)
 
     def __getitem__(self, index: int) -> dict:
-        return tfds_record(self.data_source[index], index)
+        return tfds_record(self.data_source[index], index, self.classes)
 
 
-def tfds_record(example: dict, index: int) -> dict:
+def tfds_record(example: dict, index: int, classes: np.ndarray = COCO_IDS) -> dict:
     """One TFDS coco example (`image`, `image/id`, `objects`: `bbox` float [n, 4] normalised
-    (ymin, xmin, ymax, xmax), `label` [n] in 0..79, `is_crowd` [n], `area` [n]) as a record."""
+    (ymin, xmin, ymax, xmax), `label` [n] in 0..79, `is_crowd` [n], `area` [n]) as a record;
+    `classes[label]` is its class."""
     image = np.asarray(example["image"], np.uint8)
     if image.ndim == 2 or image.shape[2] == 1:  # TFDS decodes COCO's few grey JPEGs as RGB; be safe
         image = np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=2)
@@ -79,7 +103,7 @@ def tfds_record(example: dict, index: int) -> dict:
     return {
         "image": image,
         "boxes": boxes[keep],
-        "classes": COCO_IDS[labels[keep]],
+        "classes": classes[labels[keep]],
         "iscrowd": crowd[keep],
         "area": area[keep],
         "image_id": int(example.get("image/id", index)),
@@ -88,13 +112,24 @@ def tfds_record(example: dict, index: int) -> dict:
 
 def open_request(request: DatasetRequest) -> Dataset:
     """open_dataset("coco/2017", ...) and the like: TFDS's coco."""
-    return open_tfds_coco(request.name, request.data_dir, request.train_split, request.test_split)
+    return open_tfds_coco(
+        request.name,
+        request.data_dir,
+        request.train_split,
+        request.test_split,
+        contiguous=contiguous_labels(request),
+    )
 
 
 def open_tfds_coco(
-    name: str, data_dir: str | None, train_split: str, test_split: str | None
+    name: str,
+    data_dir: str | None,
+    train_split: str,
+    test_split: str | None,
+    contiguous: bool = False,
 ) -> Dataset:
-    """TFDS's coco (see the module docstring): 91 classes, COCO's category ids."""
+    """TFDS's coco (see the module docstring): 91 classes, COCO's category ids, or 81 with
+    `contiguous`."""
     builder = tfds_sources.tfds_builder(name, data_dir)
     try:
         objects = builder.info.features["objects"]
@@ -113,16 +148,15 @@ def open_tfds_coco(
     if test_split is None:
         test_split = "validation"
     split_sources = tfds_sources.tfds_split_sources(builder, name, (train_split, test_split))
+    names = COCO_CATEGORY_NAMES
+    if contiguous:
+        names = ("__background__", *(COCO_CATEGORY_NAMES[i] for i in COCO_IDS))
     return Dataset(
-        train=TfdsCocoSource(split_sources[train_split]),
-        test=TfdsCocoSource(split_sources[test_split]),
-        num_classes=len(COCO_CATEGORY_NAMES),
-        class_names=COCO_CATEGORY_NAMES,
+        train=TfdsCocoSource(split_sources[train_split], contiguous),
+        test=TfdsCocoSource(split_sources[test_split], contiguous),
+        num_classes=len(names),
+        class_names=names,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         image_size=None,
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# coco_json

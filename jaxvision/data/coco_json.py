@@ -14,8 +14,9 @@ Rules, all applied when the dataset opens, so that nothing fails minutes into tr
   file's.
 - labels: a category's label is its id when every id is >= 1 (COCO's convention: COCO's 80
   categories keep ids 1..90 and the 91-class torchvision models fit), num_classes = largest
-  id + 1, unused ids named "N/A"; when some id is 0, label = id + 1. Train and test jsons may
-  list different categories; one id with two names is an error.
+  id + 1, unused ids named "N/A"; when some id is 0, label = id + 1; with the option
+  labels="contiguous" the categories are numbered 1..K in id order instead. Train and test jsons
+  may list different categories; one id with two names is an error.
 - annotations: `bbox` is COCO's [x, y, width, height]; boxes reaching outside their image are
   clipped to it (counted in `Dataset.notes`) and boxes of zero area after clipping dropped
   (counted). `area` defaults to the clipped box's area, `iscrowd` to 0. An annotation naming an
@@ -40,6 +41,7 @@ import numpy as np
 from PIL import Image
 
 from jaxvision.data import files
+from jaxvision.data.coco import contiguous_labels
 from jaxvision.data.dataset import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -123,6 +125,7 @@ def open_request(request: DatasetRequest) -> Dataset:
         request.test_fraction,
         request.split_seed,
         strict=request.strict,
+        contiguous=contiguous_labels(request),
     )
 
 
@@ -134,6 +137,7 @@ def open_coco_json(
     split_seed: int,
     *,
     strict: bool = False,
+    contiguous: bool = False,
 ) -> Dataset:
     """The COCO-format tree at `data_dir` (see the module docstring and `open_dataset`)."""
     if data_dir is None:
@@ -154,7 +158,7 @@ def open_coco_json(
     if test_file is None:
         check_fraction(test_fraction)
     parsed = [_read_split(train_file)] + ([_read_split(test_file)] if test_file else [])
-    label_of, class_names, category_note = _labels(parsed)
+    label_of, class_names, category_note = _labels(parsed, contiguous)
     checked, skipped = _check_images(root, parsed, strict)
     notes, splits = [], []
     for split, (sizes, problems) in zip(parsed, checked, strict=True):
@@ -351,7 +355,7 @@ def _is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _labels(parsed: list[dict]) -> tuple[dict[int, int], tuple[str, ...], str]:
+def _labels(parsed: list[dict], contiguous: bool) -> tuple[dict[int, int], tuple[str, ...], str]:
     """{category id: label}, the class names by label, and a note when ids leave gaps."""
     names: dict[int, str] = {}
     for split in parsed:
@@ -365,12 +369,16 @@ def _labels(parsed: list[dict]) -> tuple[dict[int, int], tuple[str, ...], str]:
         raise _fail(parsed[0]["path"], "no categories")
     shift = 1 if min(names) == 0 else 0
     label_of = {cid: cid + shift for cid in names}
+    if contiguous:
+        label_of = {cid: k + 1 for k, cid in enumerate(sorted(names))}
     class_names = ["N/A"] * (max(label_of.values()) + 1)
     class_names[0] = "__background__"
     for cid, name in names.items():
         class_names[label_of[cid]] = name
     note = ""
-    if shift:
+    if contiguous:
+        pass
+    elif shift:
         note = "category ids start at 0: labels are category id + 1 (0 is the background)"
     elif len(class_names) - 1 > len(names):
         note = (

@@ -30,7 +30,8 @@ from jaxvision.errors import UserError
 from jaxvision.registry import Registry
 
 # name -> opener(DatasetRequest) -> Dataset. `hint`: what the name needs, for the error that
-# lists them; `takes_options`: whether it reads `options`; `versions`: it also opens
+# lists them; `takes_options`: whether it reads `options` (True: any, checked by the opener; a
+# tuple: those names); `versions`: it also opens
 # "<name>/<config>:<version>" (TFDS's "coco/2017:1.1.0").
 DATASETS = Registry("dataset")
 DATASETS.declare("digits", "jaxvision.data.sources:open_digits")
@@ -44,9 +45,14 @@ DATASETS.declare(
     takes_options=True,
 )
 DATASETS.declare(
-    "coco_json", "jaxvision.data.coco_json:open_request", hint="data_dir=<COCO-format root>"
+    "coco_json",
+    "jaxvision.data.coco_json:open_request",
+    hint="data_dir=<COCO-format root>",
+    takes_options=("labels",),
 )
-DATASETS.declare("coco", "jaxvision.data.coco:open_request", versions=True)
+DATASETS.declare(
+    "coco", "jaxvision.data.coco:open_request", versions=True, takes_options=("labels",)
+)
 
 
 def open_dataset(
@@ -120,9 +126,27 @@ def open_dataset(
 
 def takes_options(name: str) -> bool:
     """Whether the dataset `name` reads `open_dataset`'s `options` (its opener says so)."""
+    return bool(_option_names(name))
+
+
+def _option_names(name: str):
     base = name.split(":")[0].split("/")[0]
     key = name if name in DATASETS else base
-    return key in DATASETS and bool(DATASETS.info(key).get("takes_options"))
+    return DATASETS.info(key).get("takes_options") if key in DATASETS else None
+
+
+def usable_options(name: str, options: dict) -> tuple[dict, str | None]:
+    """(the `options` that dataset `name` reads, a note naming those it does not): a config
+    written for one dataset (the shapes recipe's num_train) run on another keeps working."""
+    names = _option_names(name)
+    if names is True or not options:
+        return dict(options), None
+    kept = {k: v for k, v in options.items() if k in (names or ())}
+    dropped = ", ".join(k for k in options if k not in kept)
+    if not dropped:
+        return kept, None
+    what = f"reads only {', '.join(names)}" if names else "takes no options"
+    return kept, f"dataset {name} {what}: {dropped} ignored"
 
 
 def _unknown(name: str) -> UserError:

@@ -60,9 +60,9 @@ def open_run_dataset(config: ml_collections.ConfigDict) -> data.Dataset:
     detection = "detection" in config
     options = config.get("dataset_options") or {}
     options = options.to_dict() if isinstance(options, ml_collections.ConfigDict) else options
-    if options and not data.sources.takes_options(config.dataset):
-        reporting.note(f"dataset {config.dataset} takes no options: {', '.join(options)} ignored")
-        options = {}
+    options, note = data.sources.usable_options(config.dataset, options)
+    if note:
+        reporting.note(note)
     dataset = data.open_dataset(
         config.dataset,
         data_dir=config.get("data_dir"),

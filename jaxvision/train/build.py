@@ -98,6 +98,9 @@ class OptimizerOptions:
     learning_rate: float
     schedule: str = "cosine"
     warmup_epochs: float = 0.0
+    lr_end_factor: float = 0.0
+    warmup_bias_lr: float = 0.0
+    warmup_momentum: float | None = None
     step_boundaries: tuple = (0.3, 0.6, 0.9)
     weight_decay: float = 0.0
     weight_decay_mode: str = "decoupled"
@@ -117,6 +120,9 @@ class OptimizerOptions:
             learning_rate=config.learning_rate * config.batch_size / config.lr_batch_base,
             schedule=config.schedule,
             warmup_epochs=config.warmup_epochs,
+            lr_end_factor=config.get("lr_end_factor", 0.0),
+            warmup_bias_lr=config.get("warmup_bias_lr", 0.0),
+            warmup_momentum=config.get("warmup_momentum"),
             step_boundaries=tuple(config.step_boundaries),
             weight_decay=config.weight_decay,
             weight_decay_mode=config.weight_decay_mode,
@@ -157,6 +163,7 @@ def optimizer(
         total_steps=total_steps,
         warmup_steps=warmup_steps,
         boundaries=options.step_boundaries,
+        end_factor=options.lr_end_factor,
     )
     lr_multipliers = None
     if options.layer_decay:  # ViT fine-tuning: earlier blocks learn more slowly
@@ -182,6 +189,9 @@ def optimizer(
         moment_dtype=dtype(options.moment_dtype) if options.moment_dtype else None,
         lr_multipliers=lr_multipliers,
         frozen=frozen,
+        warmup_steps=warmup_steps,
+        warmup_bias_lr=options.warmup_bias_lr,
+        warmup_momentum=options.warmup_momentum,
     )
     # e.g. jaxvision prune's fine-tune: pruned weights stay zero.
     return wrappers.wrap_optimizer(tx, options.wrappers), schedule, frozen
@@ -191,7 +201,12 @@ def update_options(config, frozen, schedule) -> steps.UpdateOptions:
     """How the train step updates the trained model (micro-batches, EMA), with the optimizer's
     `frozen` and `schedule` (from `optimizer`)."""
     return steps.UpdateOptions(
-        config.microbatches, config.ema_decay, config.ema_warmup, frozen, schedule
+        config.microbatches,
+        config.ema_decay,
+        config.ema_warmup,
+        frozen,
+        schedule,
+        ema_ramp=config.get("ema_ramp", 0),
     )
 
 

@@ -28,12 +28,14 @@ def make_schedule(
     warmup_steps: int = 0,
     boundaries: Sequence[float] = (0.3, 0.6, 0.9),
     decay_factor: float = 0.1,
+    end_factor: float = 0.0,
 ) -> optax.Schedule:
     """Linear warmup from 0 to `base_lr` over `warmup_steps`, then `name` until `total_steps`.
 
-    cosine: half a cosine down to 0 at `total_steps`. constant: `base_lr`. linear: a straight line
-    down to 0 at `total_steps`. step: `base_lr` times `decay_factor` for each of `boundaries`
-    (fractions of `total_steps`) already passed, e.g. 0.1x from 30%, 0.01x from 60%.
+    cosine: half a cosine down to `end_factor` x `base_lr` at `total_steps`. constant: `base_lr`.
+    linear: a straight line down to `end_factor` x `base_lr` at `total_steps` (YOLO's lrf).
+    step: `base_lr` times `decay_factor` for each of `boundaries` (fractions of `total_steps`)
+    already passed, e.g. 0.1x from 30%, 0.01x from 60%.
     """
     warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
     warmup = optax.linear_schedule(0.0, base_lr, max(warmup_steps, 1))
@@ -43,12 +45,13 @@ def make_schedule(
             peak_value=base_lr,
             warmup_steps=warmup_steps,
             decay_steps=max(total_steps, warmup_steps + 1),
-            end_value=0.0,
+            end_value=base_lr * end_factor,
         )
     if name == "constant":
         return optax.join_schedules([warmup, optax.constant_schedule(base_lr)], [warmup_steps])
     if name == "linear":
-        decay = optax.linear_schedule(base_lr, 0.0, max(total_steps - warmup_steps, 1))
+        end = base_lr * end_factor
+        decay = optax.linear_schedule(base_lr, end, max(total_steps - warmup_steps, 1))
         return optax.join_schedules([warmup, decay], [warmup_steps])
     if name == "step":
         if any(not 0.0 < b < 1.0 for b in boundaries):
@@ -156,6 +159,47 @@ def _frozen_labels(frozen) -> Callable[[Any], Any]:
     return labels
 
 
+def _bias_labels(params):
+    """ "bias" for every bias (norms' included), "other" for the rest."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "bias" if param_path(path).endswith("bias") else "other", params
+    )
+
+
+def _scale_by_lr(schedule, warmup_steps, warmup_bias_lr, warmup_momentum):
+    """-schedule(step) x update; with warmup_bias_lr, the biases' rate in the warmup is the line
+    from warmup_bias_lr at step 0 to the schedule's value at `warmup_steps` (the schedule's own
+    warmup rises from 0 along the same steps)."""
+    del warmup_momentum
+    if not warmup_bias_lr:
+        return optax.scale_by_learning_rate(schedule)
+
+    def bias_schedule(step):
+        left = jnp.clip(1.0 - step / max(warmup_steps, 1), 0.0, 1.0)
+        return schedule(step) + warmup_bias_lr * left
+
+    scale = {
+        "bias": optax.scale_by_learning_rate(bias_schedule),
+        "other": optax.scale_by_learning_rate(schedule),
+    }
+    return optax.multi_transform(scale, _bias_labels)
+
+
+def _momentum(momentum, nesterov, moment_dtype, warmup_steps, warmup_bias_lr, warmup_momentum):
+    """SGD's momentum (torch's: buf = m buf + g; Nesterov g + m buf), m rising linearly from
+    warmup_momentum to `momentum` over `warmup_steps` when warmup_momentum is not None."""
+    del warmup_bias_lr
+    if warmup_momentum is None:
+        return optax.trace(decay=momentum, nesterov=nesterov, accumulator_dtype=moment_dtype)
+
+    def decay(step):
+        done = jnp.clip(step / max(warmup_steps, 1), 0.0, 1.0)
+        return warmup_momentum + (momentum - warmup_momentum) * done
+
+    trace = optax.inject_hyperparams(optax.trace, static_args=("nesterov", "accumulator_dtype"))
+    return trace(decay=decay, nesterov=nesterov, accumulator_dtype=moment_dtype)
+
+
 def make_optimizer(
     name: str,
     learning_rate: optax.Schedule,
@@ -172,6 +216,9 @@ def make_optimizer(
     moment_dtype=None,
     lr_multipliers=None,
     frozen=None,
+    warmup_steps: int = 0,
+    warmup_bias_lr: float = 0.0,
+    warmup_momentum: float | None = None,
 ) -> optax.GradientTransformation:
     """SGD (+ Nesterov momentum, L2 weight decay added to the gradient as in the ResNet papers),
     AdamW, LAMB (Adam with a per-leaf trust ratio ‖w‖ / ‖update‖) or LARS (momentum SGD with a
@@ -188,6 +235,10 @@ def make_optimizer(
     frozen: a predicate on parameter paths ("blocks_0/mlp/fc1/kernel" -> bool) or a tree of
     bools; frozen leaves get zero updates and no optimizer state (`frozen_except("head")`).
     Gradient clipping then uses the trainable leaves' norm only.
+    warmup_bias_lr, warmup_momentum (sgd, and warmup_bias_lr for adamw; the YOLO reference's
+    warmup): over the first `warmup_steps`, the biases' learning rate falls linearly from
+    warmup_bias_lr to the schedule's while the other parameters' rises from 0, and the momentum
+    rises linearly from warmup_momentum to `momentum`. 0 / None: off.
     """
     if weight_decay_mode not in WEIGHT_DECAY_MODES:
         raise UserError(
@@ -198,17 +249,38 @@ def make_optimizer(
     parts = []
     if grad_clip_norm:
         parts.append(optax.clip_by_global_norm(grad_clip_norm))
+    if (warmup_bias_lr and name not in ("sgd", "adamw")) or (
+        warmup_momentum is not None and name != "sgd"
+    ):
+        raise UserError(
+            f"warmup_bias_lr / warmup_momentum are for optimizer 'sgd' (warmup_bias_lr also "
+            f"'adamw'), not '{name}': set them to 0 / None"
+        )
+    warmup = (warmup_steps, warmup_bias_lr, warmup_momentum)
     if name == "sgd":
         if weight_decay:
             parts.append(optax.add_decayed_weights(weight_decay, mask=decay_mask))
-        parts.append(
-            optax.sgd(
-                learning_rate,
-                momentum=momentum or None,
-                nesterov=nesterov,
-                accumulator_dtype=moment_dtype,
+        if warmup_bias_lr or warmup_momentum is not None:
+            parts += [
+                _momentum(momentum, nesterov, moment_dtype, *warmup),
+                _scale_by_lr(learning_rate, *warmup),
+            ]
+        else:
+            parts.append(
+                optax.sgd(
+                    learning_rate,
+                    momentum=momentum or None,
+                    nesterov=nesterov,
+                    accumulator_dtype=moment_dtype,
+                )
             )
-        )
+    elif name == "adamw" and not l2 and warmup_bias_lr:
+        # optax.adamw's chain, with the biases' own learning rate in the warmup.
+        parts += [
+            optax.scale_by_adam(b1=b1, b2=b2, eps=eps, mu_dtype=moment_dtype),
+            optax.add_decayed_weights(weight_decay, mask=decay_mask),
+            _scale_by_lr(learning_rate, *warmup),
+        ]
     elif name == "adamw" and not l2:
         parts.append(
             optax.adamw(

@@ -45,8 +45,9 @@ class UpdateOptions:
 
     microbatches: k > 1 accumulates the gradients of k micro-batches of B / k inside the step
         (one optimizer update, activation memory of B / k); BatchNorm then sees B / k at a time.
-    ema_decay: with a model that keeps `ema_params`, their decay per update (warmup: timm's
-        min(decay, (1 + step) / (10 + step))).
+    ema_decay: with a model that keeps `ema_params`, their decay per update (ema_warmup: timm's
+        min(decay, (1 + step) / (10 + step)); ema_ramp > 0 instead: decay x (1 - exp(-updates /
+        ema_ramp)), the YOLO reference's).
     frozen: the optimizer's `frozen` (a path predicate or a tree of bools). Frozen parameters
         enter the loss through `stop_gradient`, so the backward pass skips everything only they
         need (a linear probe differentiates the head alone); their gradients are zero.
@@ -58,6 +59,7 @@ class UpdateOptions:
     ema_warmup: bool = True
     frozen: Any = None
     learning_rate: optax.Schedule | None = None
+    ema_ramp: float = 0.0
 
 
 def make_train_step(
@@ -126,7 +128,12 @@ def make_train_step(
         ema_params = model.ema_params
         if ema_params is not None:
             ema_params = ema_update(
-                ema_params, params, model.step, options.ema_decay, options.ema_warmup
+                ema_params,
+                params,
+                model.step,
+                options.ema_decay,
+                options.ema_warmup,
+                options.ema_ramp,
             )
         model = model.replace(
             variables={**model.variables, **mutable, "params": params},

@@ -289,7 +289,7 @@ def test_malformed_coco_json_is_one_line(tmp_path):
     assert last.startswith("error: ") and "instances_train2017.json" in last
     # The shapes recipe's own dataset options do not apply to COCO data: said, not an error.
     assert (
-        "dataset coco_json takes no options: num_train, train_max_objects ignored" in result.stderr
+        "dataset coco_json reads only labels: num_train, train_max_objects ignored" in result.stderr
     )
 
 

@@ -225,8 +225,12 @@ def test_registry_entries():
     for version in ("yolov8", "yolo11", "yolo26"):
         assert {version + s for s in "nsmlx"} <= set(names)
         assert detection.family(version + "n") == "yolo"
-    assert detection.options("yolo11n") == []
-    assert detection.defaults("yolo26s") == {}
+    # The scale is the entry's defaults: a caller may build a thinner, shallower model.
+    assert detection.options("yolo11n") == ["c3k", "depth", "max_channels", "width"]
+    scale = {"depth": 0.5, "width": 0.5, "max_channels": 1024, "c3k": False}
+    assert detection.defaults("yolo26s") == scale
+    thin = detection.build("yolo26n", num_classes=4, width=0.125, depth=0.25)
+    assert (thin.width, thin.depth, thin.max_channels) == (0.125, 0.25, 1024)
     model = detection.build("yolo11m", num_classes=4)
     assert (model.depth, model.width, model.max_channels, model.c3k) == (0.5, 1.0, 512, True)
     assert detection.class_outputs("yolov8n")[:3] == (
@@ -238,8 +242,8 @@ def test_registry_entries():
     assert (model.image_mean, model.image_std) == ((0.0,) * 3, (1.0,) * 3)
     with pytest.raises(UserError, match="num_classes counts the background"):
         detection.build("yolo11n", num_classes=1)
-    with pytest.raises(UserError, match="has no option 'width'"):
-        detection.build("yolo11n", num_classes=3, width=0.5)
+    with pytest.raises(UserError, match="has no option 'widht': choose from c3k, depth"):
+        detection.build("yolo11n", num_classes=3, widht=0.5)
     assert detection.frozen_backbone(model)("model_0/conv/kernel") is False
     with pytest.raises(UserError, match="YOLO trains all its layers"):
         detection.frozen_backbone(model, 3)

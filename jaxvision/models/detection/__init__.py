@@ -100,6 +100,30 @@ _FASTERRCNN_SMALL = {
 # name -> a module class or a functools.partial fixing its architecture, imported on first use;
 # `defaults`: the options the entry sets (a small preset), which `build` options override.
 DETECTORS = ModelRegistry("detector")
+# The YOLO reference's scales (its YAML files): [depth, width, max_channels]; YOLO11 and YOLO26
+# use C3k blocks from m up. Entry defaults, so a caller may still pass a smaller depth or width.
+_YOLOV8_SCALES = {
+    "n": (0.33, 0.25, 1024),
+    "s": (0.33, 0.50, 1024),
+    "m": (0.67, 0.75, 768),
+    "l": (1.00, 1.00, 512),
+    "x": (1.00, 1.25, 512),
+}
+_YOLO11_SCALES = {
+    "n": (0.50, 0.25, 1024),
+    "s": (0.50, 0.50, 1024),
+    "m": (0.50, 1.00, 512),
+    "l": (1.00, 1.00, 512),
+    "x": (1.00, 1.50, 512),
+}
+
+
+def _yolo_scale(scales: dict, scale: str, c3k_from_m: bool) -> dict:
+    depth, width, max_channels = scales[scale]
+    c3k = c3k_from_m and scale in "mlx"
+    return {"depth": depth, "width": width, "max_channels": max_channels, "c3k": c3k}
+
+
 for _name, _target, _defaults in (
     ("fcos_resnet18_fpn_small", "fcos:FCOSResNet18", _FCOS_SMALL),
     ("fcos_resnet50_fpn", "fcos:FCOSResNet50", {}),
@@ -111,9 +135,9 @@ for _name, _target, _defaults in (
     ("retinanet_resnet50_fpn", "retinanet:RetinaNetResNet50", {}),
     ("ssd128_vgg16_small", "ssd:SSD", _SSD_SMALL),
     ("ssd300_vgg16", "ssd:SSD", {}),
-    *((f"yolov8{s}", f"yolo:YOLOv8{s}", {}) for s in "nsmlx"),
-    *((f"yolo11{s}", f"yolo:YOLO11{s}", {}) for s in "nsmlx"),
-    *((f"yolo26{s}", f"yolo:YOLO26{s}", {}) for s in "nsmlx"),
+    *((f"yolov8{s}", "yolo:YOLOv8", _yolo_scale(_YOLOV8_SCALES, s, False)) for s in "nsmlx"),
+    *((f"yolo11{s}", "yolo:YOLO11", _yolo_scale(_YOLO11_SCALES, s, True)) for s in "nsmlx"),
+    *((f"yolo26{s}", "yolo:YOLO26", _yolo_scale(_YOLO11_SCALES, s, True)) for s in "nsmlx"),
 ):
     DETECTORS.declare(_name, f"jaxvision.models.detection.{_target}", defaults=_defaults)
 

@@ -25,11 +25,12 @@ levels of (H / s) * (W / s), in the reference's order (P3 positions row-major, t
 With `features=True`, the three maps the head reads, [[B, H / s, W / s, C_s]] finest first.
 `anchor_points`, `decode_boxes` and `end_to_end_top` turn outputs into pixel boxes.
 
-Names (the reference's YAML scales [depth, width, max_channels]; parameter counts at
-num_classes=81 equal the reference's trainable ones: its count less DFL's 16 fixed weights for
-reg_max 16): yolov8{n,s,m,l,x} (3,157,184 for n), yolo11{n,s,m,l,x} (2,624,064 for n),
-yolo26{n,s,m,l,x} (2,572,280 for n; end-to-end, reg_max 1). Submodules are named after the
-reference's state dict (`model_22/cv2_0_0/conv` is its `model.22.cv2.0.0.conv`), so
+Names (registered in jaxvision.models.detection with the reference's YAML scales [depth, width,
+max_channels] as options a caller may override; parameter counts at num_classes=81 equal the
+reference's trainable ones: its count less DFL's 16 fixed weights for reg_max 16):
+yolov8{n,s,m,l,x} (3,157,184 for n), yolo11{n,s,m,l,x} (2,624,064 for n), yolo26{n,s,m,l,x}
+(2,572,280 for n; end-to-end, reg_max 1). Submodules are named after the reference's state dict
+(`model_22/cv2_0_0/conv` is its `model.22.cv2.0.0.conv`), so
 jaxvision.weights.ultralytics maps files by rule.
 """
 
@@ -308,34 +309,6 @@ class YOLO26(YOLO):
     reg_max: ClassVar[int] = 1
     end2end: ClassVar[bool] = True
     class_outputs: ClassVar[tuple[str, ...]] = _cls_tower_paths(23, False, True)
-
-
-# The reference's scales: [depth, width, max_channels]; 11 / 26 use C3k blocks from m up.
-_V8_SCALES = {
-    "n": (0.33, 0.25, 1024),
-    "s": (0.33, 0.50, 1024),
-    "m": (0.67, 0.75, 768),
-    "l": (1.00, 1.00, 512),
-    "x": (1.00, 1.25, 512),
-}
-_V11_SCALES = {
-    "n": (0.50, 0.25, 1024),
-    "s": (0.50, 0.50, 1024),
-    "m": (0.50, 1.00, 512),
-    "l": (1.00, 1.00, 512),
-    "x": (1.00, 1.50, 512),
-}
-
-
-def _scaled(cls, scales: dict, scale: str):
-    depth, width, max_channels = scales[scale]
-    c3k = cls is not YOLOv8 and scale in "mlx"
-    return functools.partial(cls, depth=depth, width=width, max_channels=max_channels, c3k=c3k)
-
-
-YOLOv8n, YOLOv8s, YOLOv8m, YOLOv8l, YOLOv8x = (_scaled(YOLOv8, _V8_SCALES, s) for s in "nsmlx")
-YOLO11n, YOLO11s, YOLO11m, YOLO11l, YOLO11x = (_scaled(YOLO11, _V11_SCALES, s) for s in "nsmlx")
-YOLO26n, YOLO26s, YOLO26m, YOLO26l, YOLO26x = (_scaled(YOLO26, _V11_SCALES, s) for s in "nsmlx")
 
 
 def anchor_points(
