@@ -31,20 +31,27 @@ DIGESTS_KEY = "state_digests"
 
 
 def _write_replicated_arrays_whole_on_cpu() -> None:
-    """On CPU, Orbax writes each replicated array whole from its first replica.
+    """In a one-process CPU run, Orbax writes each replicated array whole from its first
+    replica.
 
     Orbax's default there ("replica-parallel" saving) has every replica write a slice of the
     array, which slices each array on each device: one compiled program per device and shape
     (about 190 for a ResNet-18 on 8 devices, ~25 s on a cold compilation cache, paid at the
-    first save of every process). On CPU the devices share the host's memory, so the slices buy
-    nothing; GPUs and TPUs keep Orbax's own choice. The files are the same either way."""
-    if jax.default_backend() != "cpu":
+    first save of every process). In one process on CPU the devices share the host's memory, so
+    the slices buy nothing. GPUs, TPUs and multi-process runs keep Orbax's own choice."""
+    if jax.default_backend() != "cpu" or jax.process_count() > 1:
         return
     handler = ocp.type_handlers.get_type_handler(jax.Array)
     if getattr(handler, "_use_replica_parallel", False):
         handler = copy.copy(handler)
         handler._use_replica_parallel = False
-        ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+        absl_logger = logging.getLogger("absl")  # Orbax warns of every handler it replaces
+        level = absl_logger.level
+        absl_logger.setLevel(logging.ERROR)
+        try:
+            ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+        finally:
+            absl_logger.setLevel(level)
 
 
 def _reason(error: BaseException) -> str:
