@@ -8,6 +8,7 @@ that need a real process (a kill, a signal during start-up, the exit status) sta
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,6 +38,24 @@ SHORT = {
 
 def _config(**overrides):
     return load_config("classification/simple_cnn_digits.py", **{**SHORT, **overrides})
+
+
+@pytest.fixture(scope="session")
+def finished_run(session_cache):
+    """(workdir, final figures) of a finished `_config()` run, trained once per session: the
+    tests that only need such a run (to damage, rerun or resume) work on a copy (`_copy`)."""
+
+    def build(folder):
+        return classification.train_and_evaluate(_config(), f"{folder}/run")
+
+    folder, final = session_cache.get("reliability_finished_digits_run", build)
+    return f"{folder}/run", final
+
+
+def _copy(finished_run, workdir):
+    """A copy of the finished run's workdir at `workdir`; returns its final figures."""
+    shutil.copytree(finished_run[0], workdir)
+    return finished_run[1]
 
 
 def _run(*args):
@@ -171,11 +190,12 @@ def test_disk_full_names_the_checkpoint_that_survives(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", ["empty_metadata", "truncated_array"])
-def test_a_damaged_latest_checkpoint_is_skipped_for_the_newest_that_reads(tmp_path, damage):
-    reference = classification.train_and_evaluate(_config(), str(tmp_path / "a"))
-    records = without_timings(read_metrics(tmp_path / "a"))
+def test_a_damaged_latest_checkpoint_is_skipped_for_the_newest_that_reads(
+    tmp_path, finished_run, damage
+):
     workdir = tmp_path / "b"
-    classification.train_and_evaluate(_config(), str(workdir))
+    reference = _copy(finished_run, workdir)
+    records = without_timings(read_metrics(workdir))
     state_dir = workdir / "checkpoints" / "4" / "state"
     if damage == "empty_metadata":
         (state_dir / "_METADATA").write_text("")
@@ -204,10 +224,10 @@ def _flip_bytes(state_dir, count: int = 64):
 
 @pytest.mark.slow
 def test_a_checkpoint_with_flipped_bytes_is_set_aside_for_the_newest_that_verifies(
-    tmp_path, capsys
+    tmp_path, finished_run, capsys
 ):
     workdir = tmp_path / "run"
-    reference = classification.train_and_evaluate(_config(), str(workdir))
+    reference = _copy(finished_run, workdir)
     records = without_timings(read_metrics(workdir))
     _flip_bytes(workdir / "checkpoints" / "4" / "state")
     # Readers say what they skip and refuse the damaged step itself.
@@ -261,20 +281,20 @@ def test_a_line_cut_short_in_the_log_does_not_stop_the_rerun(tmp_path):
     assert [r["step"] for r in read_metrics(workdir)] == [2, 2, 4, 4]
 
 
-def test_rerunning_a_finished_run_adds_nothing(tmp_path):
-    workdir = str(tmp_path)
-    final = classification.train_and_evaluate(_config(), workdir)
-    before = (tmp_path / "metrics.jsonl").read_text()
+def test_rerunning_a_finished_run_adds_nothing(tmp_path, finished_run):
+    workdir = str(tmp_path / "run")
+    final = _copy(finished_run, workdir)
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
     again = classification.train_and_evaluate(_config(), workdir)
     # The final evaluation as logged (6 decimals, as the `final:` line prints it).
     assert again["eval/top1"] == round(final["eval/top1"], 6) and again["step"] == 4
-    assert (tmp_path / "metrics.jsonl").read_text() == before
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
 
 
-def test_a_refused_resume_changes_nothing(tmp_path):
-    workdir = str(tmp_path)
-    classification.train_and_evaluate(_config(), workdir)
-    stored = (tmp_path / "config.json").read_text()
+def test_a_refused_resume_changes_nothing(tmp_path, finished_run):
+    workdir = str(tmp_path / "run")
+    _copy(finished_run, workdir)
+    stored = (tmp_path / "run" / "config.json").read_text()
     with pytest.raises(UserError, match="written with seed=0, this run asks for seed=1"):
         classification.train_and_evaluate(_config(seed=1), workdir)
     other = _config(model="resnet18")
@@ -285,13 +305,13 @@ def test_a_refused_resume_changes_nothing(tmp_path):
     with pytest.raises(UserError, match="holds another state .* another model"):
         classification.train_and_evaluate(other, workdir)
     classification.train_and_evaluate(_config(), workdir)
-    assert (tmp_path / "config.json").read_text() == stored
+    assert (tmp_path / "run" / "config.json").read_text() == stored
 
 
-def test_evaluate_leaves_a_training_runs_checkpoints_alone(tmp_path):
-    workdir = str(tmp_path)
-    classification.train_and_evaluate(_config(), workdir)
-    in_flight = tmp_path / "checkpoints" / "6.orbax-checkpoint-tmp-1790000000"
+def test_evaluate_leaves_a_training_runs_checkpoints_alone(tmp_path, finished_run):
+    workdir = str(tmp_path / "run")
+    _copy(finished_run, workdir)
+    in_flight = tmp_path / "run" / "checkpoints" / "6.orbax-checkpoint-tmp-1790000000"
     in_flight.mkdir()  # what a training run's save looks like while it is being written
     assert Predictor.from_workdir(workdir).step == 4 and in_flight.is_dir()
 

@@ -6,12 +6,14 @@ XLA_FLAGS=--xla_force_host_platform_device_count=8 (set before JAX starts).
 """
 
 import json
+import tempfile
 
 import jax
 import numpy as np
 import optax
 from flax import traverse_util
 
+from jaxvision.checkpoint import Checkpointer
 from jaxvision.models import resnet
 from jaxvision.models.vit import ViT
 from jaxvision.sharding import batch_sharding, make_mesh, param_specs, state_shardings
@@ -43,6 +45,25 @@ def _spec_strings(shardings):
 
 
 _INITIAL = {}  # model name -> its initial train state, built once on one device
+
+
+def _save_compiles(state):
+    """How many programs saving `state` as a checkpoint lowers (compiled or from the cache)."""
+    events = []
+
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            events.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            checkpointer = Checkpointer(directory)
+            checkpointer.save(1, state, force=True)
+            checkpointer.close()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    return len(events)
 
 
 def run(model_name, layout, num_steps=3):
@@ -84,10 +105,12 @@ def run(model_name, layout, num_steps=3):
         state, metrics = step(state, batch)
         losses.append(float(metrics["train/loss"]))
     trained = state.models["model"]
+    save_compiles = _save_compiles(state) if layout == "replicated" else None
     adam_state = trained.opt_state[0][0]  # chain(adamw) -> (scale_by_adam, ...) -> mu/nu
     return {
         "losses": losses,
         "compiles": step._cache_size(),
+        "save_compiles": save_compiles,
         "params": _spec_strings(jax.tree.map(lambda x: x.sharding, trained.params)),
         "mu": _spec_strings(jax.tree.map(lambda x: x.sharding, adam_state.mu)),
         # BatchNorm running statistics (global-batch statistics under every layout).

@@ -68,7 +68,8 @@ def test_train_step_lowers_loss_on_a_fixed_batch(model_name, kwargs):
 
 
 def test_train_step_updates_batch_stats():
-    task, tx, state = _setup("resnet18", stem="small", width=8)
+    # The program of the ResNet case above (same model and learning rate): one compile.
+    task, tx, state = _setup("resnet18", lr=3e-3, stem="small", width=8)
     step = jax.jit(steps.make_train_step(task, tx))
     new_state, _ = step(state, _batch())
     before = jax.tree.leaves(state.models["model"].variables["batch_stats"])
@@ -187,25 +188,29 @@ def test_vit_remat_gives_the_same_gradients():
 
     grads = []
     for remat in (False, True):
+        # One block (each block is rematerialised alike), with drop path: its random draws
+        # must repeat in the recomputed forward pass.
         model = ViT(
             num_classes=5,
             patch_size=4,
             width=32,
-            depth=2,
+            depth=1,
             mlp_dim=64,
             num_heads=2,
             image_size=8,
             drop_path_rate=0.1,
             remat=remat,
         )
-        params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros((2, 8, 8, 1))))["params"]
+        # Jitted: one program (the same for both), not one per operation.
+        variables = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((2, 8, 8, 1)))
+        params = nn.meta.unbox(variables)["params"]
         x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 1))
 
         def loss(p, model=model, x=x):
             logits = model.apply({"params": p}, x, train=True, rngs={"dropout": jax.random.key(2)})
             return cross_entropy(logits, jnp.array([1, 3])).sum()
 
-        grads.append(jax.grad(loss)(params))
+        grads.append(jax.jit(jax.grad(loss))(params))  # one program, not one per operation
     for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads[0])) > 0
