@@ -127,9 +127,11 @@ def test_largest_model_that_fits_with_fsdp_and_remat():
     *measured, summary = rows
     assert [r["model"] for r in measured] == ["wide_vit", "narrow_vit"]
     assert all(r["mesh"] == {"fsdp": 2} and r["remat"] for r in measured)
-    # The row records the XLA flags it ran with: the given ones, then jaxvision's defaults.
+    # The row records the XLA flags it ran with: the given ones, with jaxvision's defaults (the
+    # suite's flags carry them already, tests/conftest.py: nothing is added twice).
     given = devices(2)["XLA_FLAGS"]  # the suite's flags and the device count
-    assert measured[0]["xla_flags"] == f"{given} --xla_gpu_enable_latency_hiding_scheduler=true"
+    assert measured[0]["xla_flags"] == given
+    assert given.count("--xla_gpu_enable_latency_hiding_scheduler=true") == 1
     assert given.endswith("--xla_force_host_platform_device_count=2")
     # FSDP: each device holds about half of the state (small arrays stay whole).
     full = 12 * measured[0]["params"] / 2**30
