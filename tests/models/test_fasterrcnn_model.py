@@ -92,9 +92,7 @@ def test_task_trains_and_predicts():
     def loss(p):
         return task.loss(p, mutable, inputs, jax.random.key(1), {})
 
-    # Op by op, not jitted: compiling the whole two-stage loss and its gradient (and predict,
-    # below) takes XLA far longer on CPU than running this one batch's primitives.
-    (total, (parts, new_mutable)), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    (total, (parts, new_mutable)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
     assert set(parts) == {"rpn_objectness", "rpn_box", "roi_cls", "roi_box"}
     assert np.isfinite(float(total)) and float(parts["roi_cls"]) > 0
     np.testing.assert_allclose(float(total), sum(float(v) for v in parts.values()), rtol=1e-6)
@@ -110,7 +108,9 @@ def test_task_trains_and_predicts():
 
     state = State()
     state.variables = variables
-    dets = task.predict({"model": state}, batch["image"], batch["size"])
+    dets = jax.jit(lambda images, sizes: task.predict({"model": state}, images, sizes))(
+        batch["image"], batch["size"]
+    )
     assert dets["boxes"].shape == (2, 100, 4) and dets["classes"].dtype == jnp.int32
     # Clipped to each image's own size.
     assert float(dets["boxes"][1, :, 2].max()) <= 60 and float(dets["boxes"][1, :, 3].max()) <= 48
