@@ -2,9 +2,9 @@
 same weights, in one process, and ONNX Runtime on that model's ONNX export.
 
   python -m benchmarks.yolo [--models=yolo11n,yolo11s,yolo26n,yolo26s] [--batches=1,8] \\
-      [--size=640] [--seconds=8] [--torch=auto] [--onnx=auto]
-  python -m benchmarks.yolo --models=yolo26n --batches=2 --size=64 --seconds=0 --torch=no \\
-      --model_kwargs='{"width": 0.125, "depth": 0.25}'   # a smoke run
+      [--size=640] [--seconds=8] [--torch=auto] [--onnx=auto] [--outputs=end_to_end,nms]
+  python -m benchmarks.yolo --models=yolo26n --outputs=end_to_end --batches=2 --size=64 \\
+      --seconds=0 --torch=no --model_kwargs='{"width": 0.125}'   # a smoke run
 
 Each model gets random weights (80 classes, the reference's nc); the torch model (the
 reference's DetectionModel built from the YAML inside its package, no download) loads them
@@ -44,6 +44,9 @@ from jaxvision.train.state import ModelState
 
 _MODELS = flags.DEFINE_list("models", ["yolo11n", "yolo11s", "yolo26n", "yolo26s"], "YOLO names.")
 _BATCHES = flags.DEFINE_list("batches", ["1", "8"], "Batch sizes.")
+_OUTPUTS = flags.DEFINE_list(
+    "outputs", ["end_to_end", "nms"], "For end-to-end models (YOLO26): which outputs to time."
+)
 _SIZE = flags.DEFINE_integer("size", 640, "The square canvas (a multiple of 32).")
 _SECONDS = flags.DEFINE_float("seconds", 8.0, "Timed seconds per row (at least 3 calls).")
 _TORCH = flags.DEFINE_enum("torch", "auto", ["auto", "yes", "no"], "Time the torch model.")
@@ -192,7 +195,9 @@ def main(argv):
     rows = []
     print(f"YOLO predict at {_SIZE.value}x{_SIZE.value}, {os.cpu_count()} CPUs:")
     for name in _MODELS.value:
-        modes = (True, False) if name.startswith("yolo26") else (False,)
+        modes = (False,)
+        if getattr(detectors.DETECTORS.module_class(name), "end2end", False):
+            modes = tuple(output == "end_to_end" for output in _OUTPUTS.value)
         for end_to_end in modes:
             variables, predict, task = ours(name, end_to_end)
             for batch in map(int, _BATCHES.value):

@@ -37,13 +37,19 @@ class TinyYOLO26(YOLO26):
                                _V26_STAGES[-1])  # fmt: skip
 
 
-# Registered here, for this process: the run's model.json names it, and the Predictor and the
-# bundle build it by that name.
 TINY_MODEL = "tiny_yolo26_for_tests"
-if TINY_MODEL not in detectors.DETECTORS:
-    detectors.DETECTORS.register(
-        TINY_MODEL, functools.partial(TinyYOLO26, depth=0.25, width=0.125, max_channels=1024)
-    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_model_registered():
+    """TinyYOLO26 in the detector registry while this module's tests run (the run's model.json
+    names it, and the Predictor and the bundle build it by that name), out of it for the rest
+    of the session (the registry's every detector has weights, for instance)."""
+    tiny = functools.partial(TinyYOLO26, depth=0.25, width=0.125, max_channels=1024)
+    detectors.DETECTORS.register(TINY_MODEL, tiny)
+    yield
+    detectors.DETECTORS.unregister(TINY_MODEL)
+
 
 # The thin YOLO26 above (channels at 1/8) on a 32-px canvas (the shapes' 64-px images
 # letterboxed to it; maps 4, 2 and 1: 21 anchor points), 4 images a step: every part of the
