@@ -58,6 +58,7 @@ def test_laplacian_blend_joins_without_a_step():
     assert np.abs(np.diff(hard[32, :, 0])).max() == 200
 
 
+@pytest.mark.slow
 def test_blend_command_and_its_errors(tmp_path):
     rng = np.random.default_rng(2)
     Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(tmp_path / "a.png")

@@ -66,6 +66,7 @@ def test_command_modules_import_together_and_define_flags_only_when_run():
         assert f"  jaxvision {name} " in module.__doc__, name  # the usage line
 
 
+@pytest.mark.slow
 def test_python_m_jaxvision_runs_a_subcommand_with_its_one_line_errors():
     result = run_tool("export")
     assert result.returncode == 2

@@ -40,6 +40,7 @@ def _members(num_members=3):
     return model, members
 
 
+@pytest.mark.slow
 def test_member_probs_equals_a_loop_over_members():
     model, members = _members()
     images = jax.random.normal(jax.random.key(7), (6, 8, 8, 3))
@@ -144,6 +145,7 @@ def test_ece_of_perfect_and_worst_calibration():
         ensembles.expected_calibration_error(one_hot, np.array([0, 1]))
 
 
+@pytest.mark.slow
 def test_uniform_soup_averages_floats_and_keeps_equal_counters():
     _, members = _members(1)
     same = ensembles.uniform_soup([members[0]] * 3)

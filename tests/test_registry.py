@@ -384,6 +384,7 @@ def _png(image: np.ndarray) -> str:
     return base64.b64encode(out.getvalue()).decode()
 
 
+@pytest.mark.slow
 def test_a_task_kind_defined_here_trains_evaluates_exports_and_serves(tmp_path, brightness):
     from jaxvision.serving.app import create_app
     from jaxvision.train import loop

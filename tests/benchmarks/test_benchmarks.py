@@ -165,6 +165,7 @@ def test_compile_only_plans_memory_without_running():
     assert row["flops_per_step"] > 0
 
 
+@pytest.mark.slow
 def test_input_pipeline_throughput():
     (row,) = _rows(
         "benchmarks.input_throughput",

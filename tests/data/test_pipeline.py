@@ -119,6 +119,7 @@ def test_num_steps_bounds_the_iterator():
     assert len(batches) == 7
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_batches(tmp_path):
     # Files decoded in worker processes: the source and transforms must pickle, and the output
     # must not depend on the worker count.

@@ -40,6 +40,7 @@ def test_features_take_uint8_or_unit_range_floats(test_split):
         digits_fid.upsample_digits(np.zeros((1, 8, 8, 1), np.uint8), "lanczos")
 
 
+@pytest.mark.slow
 def test_digits_fid_separates_digits_from_noise(test_split):
     images, labels = test_split
     split = open_dataset("digits").train

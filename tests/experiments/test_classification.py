@@ -78,6 +78,7 @@ def test_digits_end_to_end_then_exact_resume(tmp_path, capsys):
     assert finished["eval/top1"] == again["eval/top1"] == round(final["eval/top1"], 6)
 
 
+@pytest.mark.slow
 def test_config_overrides_reach_the_run(tmp_path):
     workdir = str(tmp_path / "w")
     result = run_module(
@@ -133,6 +134,7 @@ def _write_folder(root, classes=("cat", "dog", "fox"), per_class=6, size=(20, 16
             Image.fromarray(pixels).save(root / name / f"{i}.{ext}")
 
 
+@pytest.mark.slow
 def test_folder_dataset_trains(tmp_path):
     from experiments.classification import train_and_evaluate
 
@@ -182,6 +184,7 @@ def _refused(tmp_path, name="classification/resnet18_digits.py", **overrides):
     return message
 
 
+@pytest.mark.slow
 def test_bad_input_unknown_config_key(tmp_path):
     line = _bad(tmp_path, "--config.totl_steps=3")
     assert "unknown config key 'totl_steps'" in line and "total_steps" in line
@@ -216,6 +219,7 @@ def test_bad_input_empty_image_folder(tmp_path):
     assert "no .jpg/.jpeg/.png images" in line and "cat" in line
 
 
+@pytest.mark.slow
 def test_bad_input_batch_not_divisible_by_devices(tmp_path):
     # A UserError raised by the program itself (not by the flag parsing) in a fresh process
     # with 8 devices: reported as one `error:` line with exit status 2.
@@ -224,12 +228,14 @@ def test_bad_input_batch_not_divisible_by_devices(tmp_path):
     assert "batch_size=12 is not divisible by the 8 devices" in line
 
 
+@pytest.mark.slow
 def test_bad_input_missing_workdir():
     result = run_module("experiments.train", RESNET_DIGITS)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: --workdir is required")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", ["--config.batch_size=abc", "--config=/nonexistent/config.py"])
 def test_bad_input_malformed_flags(tmp_path, bad):
     line = _bad(tmp_path, bad)
@@ -239,6 +245,7 @@ def test_bad_input_malformed_flags(tmp_path, bad):
         assert "config file '/nonexistent/config.py' not found" in line
 
 
+@pytest.mark.slow
 def test_bad_input_unknown_model_option(tmp_path):
     line = _bad(tmp_path, "--config.model_kwargs.widht=8")
     assert "model 'resnet18' has no option 'widht'" in line and "width" in line

@@ -74,6 +74,7 @@ def test_distillation_trains_the_student_and_keeps_the_teacher_frozen(tmp_path, 
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_teacher_must_know_the_classes(tmp_path):
     result = run_module(
         "experiments.distill",

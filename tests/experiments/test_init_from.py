@@ -125,6 +125,7 @@ def _fresh_file(tmp_path, name: str, change) -> str:
     return path
 
 
+@pytest.mark.slow
 def test_a_weight_file_of_integers_is_refused_by_name(tmp_path):
     # Cast to float32 they would be whole numbers: the run would train from all-zero weights.
     path = _fresh_file(tmp_path, "int64.safetensors", lambda v: v.astype(np.int64))

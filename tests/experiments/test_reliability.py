@@ -150,6 +150,7 @@ def test_sigterm_during_the_final_evaluation_stops_and_the_rerun_evaluates(tmp_p
     assert final["step"] == 4 and [r["step"] for r in read_metrics(workdir)] == [2, 4, 4]
 
 
+@pytest.mark.slow
 def test_sigterm_while_the_program_imports_stops_cleanly(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT)
     process = subprocess.Popen(
@@ -250,6 +251,7 @@ def test_a_checkpoint_with_flipped_bytes_is_set_aside_for_the_newest_that_verifi
     assert without_timings(read_metrics(workdir)) == records
 
 
+@pytest.mark.slow
 def test_a_loss_that_is_not_finite_right_after_a_resume_names_the_checkpoint(tmp_path, monkeypatch):
     workdir = str(tmp_path)
     classification.train_and_evaluate(_config(total_steps=2), workdir)
@@ -270,6 +272,7 @@ def test_a_loss_that_is_not_finite_right_after_a_resume_names_the_checkpoint(tmp
     assert _checkpoints(workdir) == ["2"]
 
 
+@pytest.mark.slow
 def test_a_line_cut_short_in_the_log_does_not_stop_the_rerun(tmp_path):
     workdir = str(tmp_path)
     classification.train_and_evaluate(_config(total_steps=2), workdir)
@@ -320,6 +323,7 @@ def test_evaluate_leaves_a_training_runs_checkpoints_alone(tmp_path, finished_ru
 # One run per workdir
 
 
+@pytest.mark.slow
 def test_a_busy_workdir_is_refused_and_a_killed_runs_lock_is_not(tmp_path):
     holder = subprocess.Popen(
         [
@@ -401,6 +405,7 @@ def test_metrics_never_carry_non_standard_json(tmp_path):
     assert "Infinity" not in text and "NaN" not in text
 
 
+@pytest.mark.slow
 def test_a_run_on_a_folder_with_unreadable_files_says_which_it_left_out(tmp_path, capsys):
     for c, name in enumerate(("ant", "bee")):
         os.makedirs(tmp_path / "images" / name)

@@ -77,6 +77,7 @@ def trained(session_cache):
     return f"{folder}/run", final
 
 
+@pytest.mark.slow
 def test_yolo_run_logs_its_terms_evaluates_and_resumes_exactly(trained, tmp_path):
     workdir, final = trained
     assert final["step"] == 4
@@ -97,6 +98,7 @@ def test_yolo_run_logs_its_terms_evaluates_and_resumes_exactly(trained, tmp_path
     assert without_timings(read_metrics(copy)) == without_timings(records)
 
 
+@pytest.mark.slow
 def test_end_to_end_predictions_map_back_and_the_bundle_predicts_the_same(trained, tmp_path):
     from jaxvision import bundle
     from jaxvision.serving.app import create_app

@@ -97,6 +97,7 @@ def test_maps_change_when_the_top_layers_are_randomized(resnet, digits_images, m
     assert min(similarity[2:]) < 0.5, similarity
 
 
+@pytest.mark.slow
 def test_gradcam_is_its_definition_computed_by_hand(cnn, digits_images):
     """The CNN's head after "conv2" is flatten -> fc1 -> ReLU -> fc2: the map's gradient and
     Grad-CAM computed from it directly."""
@@ -146,6 +147,7 @@ TINY = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_every_named_map_of_the_zoo_is_tapped(name):
     """Traced abstractly (nothing runs): a zero perturbation of each named map is seen with the

@@ -37,6 +37,7 @@ def reference():
     return fn, expected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["gradcam", "gradcam_plus_plus"])
 @pytest.mark.parametrize("layer", [("layer3", "C4"), ("layer4", "C5")])
 def test_cams_equal_pytorch_grad_cam(reference, method, layer):
@@ -49,6 +50,7 @@ def test_cams_equal_pytorch_grad_cam(reference, method, layer):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * want.max())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", ["gausslegendre", "riemann_trapezoid"])
 def test_integrated_gradients_equal_captum(reference, rule):
     fn, expected = reference

@@ -26,6 +26,7 @@ def ops(model, platform="cuda", image_size=32):
     return lowered_ops(exported.mlir_module())
 
 
+@pytest.mark.slow
 def test_vit_b16_for_cuda_in_bf16_runs_bf16_matmuls_and_cudnn_attention():
     found = ops(build("vit_b16", "bfloat16"), image_size=224)
     assert found["convolution"] == {"bf16,bf16": 2}  # the patch embedding, and its gradient
@@ -35,6 +36,7 @@ def test_vit_b16_for_cuda_in_bf16_runs_bf16_matmuls_and_cudnn_attention():
     assert found["custom_call"].get(FMHA_BACKWARD) == 12
 
 
+@pytest.mark.slow
 def test_resnet50_for_cuda_in_bf16_runs_bf16_convolutions():
     found = ops(build("resnet50", "bfloat16"), image_size=224)
     # 53 convolutions forward, 53 weight gradients, 52 input gradients (none for the image)

@@ -9,6 +9,7 @@ from jaxvision.models.dcgan import Discriminator, Generator, num_stages
 from jaxvision.train.state import count_params
 
 
+@pytest.mark.slow
 def test_parameter_counts_equal_the_pytorch_dcgan_reference():
     # pytorch/examples dcgan at 64x64 RGB, nz 100, ngf = ndf = 64 (counted with torch).
     g = Generator(image_size=64, channels=3, latent_dim=100, width=64)
@@ -19,6 +20,7 @@ def test_parameter_counts_equal_the_pytorch_dcgan_reference():
     assert count_params(d_vars["params"]) == 2_765_568
 
 
+@pytest.mark.slow
 def test_shapes_ranges_and_the_papers_init():
     g = Generator(image_size=32, channels=1, latent_dim=16, width=8)
     d = Discriminator(image_size=32, width=8)
@@ -34,6 +36,7 @@ def test_shapes_ranges_and_the_papers_init():
     assert all(0.015 < s < 0.025 for s in stds), stds  # N(0, 0.02)
 
 
+@pytest.mark.slow
 def test_conditional_models_depend_on_the_label():
     g = Generator(image_size=16, channels=3, latent_dim=8, width=8, num_classes=10)
     d = Discriminator(image_size=16, width=8, num_classes=10)

@@ -244,6 +244,7 @@ def test_head_layout_is_torchvisions(make, outputs):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", [tiny_retinanet, tiny_ssd])
 def test_bfloat16_compute_keeps_float32_variables(make):
     model, model16 = make(), make(dtype=jnp.bfloat16)
@@ -259,6 +260,7 @@ def test_bfloat16_compute_keeps_float32_variables(make):
         assert 0 < float(jnp.abs(out16[key] - out32[key]).max()) < 0.05 * scale
 
 
+@pytest.mark.slow
 def test_frozen_batch_norm_stays_fixed_in_training():
     x = np.random.default_rng(3).normal(size=(2, 64, 64, 3)).astype(np.float32)
     for norm, changes in [("frozen", False), ("batch", True)]:
@@ -334,6 +336,7 @@ def test_registry():
         detection.build("retinanet_resnet50_fpn", num_classes=3, max_level=4)
 
 
+@pytest.mark.slow
 def test_detail_paths_only_add_their_convs():
     # c2_detail adds conv(C2) to P3, bottom_up conv(relu(N_l)) to P_{l+1}: with those convs at
     # zero the detector is the plain one, parameter for parameter.

@@ -90,6 +90,7 @@ def tiny_fcos(**kwargs):
     return FCOS((1, 1, 1, 1), BasicBlock, num_classes=3, **{**options, **kwargs})
 
 
+@pytest.mark.slow
 def test_head_layout_and_init_are_torchvisions():
     model = tiny_fcos()
     x = np.random.default_rng(1).normal(size=(1, 64, 96, 3)).astype(np.float32)

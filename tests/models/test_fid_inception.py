@@ -40,6 +40,7 @@ def test_parameter_count_equals_pytorch_fid():
     assert count == fid_inception.TORCH_PARAMETERS == 21_785_568
 
 
+@pytest.mark.slow
 def test_pool3_equals_pytorch_fid_reference(variables, features):
     with np.load(os.path.join(FIXTURES, "fid_inception_expected.npz")) as data:
         images, expected = data["images"], data["pool3"]

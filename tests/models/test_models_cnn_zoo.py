@@ -41,6 +41,7 @@ def count(tree) -> int:
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TORCHVISION_PARAM_COUNTS))
 def test_param_count_equals_torchvision(name):
     cls, options, side, expected = TORCHVISION_PARAM_COUNTS[name]
@@ -49,6 +50,7 @@ def test_param_count_equals_torchvision(name):
     assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PRE_LOGITS))
 def test_logits_and_features_shapes(name):
     cls, _, side, _ = TORCHVISION_PARAM_COUNTS[name]
@@ -79,6 +81,7 @@ def test_resnet_features_are_stage_outputs():
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "cls, side, aux_names",
     [(googlenet.GoogLeNet, 224, ("aux1", "aux2")), (inception.InceptionV3, 299, ("AuxLogits",))],
@@ -156,6 +159,7 @@ def _random_variables(model, x, seed=0):
     return variables
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_params_stats_and_logits():
     model = vgg.VGG(cfg=(8, "M", 16, "M"), batch_norm=True, hidden=32, num_classes=5)
     model16 = vgg.VGG(
@@ -185,6 +189,7 @@ def test_bfloat16_compute_keeps_float32_params_stats_and_logits():
     assert not np.allclose(logits, other)
 
 
+@pytest.mark.slow
 def test_densenet_drop_rate_is_used_in_training():
     model = densenet.DenseNet(
         num_classes=3, growth_rate=4, block_config=(1, 1), num_init_features=8, drop_rate=0.5

@@ -85,6 +85,7 @@ def _abstract_features(name, side, options):
     return model.feature_names(), feats
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SPATIAL))
 def test_spatial_maps(name):
     expected = SPATIAL[name]
@@ -99,6 +100,7 @@ def test_spatial_maps(name):
         assert feats["pre_logits"].shape == (2, expected[names[-1]][-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SEQUENCES))
 def test_sequence_maps(name):
     side, options, shape = SEQUENCES[name]

@@ -112,6 +112,7 @@ def small_variables():
     return random_variables(resnet.ResNet18(**SMALL), (1, 8, 8, 1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(2, 8, 8, 1), (2, 32, 32, 3)])
 def test_small_stem_logits(shape):
     model = resnet.ResNet18(**SMALL)
@@ -130,6 +131,7 @@ def test_small_stem_logits(shape):
     assert inter["layer4_1"]["__call__"][0].shape == (2, h // 8, h // 8, 128)
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_params_stats_and_logits(small_variables):
     model = resnet.ResNet18(**SMALL, dtype=jnp.bfloat16)
     abstract = abstract_variables(model, (2, 8, 8, 1))

@@ -19,6 +19,7 @@ from jaxvision.models.rnn import RowRNN
 SHAPES = [(2, 28, 28, 1), (2, 8, 8, 1), (2, 32, 32, 3)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("shape", SHAPES)
 def test_logits_and_features_shapes(cell, shape):
@@ -168,6 +169,7 @@ def test_dropout_draws_from_the_dropout_rng_when_training(small):
         train_logits(variables, x)
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_float32_params_and_logits(small):
     variables, x = small.variables, small.x
     assert {p.dtype for p in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
@@ -182,6 +184,7 @@ def test_bfloat16_compute_float32_params_and_logits(small):
     assert not np.array_equal(logits, reference)  # and it did compute in bfloat16
 
 
+@pytest.mark.slow
 def test_trains_on_a_fixed_batch_of_digits(small):
     model, images, labels = small.model, small.x, small.labels
     tx = optax.adam(1e-2)

@@ -181,6 +181,7 @@ def test_gap_and_token_pool_differ_with_same_params():
     assert not np.allclose(*both(variables, x), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_sincos2d_posemb_is_fixed():
     model = vit.ViT(**TINY, posemb="sincos2d")
     params = abstract_variables(model, (1, 32, 32, 3))["params"]
@@ -302,6 +303,7 @@ def test_attention_kernel_choice(monkeypatch):
     assert choose("cudnn", jnp.float32, 64) == "cudnn"  # asked for: jax reports what fails
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["ViT_B16", "ViT_g14"])
 def test_bf16_presets_ask_for_cudnn_attention_on_gpu(monkeypatch, preset):
     """Every block passes the model's choice down; on a GPU in bf16 that is cuDNN's kernel."""

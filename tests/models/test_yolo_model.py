@@ -107,6 +107,7 @@ def check_parity(name: str) -> None:
         np.testing.assert_allclose(top[:, :4], ref[:, :4], rtol=0, atol=1e-3)  # boxes, px
 
 
+@pytest.mark.slow
 def test_yolo26n_equals_the_reference():
     check_parity("yolo26n")
 
@@ -117,6 +118,7 @@ def test_equals_the_reference(name):
     check_parity(name)
 
 
+@pytest.mark.slow
 def test_outputs_and_features_shapes():
     model = detection.build("yolo11n", num_classes=4)  # 3 classes to detect
     images = jax.ShapeDtypeStruct((2, 128, 96, 3), jnp.float32)
@@ -135,6 +137,7 @@ def test_outputs_and_features_shapes():
         jax.eval_shape(model.apply, variables, jax.ShapeDtypeStruct((1, 100, 96, 3), jnp.float32))
 
 
+@pytest.mark.slow
 def test_head_initial_biases_and_detached_one2one_branch():
     head = yolo.DetectHead(classes=3, reg_max=1, legacy=False, end2end=True)
     maps = [jnp.ones((1, 4 // 2**i, 4 // 2**i, 16 * 2**i)) for i in range(3)]

@@ -34,6 +34,7 @@ def test_retinanet_loss_matches_torchvision(cases):
         assert not np.isclose(case["box_loss_giou"], case["box_loss"])
 
 
+@pytest.mark.slow
 def test_retinanet_postprocess_matches_torchvision(cases):
     for case in cases("retinanet"):
         levels = tuple(int(n) for n in case["num_anchors_per_level"])
@@ -69,6 +70,7 @@ def test_ssd_loss_matches_torchvision(cases):
         assert_close(parts["box_loss"], case["box_loss_rest"], 0, 1e-5, label="ssd box_loss")
 
 
+@pytest.mark.slow
 def test_ssd_postprocess_matches_torchvision(cases):
     for case in cases("ssd"):
         for name, expected in case["postprocess"].items():
@@ -175,6 +177,7 @@ def test_retinanet_atss_loss_is_the_focal_loss_of_its_matches():
         retinanet_loss.RetinaNetOptions(matcher="hungarian")
 
 
+@pytest.mark.slow
 def test_retinanet_class_softmax_adds_the_cross_entropy_of_the_foreground_anchors():
     from jaxvision.ops import box_iou, match_anchors
 

@@ -8,6 +8,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxvision.models.detection.fasterrcnn import propose
 from jaxvision.ops import balanced_sample, compact
@@ -79,6 +80,7 @@ def test_roi_sampling_matches_torchvision(cases):
         assert_close(ours, np.where(positive, roi["targets"], 0), 1e-4, 0, "roi targets")
 
 
+@pytest.mark.slow
 def test_box_loss_and_postprocess_match_torchvision(cases):
     for case in cases("fasterrcnn"):
         roi = case["roi"]
@@ -106,6 +108,7 @@ def test_box_loss_and_postprocess_match_torchvision(cases):
                 assert_same_detections(ours, expected, image, label=f"fasterrcnn {name}")
 
 
+@pytest.mark.slow
 def test_balanced_sample_caps_and_uniformity():
     # Jitted: run eagerly, each of the sampler's ops would compile on its own.
     sample = jax.jit(balanced_sample, static_argnums=(3, 4))

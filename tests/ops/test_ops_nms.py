@@ -6,6 +6,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxvision.ops.nms import batched_nms, nms, select_detections
 
@@ -38,6 +39,7 @@ def _kept(indices, kept):
     return np.asarray(indices)[np.asarray(kept)]
 
 
+@pytest.mark.slow
 def test_nms_matches_torchvision(cases):
     for case in cases("nms"):
         for i, sub in enumerate(case["cases"]):
@@ -80,6 +82,7 @@ def test_nms_matches_torchvision(cases):
                 np.testing.assert_array_equal(head, ours[:17])
 
 
+@pytest.mark.slow
 def test_nms_compares_the_iou_with_the_threshold_as_a_double():
     # IoU 3 / 5 is float32(0.6), which is above 0.6: torchvision (float IoU, double threshold)
     # suppresses box 1.
@@ -113,6 +116,7 @@ def test_above_threshold_is_the_double_comparison():
         )
 
 
+@pytest.mark.slow
 def test_nms_on_integer_grids_matches_torchvision(cases):
     """IoUs of whole-pixel boxes hit thresholds exactly; NaN scores come first, as theirs."""
     for case in cases("nms_grid"):

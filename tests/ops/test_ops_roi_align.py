@@ -10,6 +10,7 @@ from jaxvision.ops import multiscale_roi_align, roi_align, roi_levels
 from tests.ops.helpers import assert_close
 
 
+@pytest.mark.slow
 def test_roi_align_matches_torchvision(cases):
     for case in cases("roi_align"):
         with jax.enable_x64(True):
@@ -53,6 +54,7 @@ def test_multiscale_roi_align_matches_torchvision(cases):
                 assert_close(ours, theirs, 1e-12, label=f"multiscale grad level {level}")
 
 
+@pytest.mark.slow
 def test_roi_align_reads_a_sample_on_the_far_edge():
     # Box [-1, -1, 6, 3] on a 4 x 4 map, aligned, one bin of 7 x 4 samples: the sixth column
     # of samples lands exactly on x = 4, the map's edge, which torchvision reads (at the
@@ -66,6 +68,7 @@ def test_roi_align_reads_a_sample_on_the_far_edge():
         np.testing.assert_allclose(np.asarray(out).ravel(), [4.714286], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_roi_align_on_integer_grids_matches_torchvision(cases):
     """Whole-pixel boxes: samples exactly on the map's edges, bin counts ceil(side / bins) of
     exact quotients (ceil(21 / 7) is 3, not 4)."""

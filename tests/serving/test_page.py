@@ -56,6 +56,7 @@ def _upload(browser, url, path):
     browser.find_element(By.ID, "file").send_keys(path)
 
 
+@pytest.mark.slow
 def test_the_page_shows_the_top_labels_of_an_uploaded_image(server, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

@@ -38,6 +38,7 @@ def _state(task, tx):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss, num_classes", [("non_saturating", 10), ("hinge", 0)])
 def test_one_step_updates_d_then_g_through_the_updated_d(loss, num_classes):
     """With SGD(lr=1), each update is minus the gradient: both must equal jax.grad of the loss
@@ -121,6 +122,7 @@ def test_losses_by_hand():
         gan.GanOptions(loss="wasserstein")
 
 
+@pytest.mark.slow
 def test_evaluation_latents_are_fixed_by_index_and_slerp_keeps_the_ends():
     a = gan.fixed_latents(7, jnp.array([0, 1, 2, 3]), 16)
     b = gan.fixed_latents(7, jnp.array([3, 1]), 16)

@@ -121,6 +121,7 @@ def test_anchor_points_equal_reference():
     np.testing.assert_array_equal(POINTS * POINT_STRIDES[:, None], ref["anc_points"])
 
 
+@pytest.mark.slow
 def test_detection_loss_equals_reference():
     case = _case("v8")
     truth = _truth(_case("v8/assign"))
@@ -155,6 +156,7 @@ def _end_to_end_step(epochs):
     return jax.jit(jax.value_and_grad(total, argnums=(0, 1), has_aux=True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("epoch", [0, 4])
 def test_end_to_end_loss_equals_reference(epoch):
     """One compiled step for both progress points: the epoch is an argument, not a constant."""

@@ -6,6 +6,7 @@ import os
 import jax
 import numpy as np
 import optax
+import pytest
 
 from jaxvision import models
 from jaxvision.checkpoint import Checkpointer
@@ -35,6 +36,7 @@ def _trained_state():
     return state
 
 
+@pytest.mark.slow
 def test_save_restore_round_trip_is_exact(tmp_path):
     state = _trained_state()
     checkpointer = Checkpointer(str(tmp_path / "ckpt"), save_every_steps=1, keep=2)

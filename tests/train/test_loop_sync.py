@@ -138,6 +138,7 @@ def probed_run(tmp_path_factory):
     return probe
 
 
+@pytest.mark.slow
 def test_between_log_lines_step_s_plus_1_is_dispatched_before_step_s_finishes(probed_run):
     done = probed_run.previous_done  # done[i]: step i + 1 had finished when i + 2 was dispatched
     assert len(done) == TOTAL_STEPS - 1

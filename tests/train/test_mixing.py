@@ -17,6 +17,7 @@ def _batch(seed=0):
     return images, labels
 
 
+@pytest.mark.slow
 def test_mixup_blends_exactly_and_targets_sum_to_one():
     images, labels = _batch()
     lams = []

@@ -30,6 +30,7 @@ def test_bad_step_ranges_are_refused_with_what_to_write(value):
         check_training_config({"profile_steps": value})
 
 
+@pytest.mark.slow
 def test_a_run_writes_a_trace_of_the_chosen_steps(tmp_path):
     config = load_config(
         "classification/simple_cnn_digits.py",

@@ -43,6 +43,7 @@ def _run(named_models, task, sharding="replicated", mesh=None):
     )
 
 
+@pytest.mark.slow
 def test_one_model_takes_the_runs_key_and_keeps_its_optimizer_and_ema():
     task = Classification(models.build("simple_cnn", num_classes=10), mean=(0.0,), std=(1.0,))
     tx = optax.sgd(0.1)

@@ -50,6 +50,7 @@ def _setup(model_name="simple_cnn", lr=1e-3, **model_kwargs):
     return task, tx, _init(task, tx)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "model_name,kwargs", [("simple_cnn", {}), ("resnet18", {"stem": "small", "width": 8})]
 )
@@ -160,6 +161,7 @@ def test_jitted_step_with_shardings_donates_state_and_compiles_once():
     assert step._cache_size() == 1
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_equals_one_big_batch():
     task, _, _ = _setup()
     tx = optim.make_optimizer("sgd", optax.constant_schedule(0.1), momentum=0.9)
@@ -183,6 +185,7 @@ def test_microbatches_are_strided_slices():
         steps.split_microbatches(batch, 5)
 
 
+@pytest.mark.slow
 def test_vit_remat_gives_the_same_gradients():
     from jaxvision.models.vit import ViT
 
@@ -216,6 +219,7 @@ def test_vit_remat_gives_the_same_gradients():
     assert sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads[0])) > 0
 
 
+@pytest.mark.slow
 def test_class_weights_weight_the_loss():
     task, tx, state = _setup()
     model = task.model
@@ -236,6 +240,7 @@ def test_class_weights_weight_the_loss():
     np.testing.assert_allclose(m_plain["train/loss"], losses.mean(), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_mixing_in_the_step_changes_the_loss_and_still_learns():
     task, tx, state = _setup(lr=3e-3)
     # Mixup only: its lambda ~ Beta(0.8, 0.8) is < 1 (a CutMix box can come out empty).
@@ -253,6 +258,7 @@ def test_mixing_in_the_step_changes_the_loss_and_still_learns():
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
 
 
+@pytest.mark.slow
 def test_frozen_backbone_skips_its_backward_pass():
     """A linear probe: the head's update equals the full-gradient one, the backbone stays put,
     and XLA's FLOP count of the step drops to about the forward pass."""
@@ -311,6 +317,7 @@ def test_auxiliary_heads_add_their_weighted_loss():
     np.testing.assert_allclose(metrics["train/top1"], top1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
 def test_models_with_aux_logits_train(name):
     """torchvision's aux heads train (traced abstractly: shapes and the loss, no compile)."""

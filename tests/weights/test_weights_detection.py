@@ -91,6 +91,7 @@ def flat(variables):
     return {"/".join(k): v for k, v in weights.common.flatten(variables).items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "norm"),
     [("retinanet_frozen", None), ("retinanet_batch", "batch"), ("retinanet_batch", "frozen")]

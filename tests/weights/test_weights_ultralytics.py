@@ -87,6 +87,7 @@ def test_load_weights_imports_a_safetensors_file(tmp_path):
         weights.load_weights(str(tmp_path / "yolo11n.pt"), "yolo11n", fresh("yolo11n"))
 
 
+@pytest.mark.slow
 def test_other_class_count_keeps_the_class_towers_fresh():
     # yolov8n's class towers are max(64, min(nc, 100)) wide: 80 for COCO, 64 for 3 classes, so
     # the whole towers (and their BatchNorm statistics) stay fresh; everything else imports.
