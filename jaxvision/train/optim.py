@@ -166,11 +166,10 @@ def _bias_labels(params):
     )
 
 
-def _scale_by_lr(schedule, warmup_steps, warmup_bias_lr, warmup_momentum):
+def _scale_by_lr(schedule, warmup_steps: int, warmup_bias_lr: float):
     """-schedule(step) x update; with warmup_bias_lr, the biases' rate in the warmup is the line
     from warmup_bias_lr at step 0 to the schedule's value at `warmup_steps` (the schedule's own
     warmup rises from 0 along the same steps)."""
-    del warmup_momentum
     if not warmup_bias_lr:
         return optax.scale_by_learning_rate(schedule)
 
@@ -185,10 +184,9 @@ def _scale_by_lr(schedule, warmup_steps, warmup_bias_lr, warmup_momentum):
     return optax.multi_transform(scale, _bias_labels)
 
 
-def _momentum(momentum, nesterov, moment_dtype, warmup_steps, warmup_bias_lr, warmup_momentum):
+def _momentum(momentum, nesterov, moment_dtype, warmup_steps: int, warmup_momentum):
     """SGD's momentum (torch's: buf = m buf + g; Nesterov g + m buf), m rising linearly from
     warmup_momentum to `momentum` over `warmup_steps` when warmup_momentum is not None."""
-    del warmup_bias_lr
     if warmup_momentum is None:
         return optax.trace(decay=momentum, nesterov=nesterov, accumulator_dtype=moment_dtype)
 
@@ -256,14 +254,13 @@ def make_optimizer(
             f"warmup_bias_lr / warmup_momentum are for optimizer 'sgd' (warmup_bias_lr also "
             f"'adamw'), not '{name}': set them to 0 / None"
         )
-    warmup = (warmup_steps, warmup_bias_lr, warmup_momentum)
     if name == "sgd":
         if weight_decay:
             parts.append(optax.add_decayed_weights(weight_decay, mask=decay_mask))
         if warmup_bias_lr or warmup_momentum is not None:
             parts += [
-                _momentum(momentum, nesterov, moment_dtype, *warmup),
-                _scale_by_lr(learning_rate, *warmup),
+                _momentum(momentum, nesterov, moment_dtype, warmup_steps, warmup_momentum),
+                _scale_by_lr(learning_rate, warmup_steps, warmup_bias_lr),
             ]
         else:
             parts.append(
@@ -279,7 +276,7 @@ def make_optimizer(
         parts += [
             optax.scale_by_adam(b1=b1, b2=b2, eps=eps, mu_dtype=moment_dtype),
             optax.add_decayed_weights(weight_decay, mask=decay_mask),
-            _scale_by_lr(learning_rate, *warmup),
+            _scale_by_lr(learning_rate, warmup_steps, warmup_bias_lr),
         ]
     elif name == "adamw" and not l2:
         parts.append(
