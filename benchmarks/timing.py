@@ -4,6 +4,8 @@ they are wanted and installed)."""
 import statistics
 import time
 
+import numpy as np
+
 
 def median_seconds(fn, repeats: int) -> float:
     """Median wall time of fn() after one untimed call (compilation, caches)."""
@@ -14,6 +16,25 @@ def median_seconds(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def timed(fn, seconds: float) -> dict:
+    """{"ms": median, "p10", "p90", "calls"} of back-to-back fn() calls for `seconds` (at
+    least 3 calls), after two untimed calls (compilation, caches)."""
+    fn()
+    fn()
+    times, start = [], time.perf_counter()
+    while len(times) < 3 or time.perf_counter() - start < seconds:
+        begin = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - begin)
+    ms = np.asarray(times) * 1e3
+    return {
+        "ms": statistics.median(ms.tolist()),
+        "p10": float(np.percentile(ms, 10)),
+        "p90": float(np.percentile(ms, 90)),
+        "calls": len(times),
+    }
 
 
 def import_torch(mode: str):
