@@ -59,17 +59,27 @@ def test_the_start_up_timing_takes_the_fastest_by_a_clear_margin():
     assert cpu_compile.fastest(runner(near), ("xla", "eigen"), rounds=3)["chosen"] == "xla"
 
 
-def test_the_service_reports_its_choice(predictor):
+def test_the_service_reports_its_choice(predictor, capfd):
     choices = tuple(cpu_compile.CHOICES)
     found = predictor.choose_compile(choices)
     assert found["chosen"] in choices and sorted(found["ms"]) == sorted(choices)
     assert predictor.compile_choice == found["chosen"]
+    asked = Predictor.random("simple_cnn", image_size=16, num_classes=10, max_batch=2)
     metadata = {"model": predictor.record, "source": {}}
-    service = create_service([Spec(predictor, metadata, cpu_compile="eigen")])
-    with TestClient(service) as client:
+    specs = [
+        Spec(predictor, metadata, name="timed", cpu_compile="auto"),
+        Spec(asked, metadata, name="asked", cpu_compile="eigen"),
+    ]
+    with TestClient(create_service(specs)) as client:
         deadline = time.time() + 120
         while client.get("/readyz").status_code != 200 and time.time() < deadline:
             time.sleep(0.1)
-        answer = client.get("/v1/metadata").json()
-    assert answer["cpu_compile"] == {"chosen": "eigen", "cpu": cpu_compile.cpu_name()}
-    assert predictor.compile_choice == "eigen"
+        timed = client.get("/v1/metadata?model=timed").json()["cpu_compile"]
+        answer = client.get("/v1/metadata?model=asked").json()["cpu_compile"]
+    assert timed["chosen"] in choices and sorted(timed["ms"]) == sorted(choices)
+    assert timed["cpu"] == cpu_compile.cpu_name() and predictor.compile_choice == timed["chosen"]
+    assert answer == {"chosen": "eigen", "cpu": cpu_compile.cpu_name()}
+    assert asked.compile_choice == "eigen"
+    err = capfd.readouterr().err
+    assert f"model timed@1 compiles with {timed['chosen']}, the fastest on " in err
+    assert "model asked@1 compiles with eigen, as asked, on " in err
