@@ -6,6 +6,8 @@ export, in one process on the same CPU.
       [--dtypes=float32,bfloat16,int8-weights,int8-weights+activations] \\
       [--paths=forward,predictor,bundle] [--choices=xla,ynnpack-convolutions,eigen] \\
       [--seconds=8] [--torch=auto] [--onnx=auto]
+  python -m benchmarks.cpu_inference --models=resnet50 --dtypes=float32 --batches=1 \\
+      --paths=forward --profile=12 --torch=no --onnx=no          # where the time goes
   python -m benchmarks.cpu_inference --models=simple_cnn --image_size=16 --num_classes=10 \\
       --batches=1,2 --seconds=0 --torch=no --onnx=no                     # a smoke run
 
@@ -24,9 +26,15 @@ Peers (float32 and bfloat16): torchvision's model in eval mode under `torch.infe
 with torch's default threads, on a float batch already normalised (its preprocessing not
 counted: in our favour for torch); and ONNX Runtime (float32) on that model's ONNX export with
 its default threads. Times are medians over --seconds of back-to-back calls after warm-up calls,
-with the 10th-90th percentile spread; each row's JSON line, then the ratios torch / ours.
+with the 10th-90th percentile spread and the threads kept busy (CPU time over wall time); each
+row's JSON line, then the ratios torch / ours. --profile=N traces 5 calls of each forward row at
+batch 1 (jax.profiler, XLA's per-op trace events) and prints the N ops that take longest per
+call and the time each thread spent in ops.
 """
 
+import collections
+import glob
+import gzip
 import json
 import os
 import tempfile
@@ -55,6 +63,9 @@ _CHOICES = flags.DEFINE_list(
 _SECONDS = flags.DEFINE_float("seconds", 8.0, "Timed seconds per row (at least 3 calls).")
 _IMAGE = flags.DEFINE_integer("image_size", 224, "The model's input size.")
 _CLASSES = flags.DEFINE_integer("num_classes", 1000, "Classifier size.")
+_PROFILE = flags.DEFINE_integer(
+    "profile", 0, "Print the N ops that take longest in each forward row at batch 1 (0: none)."
+)
 _TORCH = flags.DEFINE_enum("torch", "auto", ["auto", "yes", "no"], "Time torchvision's model.")
 _ONNX = flags.DEFINE_enum("onnx", "auto", ["auto", "yes", "no"], "Time ONNX Runtime.")
 
@@ -110,6 +121,33 @@ def our_rows(predictor: Predictor, batch: int, folder: str) -> list[tuple[str, o
     return runs
 
 
+def profile(predictor: Predictor, choice: str, top: int, folder: str) -> None:
+    """Prints the `top` ops that take longest per call of the batch-1 forward compiled with
+    `choice`, and each thread's time in ops, from a jax.profiler trace of 5 calls."""
+    options = {**(cpu_compile.options(choice) or {}), "xla_cpu_enable_xprof_traceme": True}
+    forward = jax.jit(predictor._predict_batch, compiler_options=options)
+    size = _IMAGE.value
+    inputs = {"images": jnp.zeros((1, size, size, 3), jnp.uint8)}
+    for _ in range(3):
+        jax.block_until_ready(forward(predictor.variables, inputs))
+    out = tempfile.mkdtemp(dir=folder)
+    with jax.profiler.trace(out, create_perfetto_trace=True):
+        for _ in range(5):
+            jax.block_until_ready(forward(predictor.variables, inputs))
+    (path,) = glob.glob(os.path.join(out, "**", "*.trace.json.gz"), recursive=True)
+    with gzip.open(path) as f:
+        events = [e for e in json.load(f)["traceEvents"] if e.get("ph") == "X"]
+    ops = [e for e in events if not e["name"].startswith(("ThunkExecutor", "$", "Pjit"))]
+    per_op, per_thread = collections.Counter(), collections.Counter()
+    for e in ops:
+        per_op[e["name"]] += e["dur"] / 5e3
+        per_thread[e["tid"]] += e["dur"] / 5e3
+    busy = ", ".join(f"{ms:.1f}" for ms in sorted(per_thread.values(), reverse=True))
+    print(f"    profile [{choice}]: ms in ops per call, per thread: {busy}")
+    for name, ms in per_op.most_common(top):
+        print(f"      {ms:8.2f} ms  {name}")
+
+
 def torch_rows(name: str, dtype: str, batch: int, folder: str) -> list[tuple[str, object]]:
     """torch eager (and ONNX Runtime for float32) on torchvision's `name`, or []."""
     found = import_torch(_TORCH.value) if name in TORCHVISION else None
@@ -156,6 +194,10 @@ def main(argv):
     for name in _MODELS.value:
         for dtype in _DTYPES.value:
             predictor = our_predictor(name, dtype, max(batches))
+            if _PROFILE.value and "forward" in _PATHS.value:
+                print(f"  {name} {dtype} batch 1:", flush=True)
+                for choice in _CHOICES.value:
+                    profile(predictor, choice, _PROFILE.value, folder)
             for batch in batches:
                 runs = our_rows(predictor, batch, folder) + torch_rows(name, dtype, batch, folder)
                 case = {"model": name, "dtype": dtype, "batch": batch, "threads": threads}
