@@ -4,7 +4,7 @@ export, in one process on the same CPU.
 
   python -m benchmarks.cpu_inference [--models=resnet50,vit_b16] [--batches=1,4,16] \\
       [--dtypes=float32,bfloat16,int8-weights,int8-weights+activations] \\
-      [--paths=forward,predictor,bundle] [--choices=xla,ynnpack-convolutions,eigen] \\
+      [--paths=forward,predictor,bundle] [--choices=xla,ynnpack-dots,eigen] \\
       [--seconds=8] [--torch=auto] [--onnx=auto]
   python -m benchmarks.cpu_inference --models=resnet50 --dtypes=float32 --batches=1 \\
       --paths=forward --profile=12 --torch=no --onnx=no          # where the time goes
