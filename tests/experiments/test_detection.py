@@ -182,6 +182,7 @@ def _random_variables(abstract, seed):
     return jax.tree.map(lambda a: rng.normal(size=a.shape).astype(a.dtype), abstract)
 
 
+@pytest.mark.slow  # alone, it compiles the run's init
 def test_init_from_a_classification_backbone_or_a_detector_file(tmp_path, capsys):
     """The run's fresh state initialised from a file as the loop does for config.init_from
     (jaxvision.train.init_from; the loop's wiring of it: tests/experiments/test_init_from.py).
