@@ -74,24 +74,47 @@ def ours(name: str, end_to_end: bool):
     )
     task = YOLODetection(model, canvas=_SIZE.value, options=options)
     example = jnp.zeros((1, _SIZE.value, _SIZE.value, 3))
-    variables = jax.jit(model.init)(jax.random.key(0), example)
-    # The class towers' initial biases (the reference's prior, about -11) put every score near
-    # 1e-5, under the threshold: NMS would have nothing to do. Noise on every parameter and the
-    # class biases at 0 give scores around 0.5, so both sides do post-processing's full work.
-    noise = jax.random.split(jax.random.key(1), len(jax.tree.leaves(variables["params"])))
-    flat = {}
-    for (path, x), k in zip(jax.tree.leaves_with_path(variables["params"]), noise, strict=True):
-        name = "/".join(str(p.key) for p in path)
-        zero = name.endswith("bias") and any(name.startswith(c) for c in model.class_outputs)
-        flat[path] = jnp.zeros_like(x) if zero else x + 0.05 * jax.random.normal(k, x.shape)
-    params = jax.tree.map_with_path(lambda path, _: flat[path], variables["params"])
-    variables = {**variables, "params": params}
+    variables = random_variables(jax.eval_shape(model.init, jax.random.key(0), example), model)
 
     def predict(variables, images):
         state = {"model": ModelState(variables, opt_state=None, step=0, rng=None)}
         return task.predict(state, images)
 
     return variables, predict, task
+
+
+def random_variables(abstract: dict, model) -> dict:
+    """Random weights in the structure of `model.init`'s `abstract` output, drawn by numpy.
+
+    The init's values plus noise, in distribution: kernels as torch's conv init (uniform, variance
+    1 / (3 fan_in)), biases 0 and BatchNorm at its init, then N(0, 0.05) noise on every
+    parameter. Compiling the model's init would draw each parameter with its own compiled
+    random-number program (about a minute for a small YOLO on 2 CPU cores) for values that are
+    perturbed anyway. The class towers' biases stay 0: the reference's prior (about -11) would
+    put every score near 1e-5, under the threshold, and NMS would have nothing to do; at 0 the
+    scores sit around 0.5, so both sides do post-processing's full work."""
+    rng = np.random.default_rng(1)
+
+    def param(path, leaf):
+        name = "/".join(str(p.key) for p in path)
+        if name.endswith("bias") and any(name.startswith(c) for c in model.class_outputs):
+            return np.zeros(leaf.shape, leaf.dtype)
+        if path[-1].key == "kernel":
+            limit = 1 / np.sqrt(np.prod(leaf.shape[:-1]))
+            value = rng.uniform(-limit, limit, leaf.shape)
+        else:
+            value = np.full(leaf.shape, 1.0 if path[-1].key == "scale" else 0.0)
+        return (value + 0.05 * rng.standard_normal(leaf.shape)).astype(leaf.dtype)
+
+    def statistic(path, leaf):
+        return np.full(leaf.shape, 1.0 if path[-1].key == "var" else 0.0, leaf.dtype)
+
+    variables = {"params": jax.tree_util.tree_map_with_path(param, abstract["params"])}
+    if "batch_stats" in abstract:
+        variables["batch_stats"] = jax.tree_util.tree_map_with_path(
+            statistic, abstract["batch_stats"]
+        )
+    return variables
 
 
 def run_ours(predict, variables, images):

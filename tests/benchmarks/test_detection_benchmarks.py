@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.experiments.helpers import run_module
+from tests.experiments.helpers import TINY_SHAPES, config_flags, run_module
 
 
 @pytest.mark.slow
@@ -28,21 +28,21 @@ def test_detection_benchmark_prints_its_row():
 
 @pytest.mark.slow
 def test_step_time_prints_the_recipes_step():
-    """The recipe's own step on its own batches, at tiny settings from the command line."""
+    """The recipe's own step on its own batches, at tiny settings from the command line: the
+    tests' tiny shapes run (TINY_SHAPES), whose init and step programs the session's shared run
+    (tests/conftest.py: shapes_detector_run) compiles too: one of the two finds them cached."""
     tiny = [
         "--config=experiments/configs/detection/retinanet_shapes.py",
-        "--config.image_size=64",
-        "--config.dataset_options.num_train=16",
-        "--config.batch_size=2",
-        "--config.model_kwargs.width=8",
-        "--config.model_kwargs.anchor_size=16",  # an option the recipe leaves unset
+        *config_flags(TINY_SHAPES),
+        # An option the recipe leaves unset, at its default (the same program).
+        "--config.model_kwargs.anchor_size=32.0",
     ]
     result = run_module("benchmarks.detection_step_time", *tiny, "--steps=2", check=True)
     row = json.loads(result.stdout.strip().splitlines()[-1])
     assert row["model"] == "retinanet_resnet18_fpn_small" and row["steps"] == 2
-    assert row["batch_size"] == 2 and row["image_size"] == 64
+    assert row["batch_size"] == 8 and row["image_size"] == 64
     assert 0 < row["step_s_min"] <= row["step_s_median"]
-    assert row["img_per_s"] == pytest.approx(2 / row["step_s_median"], rel=1e-2, abs=0.1)
+    assert row["img_per_s"] == pytest.approx(8 / row["step_s_median"], rel=1e-2, abs=0.1)
 
 
 @pytest.mark.slow

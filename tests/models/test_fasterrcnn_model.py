@@ -71,7 +71,7 @@ def _batch(rng, batch=2, canvas=64):
 
 
 @pytest.mark.slow
-def test_task_trains_and_predicts():
+def test_task_predicts_boxes_clipped_to_each_image():
     model = detection.build(
         "fasterrcnn_resnet18_fpn_small",
         num_classes=4,
@@ -86,22 +86,8 @@ def test_task_trains_and_predicts():
     assert task.anchors.shape == (3 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2 + 1), 4)
     batch = _batch(np.random.default_rng(0))
     variables = _filled(jax.eval_shape(task.init_variables(batch), jax.random.key(0)))
-    params, mutable = variables["params"], {k: v for k, v in variables.items() if k != "params"}
-    inputs, _ = task.prepare(batch, None, {})
-
-    def loss(p):
-        return task.loss(p, mutable, inputs, jax.random.key(1), {})
-
-    (total, (parts, new_mutable)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
-    assert set(parts) == {"rpn_objectness", "rpn_box", "roi_cls", "roi_box"}
-    assert np.isfinite(float(total)) and float(parts["roi_cls"]) > 0
-    np.testing.assert_allclose(float(total), sum(float(v) for v in parts.values()), rtol=1e-6)
-    for path in (("rpn_head", "cls_logits"), ("box_predictor", "cls_score"), ("fpn",)):
-        node = grads
-        for key in path:
-            node = node[key]
-        assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(node)), path
-    assert set(new_mutable) == {"batch_stats"}
+    # Its loss terms, their gradients in both stages and the BatchNorm updates: through the
+    # training loop, tests/experiments/test_detection.py (one compiled training step for both).
 
     class State:
         pass
