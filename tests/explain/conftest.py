@@ -10,6 +10,7 @@ from sklearn.datasets import load_digits
 from experiments.classification import train_and_evaluate
 from jaxvision.explain import ModelFunction
 from jaxvision.predictor import Predictor
+from tests.experiments.helpers import jaxvision_in_process as jaxvision  # noqa: F401
 from tests.experiments.helpers import load_config
 
 QUIET = dict(log_every_steps=1000, checkpoint_every_steps=0)
@@ -51,22 +52,3 @@ def resnet(session_cache):
     )
     config.model_kwargs.width = 8
     return _trained(session_cache, "explain_resnet_w8", config)
-
-
-def jaxvision(capsys, *args):
-    """`jaxvision *args` run in this process (a fresh process would import everything and
-    compile the model again): (exit status, stdout, stderr). The command's absl flags are
-    taken out again after, so that the next command can define its own."""
-    from absl import flags
-
-    from jaxvision import commands
-
-    before = set(flags.FLAGS)
-    try:
-        with pytest.raises(SystemExit) as exited:
-            commands.main(["jaxvision", *args])
-    finally:
-        for name in set(flags.FLAGS) - before:
-            delattr(flags.FLAGS, name)
-    out, err = capsys.readouterr()
-    return exited.value.code or 0, out, err

@@ -133,7 +133,9 @@ def test_explain_checks_scores_the_pointing_game(shapes_run, digits_run, tmp_pat
         "error: the pointing game needs the object's box in each test record, and this run's "
         "test split has none (shapes_classification has them)"
     )
-    code, _, stderr = jaxvision(capsys, "explain-checks", f"--workdir={workdir}", "--checks=pointing")
+    code, _, stderr = jaxvision(
+        capsys, "explain-checks", f"--workdir={workdir}", "--checks=pointing"
+    )
     assert code == 2
     assert stderr.strip().splitlines()[-1] == (
         "error: unknown check(s) pointing: use deletion, completeness, randomization, pointing_game"
