@@ -4,7 +4,7 @@ export, in one process on the same CPU.
 
   python -m benchmarks.cpu_inference [--models=resnet50,vit_b16] [--batches=1,4,16] \\
       [--dtypes=float32,bfloat16,int8-weights,int8-weights+activations] \\
-      [--paths=forward,predictor,bundle] [--choices=xla,ynnpack-convolutions,eigen] \\
+      [--paths=forward,predictor,bundle] [--choices=xla,ynnpack-dots,eigen] \\
       [--seconds=8] [--torch=auto] [--onnx=auto]
   python -m benchmarks.cpu_inference --models=resnet50 --dtypes=float32 --batches=1 \\
       --paths=forward --profile=12 --torch=no --onnx=no          # where the time goes
@@ -93,8 +93,9 @@ def our_predictor(name: str, dtype: str, max_batch: int) -> Predictor:
     return Predictor(record, scheme.quantize(variables, scales), max_batch=max_batch)
 
 
-def our_rows(predictor: Predictor, batch: int, folder: str) -> list[tuple[str, object]]:
-    """(row name, callable) for each of --paths and --choices."""
+def our_rows(predictor: Predictor, exported, batch: int) -> list[tuple[str, object]]:
+    """(row name, callable) for each of --paths and --choices; exported: the predictor's
+    loaded bundle (or None)."""
     size = _IMAGE.value
     rng = np.random.default_rng(0)
     inputs = {"images": jnp.asarray(rng.integers(0, 256, (batch, size, size, 3), np.uint8))}
@@ -111,12 +112,7 @@ def our_rows(predictor: Predictor, batch: int, folder: str) -> list[tuple[str, o
     predictor.compile_with(_CHOICES.value[0])
     if "predictor" in _PATHS.value:
         runs.append(("predictor", lambda: predictor.predict(served)))
-    if "bundle" in _PATHS.value:
-        out = os.path.join(folder, f"bundle-{batch}")
-        if not os.path.isdir(out):
-            bundle.write(predictor, out, platforms=("cpu",), source={})
-        exported = bundle.load(out)
-        exported.compile_with(_CHOICES.value[0])
+    if exported is not None:
         runs.append(("bundle", lambda: exported.predict(served)))
     return runs
 
@@ -198,8 +194,14 @@ def main(argv):
                 print(f"  {name} {dtype} batch 1:", flush=True)
                 for choice in _CHOICES.value:
                     profile(predictor, choice, _PROFILE.value, folder)
+            exported = None
+            if "bundle" in _PATHS.value:
+                out = os.path.join(folder, f"bundle-{name}-{dtype}")
+                bundle.write(predictor, out, platforms=("cpu",), source={})
+                exported = bundle.load(out)
+                exported.compile_with(_CHOICES.value[0])
             for batch in batches:
-                runs = our_rows(predictor, batch, folder) + torch_rows(name, dtype, batch, folder)
+                runs = our_rows(predictor, exported, batch) + torch_rows(name, dtype, batch, folder)
                 case = {"model": name, "dtype": dtype, "batch": batch, "threads": threads}
                 line = f"  {name} {dtype} batch {batch}:"
                 for who, run in runs:

@@ -7,6 +7,9 @@ torchvision's model in eval mode, on the same input size, in one process.
   python -m benchmarks.detection --model=retinanet_resnet18_fpn_small \\
       --model_kwargs='{"width": 32, "head_norm": "group"}' --height=128 --width=128 \\
       --batch=32 --torch=no                               # the shapes recipe's detector
+  python -m benchmarks.detection --model=retinanet_resnet18_fpn_small \\
+      --model_kwargs='{"width": 32, "head_norm": "group"}' --height=128 --width=128 \\
+      --batch=1 --torch=no --cpu_compile=xla,eigen        # one row per CPU compile choice
 
 Both models have random weights (91 classes). The input is a batch of random images already at
 (height, width), a multiple of 32, so torchvision's transform (shorter side 800, longer at most
@@ -25,6 +28,7 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks.timing import import_torch, median_seconds
+from jaxvision import cpu_compile
 from jaxvision.models import detection as detectors
 from jaxvision.tasks.detection import FAMILIES
 from jaxvision.train.state import ModelState
@@ -38,13 +42,17 @@ _TORCH = flags.DEFINE_enum("torch", "auto", ["auto", "yes", "no"], "Also time to
 _KWARGS = flags.DEFINE_string(
     "model_kwargs", "{}", "Model options as JSON, e.g. '{\"width\": 32}'."
 )
+_CHOICES = flags.DEFINE_list(
+    "cpu_compile", ["xla"], "Our rows: one per jaxvision.cpu_compile choice (on a CPU)."
+)
 _NUM_CLASSES = 91
 # The detectors torchvision has under the same name (at their default options).
 _TORCHVISION_PEERS = ("retinanet_resnet50_fpn", "fcos_resnet50_fpn", "fasterrcnn_resnet50_fpn")
 
 
-def ours(images: np.ndarray):
-    """A callable running jaxvision's detector and post-processing on `images` [B, H, W, 3]."""
+def ours(images: np.ndarray, choice: str = cpu_compile.DEFAULT):
+    """A callable running jaxvision's detector and post-processing on `images` [B, H, W, 3],
+    compiled with jaxvision.cpu_compile choice `choice`."""
     from jaxvision.tasks.detection import Detection
 
     model = detectors.build(_MODEL.value, num_classes=_NUM_CLASSES, **json.loads(_KWARGS.value))
@@ -56,7 +64,6 @@ def ours(images: np.ndarray):
     variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, *images.shape[1:])))
     if model.family == "fasterrcnn":  # places its anchors on the input itself
 
-        @jax.jit
         def predict(variables, images):
             state = {"model": ModelState(variables, opt_state=None, step=0, rng=None)}
             return task.predict(state, images, sizes)
@@ -69,7 +76,6 @@ def ours(images: np.ndarray):
         anchors = anchor_grid(images.shape[1:3], shapes, sizes_, ratios)
         levels = anchors_per_level(shapes, sizes_, ratios)
 
-        @jax.jit
         def predict(variables, images):
             state = {"model": ModelState(variables, opt_state=None, step=0, rng=None)}
             outputs = task.head_outputs(state, images)
@@ -79,7 +85,8 @@ def ours(images: np.ndarray):
         raise SystemExit("--model must be a RetinaNet, FCOS or Faster R-CNN: SSD runs at its size")
 
     device_images = jnp.asarray(images)
-    return lambda: jax.block_until_ready(predict(variables, device_images))
+    jitted = jax.jit(predict, compiler_options=cpu_compile.options(choice))
+    return lambda: jax.block_until_ready(jitted(variables, device_images))
 
 
 def theirs(torch, images: np.ndarray):
@@ -104,7 +111,9 @@ def main(argv):
     rng = np.random.default_rng(0)
     shape = (_BATCH.value, _HEIGHT.value, _WIDTH.value, 3)
     images = rng.integers(0, 256, shape, dtype=np.uint8)
-    rows = [("jaxvision", median_seconds(ours(images), _REPEATS.value))]
+    rows = [("jaxvision", median_seconds(ours(images, _CHOICES.value[0]), _REPEATS.value))]
+    for choice in _CHOICES.value[1:]:
+        rows.append((f"jaxvision[{choice}]", median_seconds(ours(images, choice), _REPEATS.value)))
     imported = import_torch(_TORCH.value)
     if imported is not None:
         torch, torchvision = imported
@@ -117,8 +126,8 @@ def main(argv):
     for name, seconds in rows:
         print(f"  {name:<24} {seconds * 1e3:9.1f} ms  {_BATCH.value / seconds:8.2f} img/s")
     result = {"model": _MODEL.value, "batch": _BATCH.value, "ms": {n: s * 1e3 for n, s in rows}}
-    if len(rows) == 2:
-        result["torch_over_ours"] = rows[1][1] / rows[0][1]
+    if rows[-1][0].startswith("torchvision"):
+        result["torch_over_ours"] = rows[-1][1] / rows[0][1]
         print(f"  torch / ours: {result['torch_over_ours']:.2f}")
     print(json.dumps(result))
 

@@ -5,6 +5,8 @@ localhost) at several client concurrencies, with batching and with max_batch_siz
       [--max_batch_size=32] [--max_delay_ms=5]
   python -m benchmarks.serve --model=resnet50 --image_size=224 --requests=64
 
+On a CPU the raw rows and the server use the same jaxvision.cpu_compile choice: --cpu_compile's,
+or (auto) the one the Predictor times as fastest, which the server is then given.
 With --model the model has random weights (ImageNet's 1,000 classes and normalisation) and is
 exported to a bundle in a temporary directory, which the server loads.
 
@@ -30,7 +32,7 @@ from absl import app, flags
 from PIL import Image
 
 from benchmarks.timing import median_seconds
-from jaxvision import cli
+from jaxvision import cli, cpu_compile
 from jaxvision.predictor import Predictor
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
@@ -40,6 +42,12 @@ _REQUESTS = flags.DEFINE_integer("requests", 256, "Requests per server case.")
 _CONCURRENCY = flags.DEFINE_list("concurrency", ["1", "8", "32"], "Client threads per case.")
 _MAX_BATCH = flags.DEFINE_integer("max_batch_size", 32, "The server's batch limit.")
 _MAX_DELAY = flags.DEFINE_float("max_delay_ms", 5.0, "The server's batching delay.")
+_CPU_COMPILE = flags.DEFINE_enum(
+    "cpu_compile",
+    "auto",
+    ["auto", *cpu_compile.CHOICES],
+    "On a CPU: the compile choice of the raw rows and the server (auto: timed, as serve does).",
+)
 _PORT = flags.DEFINE_integer("port", 8765, "Local port for the server under test (0: a free one).")
 
 
@@ -64,7 +72,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(max_batch_size: int, source: str):
+def _serve(max_batch_size: int, source: str, choice: str):
     import requests
 
     port = _PORT.value or _free_port()
@@ -74,6 +82,7 @@ def _serve(max_batch_size: int, source: str):
             sys.executable, "-m", "jaxvision", "serve", source,
             f"--port={port}", f"--max_batch_size={max_batch_size}",
             f"--max_delay_ms={_MAX_DELAY.value}", f"--queue_size={4 * _REQUESTS.value}",
+            f"--cpu_compile={choice}",
         ],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
@@ -89,10 +98,10 @@ def _serve(max_batch_size: int, source: str):
     cli.fail("the server under test did not become ready")
 
 
-def server_rows(pngs, expected: np.ndarray, max_batch_size: int, source: str) -> list[dict]:
+def server_rows(pngs, expected, max_batch_size: int, source: str, choice: str) -> list[dict]:
     import requests
 
-    process, url = _serve(max_batch_size, source)
+    process, url = _serve(max_batch_size, source, choice)
     rows = []
     try:
         session_per_thread = {}
@@ -149,6 +158,14 @@ def main(argv):
         path = tempfile.mkdtemp(prefix="serve_bench_")
         bundle.write(predictor, path, platforms=("cpu",), source={"model": _MODEL.value})
         source = f"--bundle={path}"
+    choice = _CPU_COMPILE.value
+    if cpu_compile.applies():
+        if choice == "auto":
+            found = predictor.choose_compile()
+            print(f"compile choice on {found['cpu']}: {found['chosen']} (one image: {found['ms']})")
+        else:
+            predictor.compile_with(choice)
+        choice = predictor.compile_choice  # the server takes the same, without timing again
     size, channels = predictor.image_size, predictor.record["channels"]
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (size, size, channels), np.uint8) for _ in range(64)]
@@ -160,7 +177,7 @@ def main(argv):
         pngs.append(out.getvalue())
     rows = raw_rows(predictor, (images * 2)[: predictor.max_batch])
     for max_batch_size in (_MAX_BATCH.value, 1):
-        rows += server_rows(pngs, expected, max_batch_size, source)
+        rows += server_rows(pngs, expected, max_batch_size, source, choice)
     for row in rows:
         if row["case"] == "raw":
             print(f"raw predictor   batch {row['batch']:4d}  {row['img_s']:9.1f} img/s  "

@@ -3,6 +3,7 @@ same weights, in one process, and ONNX Runtime on that model's ONNX export.
 
   python -m benchmarks.yolo [--models=yolo11n,yolo11s,yolo26n,yolo26s] [--batches=1,8] \\
       [--size=640] [--seconds=8] [--torch=auto] [--onnx=auto] [--outputs=end_to_end,nms]
+  python -m benchmarks.yolo --models=yolo11n --batches=1 --cpu_compile=xla,eigen  # per choice
   python -m benchmarks.yolo --models=yolo26n --outputs=end_to_end --batches=2 --size=64 \\
       --seconds=0 --torch=no --model_kwargs='{"width": 0.125}'   # a smoke run
 
@@ -15,7 +16,8 @@ rows, decoding and NMS at the reference's validation settings (score 0.001, IoU 
 detections per image; with random weights plus noise on every parameter, scores spread over
 (0, 1) and the share above 0.001 is printed as `above_threshold`):
 - "ours": the task's jitted predict. NMS rows: the 1,000 best (point, class) pairs enter NMS
-  (`candidates`). End-to-end rows (YOLO26): the one-to-one head's top 300, no NMS.
+  (`candidates`). End-to-end rows (YOLO26): the one-to-one head's top 300, no NMS. Compiled
+  with the first of --cpu_compile's jaxvision.cpu_compile choices; "ours[NAME]" with the others.
 - "torch": the reference model in eval mode under `torch.inference_mode`, then its own
   `non_max_suppression` (every box above the score threshold enters, at most 30,000), or, end to
   end, its head's own top-300 output.
@@ -37,7 +39,7 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks.timing import timed
-from jaxvision import weights
+from jaxvision import cpu_compile, weights
 from jaxvision.models import detection as detectors
 from jaxvision.tasks.yolo import YOLODetection, YOLOOptions
 from jaxvision.train.state import ModelState
@@ -53,6 +55,9 @@ _TORCH = flags.DEFINE_enum("torch", "auto", ["auto", "yes", "no"], "Time the tor
 _ONNX = flags.DEFINE_enum("onnx", "auto", ["auto", "yes", "no"], "Time onnxruntime.")
 _KWARGS = flags.DEFINE_string(
     "model_kwargs", "{}", "Our model's options as JSON (a smaller model; --torch=no only)."
+)
+_CHOICES = flags.DEFINE_list(
+    "cpu_compile", ["xla"], "Our rows: one per jaxvision.cpu_compile choice (on a CPU)."
 )
 _NUM_CLASSES = 81  # the reference's 80, plus the background jaxvision counts
 _SCORE, _IOU, _MAX_DET = 0.001, 0.7, 300
@@ -82,7 +87,6 @@ def ours(name: str, end_to_end: bool):
     params = jax.tree.map_with_path(lambda path, _: flat[path], variables["params"])
     variables = {**variables, "params": params}
 
-    @jax.jit
     def predict(variables, images):
         state = {"model": ModelState(variables, opt_state=None, step=0, rng=None)}
         return task.predict(state, images)
@@ -201,7 +205,11 @@ def main(argv):
                 head = "end-to-end (no NMS)" if end_to_end else "NMS"
                 case = {"model": name, "output": head, "batch": batch}
                 device = jnp.asarray(images)
-                runs = [("ours", functools.partial(run_ours, predict, variables, device))]
+                runs = []
+                for choice in _CHOICES.value:
+                    jitted = jax.jit(predict, compiler_options=cpu_compile.options(choice))
+                    who = "ours" if choice == _CHOICES.value[0] else f"ours[{choice}]"
+                    runs.append((who, functools.partial(run_ours, jitted, variables, device)))
                 if use_torch:
                     model = torch_model(name, variables)
                     diff, above = check_same_weights(task, variables, model, images[:1])
@@ -218,7 +226,9 @@ def main(argv):
                 line = f"  {name:<8} {head:<20} batch {batch:>2}:"
                 for who, _ in runs:
                     line += f"  {who} {case[who]['ms']:8.1f} ms"
-                for who, _ in runs[1:]:
+                for who, _ in runs:
+                    if who == "ours":
+                        continue
                     case[f"{who}_over_ours"] = case[who]["ms"] / case["ours"]["ms"]
                     line += f"  {who}/ours {case[f'{who}_over_ours']:.2f}"
                 print(line, flush=True)

@@ -26,11 +26,9 @@ CHOICES = {
     # XLA's defaults: convolutions and products through YNNPACK, each fused with the
     # elementwise work around it.
     "xla": {},
-    # Each convolution its own YNNPACK call, the elementwise work in XLA's fused loops: where
-    # the library's fused elementwise epilogues are slower than XLA's vectorised loops.
-    "ynnpack-convolutions": {
-        "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
-    },
+    # YNNPACK for the dot products alone (with their fused elementwise work); convolutions in
+    # XLA's emitted code and Eigen's contractions.
+    "ynnpack-dots": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"},
     # No YNNPACK: XLA's emitted code and Eigen's contractions (threaded over the runtime's
     # intra-op pool) for every convolution and product.
     "eigen": {"xla_cpu_experimental_ynn_fusion_type": ""},

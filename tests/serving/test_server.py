@@ -258,3 +258,5 @@ def test_serve_bench_prints_its_rows():
         ("server max_batch_size=1", 4),
     ]
     assert all(r["errors"] == 0 and r["wrong"] == 0 and r["img_s"] > 0 for r in served)
+    # The raw rows and the server compile with the same choice, timed once (auto).
+    assert f"compile choice on {cpu_compile.cpu_name()}: " in result.stdout
