@@ -152,3 +152,23 @@ def png_base64(image) -> str:
     out = io.BytesIO()
     Image.fromarray(image).save(out, "PNG")
     return base64.b64encode(out.getvalue()).decode()
+
+
+def jaxvision_in_process(capsys, *args):
+    """`jaxvision *args` run in this process (a fresh process would import everything and
+    compile the model again): (exit status, stdout, stderr). The command's absl flags are
+    taken out again after, so that the next command can define its own."""
+    import pytest
+    from absl import flags
+
+    from jaxvision import commands
+
+    before = set(flags.FLAGS)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            commands.main(["jaxvision", *args])
+    finally:
+        for name in set(flags.FLAGS) - before:
+            delattr(flags.FLAGS, name)
+    out, err = capsys.readouterr()
+    return exited.value.code or 0, out, err

@@ -20,10 +20,19 @@ from jaxvision.predictor import Predictor
 from jaxvision.sharding import make_mesh
 from tests.experiments.helpers import (
     TINY_DIGITS,
+    jaxvision_in_process,
     load_config,
     run_module,
-    run_tool,
 )
+
+
+def _jaxvision(capsys, *args) -> str:
+    """`jaxvision *args` in this process (tests/experiments/helpers.py): its stdout, once it
+    exited 0. The commands' exit status and stderr in a fresh process are checked once, by
+    tests/explain/test_cli.py."""
+    code, out, err = jaxvision_in_process(capsys, *args)
+    assert code == 0, err[-3000:]
+    return out
 
 
 def _table(stdout: str) -> dict:
@@ -86,7 +95,7 @@ def test_teacher_must_know_the_classes(tmp_path):
 
 
 @pytest.mark.slow
-def test_ensemble_vmapped_equals_each_member_and_reports_calibration(members):
+def test_ensemble_vmapped_equals_each_member_and_reports_calibration(members, capsys):
     workdirs, finals = members
     predictors = [Predictor.from_workdir(w) for w in workdirs]
     source, batch_size = split_source(workdirs[0], "test")
@@ -97,10 +106,9 @@ def test_ensemble_vmapped_equals_each_member_and_reports_calibration(members):
         alone = predictor.predict([source[i]["image"] for i in range(len(source))])["probs"]
         np.testing.assert_allclose(member, alone, atol=1e-6)
 
-    result = run_tool(
-        "evaluate", f"--workdir={workdirs[0]}", f"--workdir={workdirs[1]}", check=True
+    table = _table(
+        _jaxvision(capsys, "evaluate", f"--workdir={workdirs[0]}", f"--workdir={workdirs[1]}")
     )
-    table = _table(result.stdout)
     for i, final in enumerate(finals):
         assert table[f"member_{i}/top1"] == pytest.approx(final["eval/top1"], abs=1e-4)
     assert 0 <= table["ensemble/ece"] <= 1
@@ -108,11 +116,11 @@ def test_ensemble_vmapped_equals_each_member_and_reports_calibration(members):
 
 
 @pytest.mark.slow
-def test_soup_is_a_workdir_that_evaluates_and_trains(tmp_path, members):
+def test_soup_is_a_workdir_that_evaluates_and_trains(tmp_path, members, capsys):
     workdirs, _ = members
     out = str(tmp_path / "soup")
-    result = run_tool("soup", *(f"--workdir={w}" for w in workdirs), f"--out={out}", check=True)
-    soup_top1 = _table(result.stdout)["soup/top1"]
+    stdout = _jaxvision(capsys, "soup", *(f"--workdir={w}" for w in workdirs), f"--out={out}")
+    soup_top1 = _table(stdout)["soup/top1"]
     # Its weights are the members' mean.
     soup, _ = load_variables(out)
     a, b = (load_variables(w)[0] for w in workdirs)
@@ -131,11 +139,11 @@ def test_soup_is_a_workdir_that_evaluates_and_trains(tmp_path, members):
 
 
 @pytest.mark.slow
-def test_export_writes_a_bundle_that_predicts_as_the_workdir(tmp_path, members):
+def test_export_writes_a_bundle_that_predicts_as_the_workdir(tmp_path, members, capsys):
     (workdir, _), (final, _) = members
     out = str(tmp_path / "bundle")
-    result = run_tool("export", f"--workdir={workdir}", f"--out={out}", "--max_batch=4", check=True)
-    assert "buckets [1, 2, 4], platforms cpu, cuda" in result.stdout
+    stdout = _jaxvision(capsys, "export", f"--workdir={workdir}", f"--out={out}", "--max_batch=4")
+    assert "buckets [1, 2, 4], platforms cpu, cuda" in stdout
     with open(os.path.join(out, "metadata.json")) as f:
         metadata = json.load(f)
     assert metadata["model"]["task"] == "classification"
@@ -154,8 +162,8 @@ def test_export_writes_a_bundle_that_predicts_as_the_workdir(tmp_path, members):
     np.testing.assert_array_equal(loaded.predict(images)["probs"], expected)
     assert loaded.class_names == metadata["model"]["class_names"]
 
-    again = run_tool("export", f"--workdir={workdir}", f"--out={out}")
-    assert again.returncode == 2 and again.stderr.strip().splitlines()[-1] == (
+    code, _, stderr = jaxvision_in_process(capsys, "export", f"--workdir={workdir}", f"--out={out}")
+    assert code == 2 and stderr.strip().splitlines()[-1] == (
         f"error: --out {out} is not empty: give a new directory for the bundle"
     )
     with pytest.raises(UserError, match="metadata.json not found"):

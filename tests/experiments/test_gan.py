@@ -12,9 +12,9 @@ from jaxvision.checkpoint import load_model
 from jaxvision.commands.generate import generate
 from jaxvision.errors import UserError
 from tests.experiments.helpers import (
+    jaxvision_in_process,
     load_config,
     read_metrics,
-    run_tool,
     without_timings,
 )
 
@@ -41,7 +41,7 @@ def _models(workdir):
 
 
 @pytest.mark.slow
-def test_gan_run_logs_metrics_draws_pictures_and_resumes_exactly(tmp_path):
+def test_gan_run_logs_metrics_draws_pictures_and_resumes_exactly(tmp_path, capsys):
     workdir = str(tmp_path / "gan")
     final = gan.train_and_evaluate(_config(), workdir)
     assert final["step"] == 8
@@ -85,8 +85,11 @@ def test_gan_run_logs_metrics_draws_pictures_and_resumes_exactly(tmp_path):
     with pytest.raises(UserError, match="--label=12 is not a class of this GAN: use 0..9"):
         generate(workdir, 4, "12", seed=0)
     out = tmp_path / "samples"
-    result = run_tool("generate", f"--workdir={workdir}", "--num=10", f"--out={out}", check=True)
-    assert "wrote 10 samples of step 8" in result.stdout
+    code, stdout, stderr = jaxvision_in_process(
+        capsys, "generate", f"--workdir={workdir}", "--num=10", f"--out={out}"
+    )
+    assert code == 0, stderr[-3000:]
+    assert "wrote 10 samples of step 8" in stdout
     names = sorted(os.listdir(out))
     assert names[:2] == ["0000_class0.png", "0001_class1.png"] and "grid.png" in names
 

@@ -10,6 +10,7 @@ from sklearn.datasets import load_digits
 from experiments.classification import train_and_evaluate
 from jaxvision.explain import ModelFunction
 from jaxvision.predictor import Predictor
+from tests.experiments.helpers import jaxvision_in_process as jaxvision  # noqa: F401
 from tests.experiments.helpers import load_config
 
 QUIET = dict(log_every_steps=1000, checkpoint_every_steps=0)
@@ -44,5 +45,10 @@ def cnn(digits_run):
 
 @pytest.fixture(scope="session")
 def resnet(session_cache):
-    config = load_config("classification/resnet18_digits.py", total_steps=200, **QUIET)
-    return _trained(session_cache, "explain_resnet", config)
+    """(ModelFunction, workdir) of the digits ResNet-18 at width 8: 120 steps of 64 reach ~95%
+    test top-1, in a sixteenth of the compute of the config's width 16 at batch 128."""
+    config = load_config(
+        "classification/resnet18_digits.py", total_steps=120, batch_size=64, **QUIET
+    )
+    config.model_kwargs.width = 8
+    return _trained(session_cache, "explain_resnet_w8", config)

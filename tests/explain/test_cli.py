@@ -1,5 +1,7 @@
 """`jaxvision explain` end to end: heat-map PNGs and raw .npy attributions per image and
-method, the completeness line of Integrated Gradients, and one-line errors."""
+method, the completeness line of Integrated Gradients, and one-line errors. The command runs
+in this process (tests/explain/conftest.py: jaxvision); one fresh process checks what a user's
+shell sees: the exit status and the last line of stderr."""
 
 import os
 
@@ -8,10 +10,11 @@ import pytest
 from PIL import Image
 
 from tests.experiments.helpers import run_tool
+from tests.explain.conftest import jaxvision
 
 
-@pytest.mark.slow  # its `resnet` fixture trains a digits ResNet (minutes on 2 cores, once)
-def test_explain_writes_maps_and_attributions(resnet, digits_images, tmp_path):
+@pytest.mark.slow  # its `resnet` fixture trains a digits ResNet (once per session)
+def test_explain_writes_maps_and_attributions(resnet, digits_images, tmp_path, capsys):
     _, workdir = resnet
     images, labels = digits_images
     paths = []
@@ -20,7 +23,8 @@ def test_explain_writes_maps_and_attributions(resnet, digits_images, tmp_path):
         Image.fromarray(images[i][:, :, 0]).save(path)
         paths.append(path)
     out = str(tmp_path / "maps")
-    result = run_tool(
+    code, stdout, stderr = jaxvision(
+        capsys,
         "explain",
         f"--workdir={workdir}",
         "--images",
@@ -28,10 +32,10 @@ def test_explain_writes_maps_and_attributions(resnet, digits_images, tmp_path):
         "--method=gradcam,integrated_gradients",
         "--steps=32",
         f"--out={out}",
-        check=True,
     )
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 4, result.stdout
+    assert code == 0, stderr[-3000:]
+    lines = stdout.strip().splitlines()
+    assert len(lines) == 4, stdout
     assert lines[0].startswith(f"{paths[0]}: gradcam of {labels[0]} (p=")
     assert "completeness error" in lines[2] and lines[2].endswith("digit0_integrated_gradients.png")
     for name in ("digit0", "digit1"):
@@ -43,8 +47,8 @@ def test_explain_writes_maps_and_attributions(resnet, digits_images, tmp_path):
         assert picture.size == (2 * 224, 224 + 22)  # image and overlay, enlarged, captioned
 
 
-@pytest.mark.slow
-def test_explain_errors_are_one_line(resnet, tmp_path):
+@pytest.mark.slow  # one fresh process: imports and the model's programs
+def test_explain_errors_are_one_line(resnet, tmp_path, capsys):
     _, workdir = resnet
     result = run_tool("explain", f"--workdir={workdir}", "--images", "nope.png")
     assert result.returncode == 2
@@ -53,5 +57,7 @@ def test_explain_errors_are_one_line(resnet, tmp_path):
     )
     path = str(tmp_path / "a.png")
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(path)
-    result = run_tool("explain", f"--workdir={workdir}", "--images", path, "--method=lime")
-    assert result.returncode == 2 and "error: unknown method 'lime'" in result.stderr
+    code, _, stderr = jaxvision(
+        capsys, "explain", f"--workdir={workdir}", "--images", path, "--method=lime"
+    )
+    assert code == 2 and "error: unknown method 'lime'" in stderr

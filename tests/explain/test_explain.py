@@ -14,7 +14,7 @@ from jaxvision.explain import METHODS, ModelFunction, checks, explain, gradients
 from jaxvision.explain.cam import default_layer
 from jaxvision.explain.core import chunked
 from jaxvision.models.vit import ViT_Ti16
-from jaxvision.predictor import Predictor
+from jaxvision.predictor import Predictor, _variable_shapes, _zoo_record
 
 
 @pytest.mark.slow  # 128 interpolation steps through the CNN: over a minute on 2 cores
@@ -171,16 +171,17 @@ def test_every_named_map_of_the_zoo_is_tapped(name):
         assert found[key].shape == maps[key].shape, key
 
 
-@pytest.mark.slow  # compiles six programs of the ViT: ~30 s on 2 busy cores
+@pytest.mark.slow  # compiles six programs of the ViT
 def test_vit_attention_is_recorded_without_changing_the_logits():
-    # ViT-Ti with 3 of its 12 blocks (the zoo's entry fixes the depth, so the module is made
-    # here, with the zoo Predictor's preprocessing): the same code at a quarter of the compiling.
-    model = ViT_Ti16(num_classes=4, image_size=32, depth=3)
+    # ViT-Ti with 2 of its 12 blocks (the zoo's entry fixes the depth, so the module is made
+    # here, with the zoo Predictor's preprocessing): the same code at a sixth of the compiling.
+    model = ViT_Ti16(num_classes=4, image_size=32, depth=2)
     variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     params = variables["params"]
     params["head"]["kernel"] = jax.random.normal(jax.random.key(1), params["head"]["kernel"].shape)
-    predictor = Predictor.random("simple_cnn", image_size=32, num_classes=4)
-    zoo = ModelFunction.of(predictor)
+    # A zoo Predictor's preprocessing (a CNN's zero weights: nothing of it runs or compiles).
+    record = _zoo_record("simple_cnn", 32, 4, 3, {})
+    zoo = ModelFunction.of(Predictor(record, _variable_shapes(record)))
     fn = ModelFunction(
         model,
         variables,
@@ -195,14 +196,14 @@ def test_vit_attention_is_recorded_without_changing_the_logits():
     logits, seen = fn.tapped(x, {}, attention=True)
     np.testing.assert_allclose(logits, fn.logits(x), rtol=1e-4, atol=1e-5)
     weights = [v for k, v in seen.items() if k.startswith("attention/")]
-    assert len(weights) == 3 and weights[0].shape == (2, 3, 5, 5)  # 4 patches + class token
+    assert len(weights) == 2 and weights[0].shape == (2, 3, 5, 5)  # 4 patches + class token
     np.testing.assert_allclose(weights[0].sum(-1), 1, rtol=1e-5)
     images = list(np.random.default_rng(1).integers(0, 256, (2, 40, 40, 3), dtype=np.uint8))
     rollout = explain(fn, images, method="attention_rollout")
     assert rollout.attributions.shape == (2, 2, 2) and np.all(rollout.attributions > 0)
     # The class token reaches the head only through the last block: Grad-CAM reads the one
     # before it by default, on the 2 x 2 patch grid.
-    assert default_layer(fn, x) == "tokens_1"
+    assert default_layer(fn, x) == "tokens_0"
     assert explain(fn, images, method="gradcam").attributions.shape == (2, 2, 2)
 
 

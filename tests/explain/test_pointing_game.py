@@ -14,7 +14,8 @@ from jaxvision.data import open_dataset
 from jaxvision.data.transforms import center_crop_boxes
 from jaxvision.explain import ModelFunction, checks, explain
 from jaxvision.predictor import Predictor
-from tests.experiments.helpers import load_config, run_tool
+from tests.experiments.helpers import load_config
+from tests.explain.conftest import jaxvision
 
 
 def _peak(row, col, side=8):
@@ -88,9 +89,12 @@ def shapes_run(session_cache):
 
 
 @pytest.mark.slow
-def test_explain_checks_scores_the_pointing_game(shapes_run, digits_run, tmp_path):
+def test_explain_checks_scores_the_pointing_game(shapes_run, digits_run, tmp_path, capsys):
+    """`jaxvision explain-checks`, run in this process (its exit status and stderr are what a
+    shell sees: tests/explain/test_cli.py checks one in a fresh process)."""
     out = str(tmp_path / "pictures")
-    result = run_tool(
+    code, stdout, stderr = jaxvision(
+        capsys,
         "explain-checks",
         f"--workdir={shapes_run}",
         "--images=8",
@@ -98,9 +102,9 @@ def test_explain_checks_scores_the_pointing_game(shapes_run, digits_run, tmp_pat
         "--checks=pointing_game",
         "--pictures=3",
         f"--out={out}",
-        check=True,
     )
-    lines = result.stdout.strip().splitlines()
+    assert code == 0, stderr[-3000:]
+    lines = stdout.strip().splitlines()
     assert lines[0] == "resnet18 at step 6, 8 test images"
     # The maps that know nothing: a constant one scores the boxes' mean share of the image.
     test = open_dataset("shapes_classification", options=TINY["dataset_options"]).test
@@ -121,13 +125,18 @@ def test_explain_checks_scores_the_pointing_game(shapes_run, digits_run, tmp_pat
     assert picture.size == (150 + 3 * 130, 3 * 130)
     # A run whose test records carry no boxes cannot play.
     workdir, _ = digits_run
-    result = run_tool("explain-checks", f"--workdir={workdir}", "--checks=pointing_game")
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == (
+    code, _, stderr = jaxvision(
+        capsys, "explain-checks", f"--workdir={workdir}", "--checks=pointing_game"
+    )
+    assert code == 2
+    assert stderr.strip().splitlines()[-1] == (
         "error: the pointing game needs the object's box in each test record, and this run's "
         "test split has none (shapes_classification has them)"
     )
-    result = run_tool("explain-checks", f"--workdir={workdir}", "--checks=pointing")
-    assert result.stderr.strip().splitlines()[-1] == (
+    code, _, stderr = jaxvision(
+        capsys, "explain-checks", f"--workdir={workdir}", "--checks=pointing"
+    )
+    assert code == 2
+    assert stderr.strip().splitlines()[-1] == (
         "error: unknown check(s) pointing: use deletion, completeness, randomization, pointing_game"
     )

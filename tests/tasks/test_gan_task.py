@@ -1,8 +1,6 @@
 """The GAN task: the alternating step's gradients equal the losses' own, the losses by hand, the
 fixed evaluation latents."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -56,40 +54,46 @@ def test_one_step_updates_d_then_g_through_the_updated_d(loss, num_classes):
     G, D = task.generator, task.discriminator
     labels = batch["label"] if num_classes else None
     z = jax.random.normal(jax.random.fold_in(g.rng, 0), (6, 8))
-    fakes, g_stats = jax.jit(functools.partial(G.apply, train=True, mutable=["batch_stats"]))(
-        g.variables, z, labels
-    )
     real = gan.from_pixels(batch["image"])
+    d_vars = new.models["discriminator"].variables
 
-    def d_loss(params):
-        r, stats = D.apply(
-            {**d.variables, "params": params}, real, labels, train=True, mutable=["batch_stats"]
-        )
-        f, _ = D.apply(
-            {**d.variables, **stats, "params": params},
-            fakes,
-            labels,
-            train=True,
-            mutable=["batch_stats"],
-        )
-        return gan.discriminator_loss(r, f, loss)
+    @jax.jit
+    def reference(g_variables, d_variables, d_updated):
+        """The generator's training forward and both gradients, written directly: one
+        program instead of three."""
+        fakes, g_stats = G.apply(g_variables, z, labels, train=True, mutable=["batch_stats"])
 
-    expected_d = jax.tree.map(lambda p, g_: p - g_, d.params, jax.jit(jax.grad(d_loss))(d.params))
+        def d_loss(params):
+            r, stats = D.apply(
+                {**d_variables, "params": params}, real, labels, train=True, mutable=["batch_stats"]
+            )
+            f, _ = D.apply(
+                {**d_variables, **stats, "params": params},
+                fakes,
+                labels,
+                train=True,
+                mutable=["batch_stats"],
+            )
+            return gan.discriminator_loss(r, f, loss)
+
+        def g_loss(params):
+            images, _ = G.apply(
+                {**g_variables, "params": params}, z, labels, train=True, mutable=["batch_stats"]
+            )
+            logits, _ = D.apply(d_updated, images, labels, train=True, mutable=["batch_stats"])
+            return gan.generator_loss(logits, loss)
+
+        grads_d = jax.grad(d_loss)(d_variables["params"])
+        grads_g = jax.grad(g_loss)(g_variables["params"])
+        return g_stats, grads_d, grads_g
+
+    g_stats, grads_d, grads_g = reference(g.variables, d.variables, d_vars)
+    expected_d = jax.tree.map(lambda p, g_: p - g_, d.params, grads_d)
     got_d = new.models["discriminator"].params
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), got_d, expected_d
     )
-
-    d_vars = new.models["discriminator"].variables
-
-    def g_loss(params):
-        images, _ = G.apply(
-            {**g.variables, "params": params}, z, labels, train=True, mutable=["batch_stats"]
-        )
-        logits, _ = D.apply(d_vars, images, labels, train=True, mutable=["batch_stats"])
-        return gan.generator_loss(logits, loss)
-
-    expected_g = jax.tree.map(lambda p, g_: p - g_, g.params, jax.jit(jax.grad(g_loss))(g.params))
+    expected_g = jax.tree.map(lambda p, g_: p - g_, g.params, grads_g)
     got_g = new.models["generator"].params
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), got_g, expected_g

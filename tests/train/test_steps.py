@@ -189,11 +189,10 @@ def test_microbatches_are_strided_slices():
 def test_vit_remat_gives_the_same_gradients():
     from jaxvision.models.vit import ViT
 
-    grads = []
-    for remat in (False, True):
-        # One block (each block is rematerialised alike), with drop path: its random draws
-        # must repeat in the recomputed forward pass.
-        model = ViT(
+    # One block (each block is rematerialised alike), with drop path: its random draws must
+    # repeat in the recomputed forward pass.
+    vits = [
+        ViT(
             num_classes=5,
             patch_size=4,
             width=32,
@@ -204,16 +203,27 @@ def test_vit_remat_gives_the_same_gradients():
             drop_path_rate=0.1,
             remat=remat,
         )
-        # Jitted: one program (the same for both), not one per operation.
-        variables = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((2, 8, 8, 1)))
-        params = nn.meta.unbox(variables)["params"]
+        for remat in (False, True)
+    ]
+
+    @jax.jit  # both models' gradients in one program, not one per model or operation
+    def gradients():
         x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 1))
+        grads = []
+        for model in vits:
+            variables = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 8, 8, 1)))
+            params = nn.meta.unbox(variables)["params"]
 
-        def loss(p, model=model, x=x):
-            logits = model.apply({"params": p}, x, train=True, rngs={"dropout": jax.random.key(2)})
-            return cross_entropy(logits, jnp.array([1, 3])).sum()
+            def loss(p, model=model):
+                logits = model.apply(
+                    {"params": p}, x, train=True, rngs={"dropout": jax.random.key(2)}
+                )
+                return cross_entropy(logits, jnp.array([1, 3])).sum()
 
-        grads.append(jax.jit(jax.grad(loss))(params))  # one program, not one per operation
+            grads.append(jax.grad(loss)(params))
+        return grads
+
+    grads = gradients()
     for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads[0])) > 0
