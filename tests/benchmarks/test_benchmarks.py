@@ -75,8 +75,8 @@ def test_train_throughput_row():
     # convolutions 4.1e7, the dense layers 1.0e7).
     assert 1e8 < row["flops_per_step"] < 3e8
     # Without remat on one device the device runs the model's step; XLA's rewrites of the
-    # compiled program are all that separates the two counts (at 4 images: 6% with jax 0.10.2,
-    # 11% with 0.7.0; remat's recomputed forward pass would add ~33%).
+    # compiled program are all that separates the two counts (at 4 images: 6% with jax 0.10.2;
+    # a ResNet-18's 11% with 0.7.0; remat's recomputed forward pass would add ~33%).
     assert abs(row["hardware_flops_per_step"] / row["flops_per_step"] - 1) < 0.2
     assert row["mfu"] is None and row["hfu"] is None  # no peak figure for a CPU
     assert row["tensorflow_loaded"] is False
