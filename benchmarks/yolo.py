@@ -29,15 +29,14 @@ Needs torch and ultralytics importable beside jaxvision for the peers (--torch=n
 import functools
 import json
 import os
-import statistics
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from benchmarks.timing import timed
 from jaxvision import weights
 from jaxvision.models import detection as detectors
 from jaxvision.tasks.yolo import YOLODetection, YOLOOptions
@@ -57,25 +56,6 @@ _KWARGS = flags.DEFINE_string(
 )
 _NUM_CLASSES = 81  # the reference's 80, plus the background jaxvision counts
 _SCORE, _IOU, _MAX_DET = 0.001, 0.7, 300
-
-
-def timed(fn, seconds: float) -> dict:
-    """{"ms": median, "p10", "p90", "calls"} of back-to-back fn() calls for `seconds`, after
-    two untimed calls (compilation, caches)."""
-    fn()
-    fn()
-    times, start = [], time.perf_counter()
-    while len(times) < 3 or time.perf_counter() - start < seconds:
-        begin = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - begin)
-    ms = np.asarray(times) * 1e3
-    return {
-        "ms": statistics.median(ms.tolist()),
-        "p10": float(np.percentile(ms, 10)),
-        "p90": float(np.percentile(ms, 90)),
-        "calls": len(times),
-    }
 
 
 def ours(name: str, end_to_end: bool):

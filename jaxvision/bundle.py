@@ -37,7 +37,7 @@ import numpy as np
 from jax import export
 
 import jaxvision
-from jaxvision import bundle_checks
+from jaxvision import bundle_checks, cpu_compile
 from jaxvision.errors import UserError
 from jaxvision.predictor import Predictor
 from jaxvision.tasks.kinds import kind_of
@@ -82,7 +82,8 @@ def write(predictor: Predictor, out: str, *, platforms=("cpu", "cuda"), source: 
     buckets = predictor.buckets()
     for bucket in buckets:
         inputs = bundle_checks.example_inputs(predictor, bucket)
-        exported = export.export(predictor._forward, platforms=tuple(platforms))(specs, inputs)
+        forward = jax.jit(predictor._predict_batch)  # XLA's defaults: a CPU choice is the loader's
+        exported = export.export(forward, platforms=tuple(platforms))(specs, inputs)
         with open(os.path.join(out, _artefact(bucket)), "wb") as f:
             f.write(exported.serialize())
     explained = None
@@ -152,6 +153,8 @@ class ExportedPredictor(Predictor):
                 self._explain[bucket] = bundle_checks.read_file(path, name, _program)
         self._check(path, weights)
         self.variables = jax.device_put(weights)
+        self._forwards = {}
+        self.compile_with(cpu_compile.DEFAULT)
         platform = jax.default_backend()
         if platform not in metadata["platforms"]:
             raise UserError(
@@ -182,9 +185,21 @@ class ExportedPredictor(Predictor):
                         f"bundle {path} again whole, or export it again"
                     )
 
-    def _forward(self, variables, inputs: dict):
-        bucket = len(next(iter(inputs.values())))
-        return self._exported[bucket].call(variables, inputs)
+    def compiled_forward(self, choice: str):
+        """The bundle's programs as one forward(variables, inputs), each bucket's jitted with
+        `jaxvision.cpu_compile` choice `choice` (one per choice, kept)."""
+        if choice not in self._forwards:
+            options = cpu_compile.options(choice)
+            calls = {
+                bucket: jax.jit(exported.call, compiler_options=options)
+                for bucket, exported in self._exported.items()
+            }
+
+            def forward(variables, inputs: dict):
+                return calls[len(next(iter(inputs.values())))](variables, inputs)
+
+            self._forwards[choice] = forward
+        return self._forwards[choice]
 
     def explainer(self):
         """The bundle's Grad-CAM as a jaxvision.explain.service.Explainer (None without one)."""

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvision import models, weights
+from jaxvision import cpu_compile, models, weights
 from jaxvision.checkpoint import load_model
 from jaxvision.errors import UserError
 from jaxvision.state import ModelState
@@ -89,7 +89,8 @@ class Predictor:
         self.class_names = list(record["class_names"])
         self.image_size = record["image_size"]
         self.max_batch = max_batch
-        self._forward = jax.jit(self._predict_batch)
+        self._forwards = {}
+        self.compile_with(cpu_compile.DEFAULT)
 
     @classmethod
     def from_workdir(
@@ -182,6 +183,39 @@ class Predictor:
     def _predict_batch(self, variables, inputs: dict):
         model = ModelState(variables=variables, opt_state=None, step=0, rng=None)
         return self.task.predict({self.task.trained: model}, **inputs)
+
+    def compiled_forward(self, choice: str):
+        """The jitted forward(variables, inputs), compiled with `jaxvision.cpu_compile` choice
+        `choice` (one per choice, kept)."""
+        if choice not in self._forwards:
+            options = cpu_compile.options(choice)
+            self._forwards[choice] = jax.jit(self._predict_batch, compiler_options=options)
+        return self._forwards[choice]
+
+    def compile_with(self, choice: str) -> None:
+        """Predicts through the forward compiled with `choice` from now on."""
+        if choice not in cpu_compile.CHOICES:
+            raise UserError(
+                f"unknown CPU compile choice {choice!r}: use auto or one of "
+                f"{', '.join(cpu_compile.CHOICES)}"
+            )
+        self.compile_choice = choice
+        self._forward = self.compiled_forward(choice)
+
+    def choose_compile(self, choices=tuple(cpu_compile.CHOICES)) -> dict:
+        """Times the forward of one image compiled with each of `choices` on this CPU, predicts
+        with the fastest from now on and drops the others' programs: cpu_compile.fastest's
+        {"chosen", "ms", "cpu"}."""
+        size, channels = self.image_size, self.record["channels"]
+        inputs, _ = self.preprocess([np.zeros((size, size, channels), np.uint8)])
+
+        def run_with(choice):
+            jax.block_until_ready(self.compiled_forward(choice)(self.variables, inputs))
+
+        found = cpu_compile.fastest(run_with, choices)
+        self.compile_with(found["chosen"])
+        self._forwards = {found["chosen"]: self._forward}
+        return found
 
     def preprocess(self, images: Sequence[np.ndarray]) -> tuple[dict, object]:
         """uint8 [H, W, C] images of any size -> (the model's inputs as in evaluation, what maps

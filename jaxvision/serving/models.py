@@ -3,6 +3,7 @@ its own batcher, warm-up and readiness, and the Prometheus metrics they share (l
 version and endpoint)."""
 
 import dataclasses
+import sys
 import threading
 import time
 
@@ -12,6 +13,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
+from jaxvision import cpu_compile
 from jaxvision.errors import UserError
 from jaxvision.serving.batcher import Batcher, QueueFull
 from jaxvision.serving.images import BadImage
@@ -56,13 +58,16 @@ class ApiError(Exception):
 @dataclasses.dataclass
 class Spec:
     """One model to serve: `metadata` is what /v1/metadata answers; `explainer`
-    (jaxvision.explain.service.Explainer, optional) answers /v1/explain."""
+    (jaxvision.explain.service.Explainer, optional) answers /v1/explain. cpu_compile: how its
+    programs compile on a CPU (a `jaxvision.cpu_compile` choice, or "auto": the fastest of
+    them, timed on this CPU before the buckets compile)."""
 
     predictor: object
     metadata: dict
     explainer: object = None
     name: str = DEFAULT_NAME
     version: str = DEFAULT_VERSION
+    cpu_compile: str = cpu_compile.DEFAULT
 
 
 class Metrics:
@@ -163,9 +168,27 @@ class Model:
     def label(self) -> str:
         return f"{self.name}@{self.version}"
 
+    def choose_compile(self) -> None:
+        """On a CPU: compiles the predictor with the spec's cpu_compile choice (timing them all
+        for "auto"), says which on stderr and in /v1/metadata's "cpu_compile"."""
+        choice = self.spec.cpu_compile
+        if not cpu_compile.applies() or not hasattr(self.predictor, "compile_with"):
+            return
+        if choice == "auto":
+            found = self.predictor.choose_compile()
+            times = ", ".join(f"{name} {ms:.1f} ms" for name, ms in found["ms"].items())
+            line = f"{found['chosen']}, the fastest on {found['cpu']} (one image: {times})"
+        else:
+            self.predictor.compile_with(choice)
+            found = {"chosen": choice, "cpu": cpu_compile.cpu_name()}
+            line = f"{choice}, as asked, on {found['cpu']}"
+        self.metadata = {**self.metadata, "cpu_compile": found}
+        print(f"model {self.label} compiles with {line}", file=sys.stderr, flush=True)
+
     def compile(self) -> str | None:
         """Warms the model up: None, or why it cannot be served."""
         try:
+            self.choose_compile()
             first = with_counts(warm_up(self.predictor, self.explainer))
         except Exception as e:  # any failure: the model can never become ready
             self.failure = warm_up_failure(e)

@@ -34,8 +34,12 @@ def _free_port() -> int:
 
 
 def serve(bundle_path: str, *flags: str):
-    """Starts jaxvision serve on a bundle; (process, url) once /readyz answers 200."""
+    """Starts jaxvision serve on a bundle; (process, url) once /readyz answers 200. Unless
+    `flags` say otherwise, with XLA's default CPU compile options (--cpu_compile=xla): the tests
+    compare the service's answers with the bundle's own, bitwise."""
     port = _free_port()
+    if not any(f.startswith("--cpu_compile") for f in flags):
+        flags = (*flags, "--cpu_compile=xla")
     process = subprocess.Popen(
         [sys.executable, "-m", "jaxvision", "serve", f"--bundle={bundle_path}", f"--port={port}"]
         + list(flags),

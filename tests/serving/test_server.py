@@ -17,7 +17,7 @@ import requests
 from PIL import Image
 
 from experiments import detection
-from jaxvision import bundle
+from jaxvision import bundle, cpu_compile
 from jaxvision.data import files
 from jaxvision.explain import explain
 from jaxvision.predictor import Predictor
@@ -44,6 +44,7 @@ def test_answers_equal_the_bundle_and_the_service_describes_itself(server):
     }
     metadata = requests.get(f"{url}/v1/metadata", timeout=5).json()
     assert metadata["model"]["task"] == "classification" and metadata["buckets"] == [1, 2, 4, 8]
+    assert metadata["cpu_compile"] == {"chosen": "xla", "cpu": cpu_compile.cpu_name()}
     assert requests.get(f"{url}/healthz", timeout=5).json() == {"status": "ok"}
 
 
