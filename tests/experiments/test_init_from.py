@@ -112,12 +112,14 @@ def test_linear_probe_trains_each_models_own_classifier(name):
 
 
 def _fresh_file(tmp_path, name: str, change) -> str:
-    """The digits ResNet-18's fresh weights with torch names, each float tensor `change`d."""
+    """The digits ResNet-18's variables with torch names, every one 1 (the shapes alone are
+    computed: nothing compiles), each float tensor `change`d."""
     model = models.build("resnet18", num_classes=10, stem="small", width=16)
     task = Classification(model, mean=(0.0,), std=(1.0,))
-    init = jax.jit(task.init_variables({"image": np.zeros((1, 8, 8, 1), np.uint8)}))
-    variables = init(jax.random.PRNGKey(0))
-    tensors = weights.export_weights("resnet18", jax.device_get(variables))
+    init = task.init_variables({"image": np.zeros((1, 8, 8, 1), np.uint8)})
+    shapes = jax.eval_shape(init, jax.random.PRNGKey(0))
+    variables = jax.tree.map(lambda s: np.ones(s.shape, s.dtype), shapes)
+    tensors = weights.export_weights("resnet18", variables)
     path = str(tmp_path / name)
     weights.save_safetensors(
         path, {k: change(v) if v.dtype == np.float32 else v for k, v in tensors.items()}

@@ -9,6 +9,7 @@ import pytest
 from experiments.classification import train_and_evaluate
 from jaxvision.checkpoint import Checkpointer
 from jaxvision.predictor import Predictor
+from tests.experiments import resnet10_train
 from tests.experiments.helpers import load_config, read_metrics, without_timings
 
 TINY = dict(image_size=8, pad=1, batch_size=32, log_every_steps=2, checkpoint_every_steps=4)
@@ -46,7 +47,15 @@ def _to_legacy(workdir: str) -> None:
 @pytest.mark.slow
 def test_an_old_layout_checkpoint_resumes_to_the_same_run(tmp_path):
     config = load_config("classification/resnet18_digits.py", total_steps=8, ema_decay=0.9, **TINY)
+    # A ResNet-10 (a ResNet-18 with one block per stage: BatchNorm statistics to carry over),
+    # narrow: half the blocks to compile.
+    config.model = resnet10_train.NAME
     config.model_kwargs.width = 8
+    with resnet10_train.registered():
+        _resume_an_old_layout(tmp_path, config)
+
+
+def _resume_an_old_layout(tmp_path, config):
     whole = str(tmp_path / "whole")
     final = train_and_evaluate(config, whole)
 
