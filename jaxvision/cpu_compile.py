@@ -22,15 +22,24 @@ import time
 
 import jax
 
+# Measured on a quiet 2-core AMD EPYC VM, 2026-12-07, `python -m benchmarks.cpu_inference` and
+# `benchmarks.yolo` (one image, random weights, median ms; docs/results/performance.md):
+#   ResNet-50 float32     xla 150   ynnpack-dots  87   eigen  84   (torch eager 112)
+#   ResNet-50 int8 w+a    xla 130   ynnpack-dots 3,723 eigen 3,733
+#   ViT-B/16 float32      xla 340   ynnpack-dots 504   eigen 403   (torch eager 328)
+#   YOLO11n 640 with NMS  xla 216   ynnpack-dots 181   eigen 170   (torch eager 627)
+# No choice wins everywhere, hence the timing at start-up.
 CHOICES = {
     # XLA's defaults: convolutions and products through YNNPACK, each fused with the
-    # elementwise work around it.
+    # elementwise work around it. Fastest for transformers and for int8 activations (YNNPACK
+    # runs the int8 convolutions that XLA's own loops take 29x longer over); on ResNet-50 the
+    # 7x7 stem convolution alone took 41 of its 150 ms (`benchmarks.cpu_inference --profile`).
     "xla": {},
     # YNNPACK for the dot products alone (with their fused elementwise work); convolutions in
     # XLA's emitted code and Eigen's contractions.
     "ynnpack-dots": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"},
     # No YNNPACK: XLA's emitted code and Eigen's contractions (threaded over the runtime's
-    # intra-op pool) for every convolution and product.
+    # intra-op pool) for every convolution and product. Fastest for float32 CNNs here.
     "eigen": {"xla_cpu_experimental_ynn_fusion_type": ""},
 }
 DEFAULT = "xla"
