@@ -45,7 +45,9 @@ import tensorflow_datasets as tfds  # noqa: E402 (the environment above comes fi
 ONE_WORKER = (
     "tests/compress/test_quantize.py",
     "tests/compress/test_quantize_detection.py",
+    "tests/experiments/test_init_from.py",  # a worker would wait on the other's source run
     "tests/experiments/test_preemption.py",
+    "tests/experiments/test_yolo.py",  # a worker would wait on the other's trained run
     "tests/explain/",
     "tests/models/test_fid_inception.py",
     "tests/serving/test_page.py",  # with the other server tests: the servers start once

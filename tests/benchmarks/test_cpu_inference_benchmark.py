@@ -3,10 +3,13 @@ compile choice, without the peers."""
 
 import json
 
+import pytest
+
 from jaxvision import cpu_compile
 from tests.experiments.helpers import run_module
 
 
+@pytest.mark.slow
 def test_cpu_inference_benchmark_prints_every_row():
     result = run_module(
         "benchmarks.cpu_inference",

@@ -23,6 +23,7 @@ from tests.experiments.helpers import (
     TINY_SHAPES,
     config_flags,
     devices,
+    jaxvision_in_process,
     load_config,
     read_metrics,
     run_module,
@@ -110,22 +111,9 @@ def test_bfloat16_trains_like_float32(trained, tmp_path):
 
 
 def _jaxvision(capsys, *args) -> str:
-    """`jaxvision *args` run in this process (a fresh process would import everything and
-    compile the Predictor again): its stdout, once it exited 0. The command's absl flags are
-    taken out again after, so that the next command can define its own."""
-    from absl import flags
-
-    from jaxvision import commands
-
-    before = set(flags.FLAGS)
-    try:
-        with pytest.raises(SystemExit) as exited:
-            commands.main(["jaxvision", *args])
-    finally:
-        for name in set(flags.FLAGS) - before:
-            delattr(flags.FLAGS, name)
-    out, err = capsys.readouterr()
-    assert exited.value.code in (0, None), err[-3000:]
+    """`jaxvision *args` run in this process: its stdout, once it exited 0."""
+    code, out, err = jaxvision_in_process(capsys, *args)
+    assert code == 0, err[-3000:]
     return out
 
 
