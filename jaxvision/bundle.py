@@ -80,9 +80,9 @@ def write(predictor: Predictor, out: str, *, platforms=("cpu", "cuda"), source: 
         lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), variables
     )
     buckets = predictor.buckets()
+    forward = jax.jit(predictor._predict_batch)  # XLA's defaults: a CPU choice is the loader's
     for bucket in buckets:
         inputs = bundle_checks.example_inputs(predictor, bucket)
-        forward = jax.jit(predictor._predict_batch)  # XLA's defaults: a CPU choice is the loader's
         exported = export.export(forward, platforms=tuple(platforms))(specs, inputs)
         with open(os.path.join(out, _artefact(bucket)), "wb") as f:
             f.write(exported.serialize())
