@@ -85,7 +85,7 @@ def attention_implementation(choice: str, dtype: Any, head_dim: int) -> str:
     return choice
 
 
-def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array, is_causal: bool = False) -> jax.Array:
     """cuDNN's fused attention. q, k, v: [B, N, H, Dh] -> [B, N, H, Dh].
 
     In training, jax (0.10) refuses cuDNN attention over an odd number of tokens (ViT-B/16's
@@ -95,7 +95,7 @@ def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     """
     tokens = q.shape[1]
     if tokens % 2 == 0:
-        return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+        return jax.nn.dot_product_attention(q, k, v, is_causal=is_causal, implementation="cudnn")
     pad = [(0, 0), (0, 1), (0, 0), (0, 0)]
     q, k, v = (jnp.pad(x, pad) for x in (q, k, v))
     lengths = jnp.full((q.shape[0],), tokens, jnp.int32)
@@ -105,6 +105,7 @@ def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
         v,
         query_seq_lengths=lengths,
         key_value_seq_lengths=lengths,
+        is_causal=is_causal,
         implementation="cudnn",
     )
     return y[:, :tokens]

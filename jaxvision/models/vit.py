@@ -33,7 +33,7 @@ from jaxvision.models.attention import (  # noqa: F401 (attention_implementation
 from jaxvision.models.layers import DropPath, record_attention, tap, wants_attention
 from jaxvision.models.vit_hybrid import ResNetV2Backbone
 
-POOLS = ("token", "gap")
+POOLS = ("token", "gap", "map")
 POSEMBS = ("learn", "sincos2d")
 ATTENTIONS = ("auto", "xla", "cudnn")
 
@@ -104,12 +104,14 @@ class Attention(nn.Module):
     """Multi-head self-attention through `jax.nn.dot_product_attention`. x: [B, N, D] → [B, N, D].
 
     Kernels: query/key/value [D, heads, D/heads], out [heads, D/heads, D] (big_vision's layout).
-    `implementation`: see `attention_implementation`.
+    `implementation`: see `attention_implementation`. `causal`: token i attends to tokens <= i
+    only (a text tower read left to right, CLIP's).
     """
 
     num_heads: int
     dtype: Any = jnp.float32
     implementation: str = "auto"
+    causal: bool = False
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -128,15 +130,20 @@ class Attention(nn.Module):
         q, k, v = (qkv(name=name)(x) for name in ("query", "key", "value"))  # [B, N, H, Dh]
         if wants_attention():  # explicit weights, for attention rollout (jaxvision.explain)
             logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / head_dim**0.5
+            if self.causal:
+                n = logits.shape[-1]
+                logits = jnp.where(jnp.tril(jnp.ones((n, n), bool)), logits, -jnp.inf)
             weights = jax.nn.softmax(logits, axis=-1)
             record_attention(self.scope.path, weights)
             y = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
         else:
             impl = attention_implementation(self.implementation, self.dtype, head_dim)
             if impl == "cudnn":
-                y = cudnn_attention(q, k, v)
+                y = cudnn_attention(q, k, v, is_causal=self.causal)
             else:
-                y = jax.nn.dot_product_attention(q, k, v, implementation=impl)
+                y = jax.nn.dot_product_attention(
+                    q, k, v, is_causal=self.causal, implementation=impl
+                )
         return nn.DenseGeneral(
             features=width,
             axis=(-2, -1),
@@ -156,11 +163,12 @@ class EncoderBlock(nn.Module):
     dropout_rate: float = 0.0
     drop_path_rate: float = 0.0
     attention: str = "auto"
+    causal: bool = False
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         y = layer_norm("norm1", self.dtype)(x)
-        y = Attention(self.num_heads, self.dtype, self.attention, name="attn")(y)
+        y = Attention(self.num_heads, self.dtype, self.attention, self.causal, name="attn")(y)
         y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
         x = x + DropPath(self.drop_path_rate)(y, train)
         y = layer_norm("norm2", self.dtype)(x)
@@ -169,16 +177,81 @@ class EncoderBlock(nn.Module):
         return x + DropPath(self.drop_path_rate)(y, train)
 
 
+class MAPHead(nn.Module):
+    """Multi-head attention pooling (big_vision's `MAPHead`): a learned probe token attends to
+    the tokens, then a pre-norm MLP is added to it. x: [B, N, D] → [B, D].
+
+    Parameters: `probe` [1, 1, D]; `attn/query|key|value` [D, heads, D/heads] and `attn/out`
+    [heads, D/heads, D] (big_vision's `MultiHeadDotProductAttention_0`); `norm`
+    (`LayerNorm_0`); `mlp/fc1|fc2` (`MlpBlock_0`). As big_vision: no residual around the
+    attention, xavier-uniform probe and kernels.
+    """
+
+    num_heads: int
+    mlp_dim: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        b, _, width = x.shape
+        if width % self.num_heads:
+            raise UserError(f"MAP head width {width} is not divisible by {self.num_heads} heads")
+        head_dim = width // self.num_heads
+        probe = self.param(
+            "probe",
+            partitioned(nn.initializers.xavier_uniform(), (None, None, "embed")),
+            (1, 1, width),
+            jnp.float32,
+        )
+        probe = jnp.broadcast_to(probe, (b, 1, width)).astype(x.dtype)
+        attn = _MAPAttention(self.num_heads, head_dim, self.dtype, name="attn")
+        y = attn(probe, x)  # [B, 1, D]
+        z = layer_norm("norm", self.dtype)(y)
+        y = y + MlpBlock(self.mlp_dim, self.dtype, name="mlp")(z, False)
+        return y[:, 0]
+
+
+class _MAPAttention(nn.Module):
+    """The probe's cross-attention: queries [B, 1, D] over tokens [B, N, D] → [B, 1, D]."""
+
+    num_heads: int
+    head_dim: int
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, probe: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
+        dense = functools.partial(
+            nn.DenseGeneral,
+            features=(self.num_heads, self.head_dim),
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            kernel_init=partitioned(nn.initializers.xavier_uniform(), EMBED_HEADS_KV),
+            bias_init=partitioned(nn.initializers.zeros, EMBED_HEADS_KV[1:]),
+        )
+        q, k, v = dense(name="query")(probe), dense(name="key")(x), dense(name="value")(x)
+        y = jax.nn.dot_product_attention(q, k, v)
+        return nn.DenseGeneral(
+            features=x.shape[-1],
+            axis=(-2, -1),
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            kernel_init=partitioned(nn.initializers.xavier_uniform(), HEADS_KV_EMBED),
+            name="out",
+        )(y)
+
+
 class PatchEmbed(nn.Module):
     """Non-overlapping patches (or backbone features) projected to `width`.
 
     x: [B, H, W, C] → [B, gh, gw, width], gh = H / (patch_size * backbone stride).
+    `use_bias=False`: CLIP's bias-free patch projection.
     """
 
     width: int
     patch_size: int
     backbone_stages: Sequence[int] = ()
     dtype: Any = jnp.float32
+    use_bias: bool = True
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -190,6 +263,7 @@ class PatchEmbed(nn.Module):
             (p, p),
             strides=(p, p),
             padding="VALID",
+            use_bias=self.use_bias,
             dtype=self.dtype,
             param_dtype=jnp.float32,
             kernel_init=partitioned(nn.initializers.lecun_normal(), (None, None, None, "embed")),
@@ -203,10 +277,14 @@ class ViT(nn.Module):
     Collections: `params` (float32). `image_size` fixes the learned position embedding's grid
     (image_size / patch_size per side, / 16 more with the R50 backbone); inputs must have that
     size (`jaxvision.weights.timm` resamples imported embeddings to it). `pool="token"` reads the
-    class token, `"gap"` averages the patch tokens; `posemb="sincos2d"` is big_vision's fixed
+    class token, `"gap"` averages the patch tokens, `"map"` pools them with big_vision's MAP head
+    (`attn_pool`, a learned probe's attention); `posemb="sincos2d"` is big_vision's fixed
     embedding (no parameter). `backbone_stages` puts timm's ResNetV2 stages before the patch
     embedding (R50+ViT: (3, 4, 9) with patch_size 1). `attention` picks the attention kernel:
     "auto" (cuDNN's fused kernel on GPU in bf16/fp16, XLA elsewhere), "xla" or "cudnn".
+    CLIP's image tower: `pre_norm` (a LayerNorm `norm_pre` on the embedded tokens before the
+    blocks, CLIP's `ln_pre`) and `patch_bias=False`. `num_classes=0`: no head, the model returns
+    the pooled features [B, D] float32 (an image-text model's image tower).
     """
 
     # The top-level module that maps features to classes (a new head when fine-tuning).
@@ -222,6 +300,8 @@ class ViT(nn.Module):
     pool: str = "token"
     posemb: str = "learn"
     class_token: bool = True
+    pre_norm: bool = False
+    patch_bias: bool = True
     backbone_stages: Sequence[int] = ()
     dropout_rate: float = 0.0
     drop_path_rate: float = 0.0
@@ -277,7 +357,12 @@ class ViT(nn.Module):
                 f"{x.shape[1]}x{x.shape[2]}: build it with image_size={x.shape[1]}"
             )
         x = PatchEmbed(
-            self.width, self.patch_size, self.backbone_stages, self.dtype, name="patch_embed"
+            self.width,
+            self.patch_size,
+            self.backbone_stages,
+            self.dtype,
+            self.patch_bias,
+            name="patch_embed",
         )(x)
         b = x.shape[0]
         x = x.reshape(b, grid * grid, self.width)  # row-major patches, as timm's flatten(2)
@@ -303,6 +388,8 @@ class ViT(nn.Module):
             # big_vision: fixed embedding on the patches only; the class token goes in after.
             x = x + posemb_sincos_2d(grid, grid, self.width).astype(x.dtype)
             x = x if cls is None else jnp.concatenate([cls, x], axis=1)
+        if self.pre_norm:
+            x = layer_norm("norm_pre", self.dtype)(x)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
 
         # remat: keep only each block's input for the backward pass and recompute the rest,
@@ -327,9 +414,16 @@ class ViT(nn.Module):
         num_prefix = int(self.class_token)
         if self.pool == "token":
             pre_logits = tokens[:, 0]
+        elif self.pool == "map":
+            pool = MAPHead(self.num_heads, self.mlp_dim, self.dtype, name="attn_pool")
+            pre_logits = pool(tokens[:, num_prefix:])
         else:
             pre_logits = jnp.mean(tokens[:, num_prefix:].astype(jnp.float32), axis=1)
         pre_logits = pre_logits.astype(jnp.float32)
+        if not self.num_classes:
+            return (
+                {"pre_logits": pre_logits, **blocks, "tokens": tokens} if features else pre_logits
+            )
         head = nn.Dense(
             self.num_classes,
             dtype=self.dtype,
