@@ -1,10 +1,11 @@
 """Image-text (two-tower) models by name: `build("siglip_b16_224")`.
 
-Not classifiers, so they have their own registry (as detectors and generators do): an entry is
-`TwoTowers` subclass (`SigLIP`, `CLIP` in jaxvision.models.image_text.two_towers) fixed by a
-`functools.partial`-free preset: the entry's `defaults` set the geometry and `build` options
-override any of them (a smaller depth, another vocab_size). Entry info `family` ("siglip",
-"clip") and `loss` ("sigmoid", "softmax") are read without importing the model.
+Not classifiers (no `num_classes`), so they have their own registry, as detectors and
+generators do. An entry is a `TwoTowers` subclass (`SigLIP` or `CLIP`, in
+jaxvision.models.image_text.two_towers) whose entry `defaults` set the geometry; `build`
+options override any of them (a smaller depth, the tokenizer's vocab_size). Entry info
+`family` ("siglip", "clip") and `loss` ("sigmoid", "softmax") are read without importing the
+model.
 
 Names, with their geometry (open_clip's model configs, big_vision's SigLIP variants):
 - siglip_b16_224, siglip_l16_256, siglip_so400m14_224: SigLIP B/16 at 224 px (text B, 64
