@@ -82,11 +82,16 @@ def _split(mesh: Mesh | None, axes) -> tuple[tuple[str, ...], int]:
     return axes, size
 
 
-def _check(image, text) -> None:
+def _check(image, text, axes: tuple[str, ...], size: int) -> None:
     if image.ndim != 2 or image.shape != text.shape:
         raise ValueError(
             f"contrastive loss wants image and text embeddings of one shape [B, E], got "
             f"{image.shape} and {text.shape}"
+        )
+    if image.shape[0] % size:
+        raise ValueError(
+            f"contrastive loss: a batch of {image.shape[0]} does not split over the {size} "
+            f"devices of the mesh axes {'x'.join(axes)}"
         )
 
 
@@ -98,9 +103,9 @@ def sigmoid_loss(image, text, t, b, *, mesh: Mesh | None = None, axes=None) -> j
     `mesh`: compute it chunk by chunk over the mesh's batch axes (or `axes`), as the module
     docstring says; B must divide evenly over them. Without a mesh: one block on one device.
     """
-    _check(image, text)
-    t, b = _scalar(t), _scalar(b)
     axes, size = _split(mesh, axes)
+    _check(image, text, axes, size)
+    t, b = _scalar(t), _scalar(b)
     if size == 1:
         return _sigmoid_block(image, text, jnp.exp(t), b, positives=True) / image.shape[0]
     loss = jax.shard_map(
@@ -120,9 +125,9 @@ def softmax_loss(image, text, t, *, mesh: Mesh | None = None, axes=None) -> jax.
     `mesh`: each device gathers the embeddings over the mesh's batch axes (or `axes`) and
     scores its own rows, as the module docstring says. Without a mesh: on one device.
     """
-    _check(image, text)
-    t = _scalar(t)
     axes, size = _split(mesh, axes)
+    _check(image, text, axes, size)
+    t = _scalar(t)
     if size == 1:
         logits = jnp.exp(t) * (image @ text.T)
         diagonal = jnp.diagonal(logits)

@@ -4,16 +4,20 @@ pooling, the MAP head, and the published initial temperature and bias."""
 
 import functools
 import math
+import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 from flax.core import meta
+from jax.sharding import PartitionSpec as P
 
 from jaxvision.errors import UserError
 from jaxvision.models import image_text
 from jaxvision.models.vit import ViT
+from jaxvision.sharding import param_specs
 
 
 def count(tree) -> int:
@@ -246,3 +250,27 @@ def test_bad_options_are_one_line_errors():
             jnp.zeros((1, 32, 32, 3)),
             jnp.zeros((1, 20), jnp.int32),
         )
+
+
+def test_towers_shard_by_the_zoo_rules():
+    # FSDP x tensor parallel over a (data 2, fsdp 2, model 2) mesh: both towers' blocks are
+    # split Megatron-style by the ViT's logical axes, FSDP takes the largest free dimension.
+    model = image_text.build("siglip_tiny")
+    boxed = jax.eval_shape(
+        model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)), jnp.zeros((1, 16), jnp.int32)
+    )
+    mesh = types.SimpleNamespace(
+        shape={"data": 2, "fsdp": 2, "model": 2}, axis_names=("data", "fsdp", "model")
+    )
+    specs = param_specs(
+        meta.unbox(boxed["params"]),
+        mesh,
+        "fsdp+tensor",
+        logical_specs=nn.get_partition_spec(boxed)["params"],
+        fsdp_min_size=1024,
+    )
+    assert specs["txt"]["blocks_0"]["mlp"]["fc1"]["kernel"] == P("fsdp", "model")
+    assert specs["img"]["blocks_1"]["attn"]["query"]["kernel"] == P("fsdp", "model", None)
+    assert specs["img"]["attn_pool"]["attn"]["out"]["kernel"] == P("model", None, "fsdp")
+    assert specs["txt"]["token_embed"]["embedding"] == P("fsdp", None)  # [1024, 64]
+    assert specs["t"] == specs["b"] == P(None)

@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+import types
 
 import jax.numpy as jnp
 import numpy as np
@@ -54,6 +55,9 @@ def test_softmax_loss_by_hand():
 def test_mismatched_embeddings_are_refused():
     with pytest.raises(ValueError, match=r"one shape \[B, E\], got \(2, 2\) and \(3, 2\)"):
         sigmoid_loss(IMAGE, jnp.zeros((3, 2)), 0.0, 0.0)
+    mesh = types.SimpleNamespace(shape={"data": 4, "model": 2}, axis_names=("data", "model"))
+    with pytest.raises(ValueError, match=r"a batch of 2 does not split over the 4 devices of"):
+        softmax_loss(IMAGE, TEXT, 0.0, mesh=mesh)
 
 
 @pytest.fixture(scope="module")
