@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from jaxvision.errors import UserError
 from jaxvision.models.layers import DropPath, tap
-from jaxvision.models.vit import MlpBlock, layer_norm
+from jaxvision.models.transformer import MlpBlock, layer_norm
 
 
 class MixerBlock(nn.Module):

@@ -12,6 +12,9 @@ Differences from timm, none of which changes imported weights:
 - `pool="gap"` averages the patch tokens after the final LayerNorm `norm`, as big_vision (timm's
   `global_pool="avg", fc_norm=False`), so token and gap models share one parameter layout.
 - Fresh parameters are initialised as big_vision: xavier-uniform kernels, zero head.
+
+The blocks, attention, MLP and MAP head live in `jaxvision.models.transformer` (shared with the
+image-text text tower), the hybrid's ResNetV2 stem in `jaxvision.models.vit_hybrid`.
 """
 
 import functools
@@ -20,7 +23,6 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from jaxvision.errors import UserError
@@ -30,33 +32,25 @@ from jaxvision.models.attention import (  # noqa: F401 (attention_implementation
     target_platform,
     traced_for,
 )
-from jaxvision.models.layers import DropPath, record_attention, tap, wants_attention
+from jaxvision.models.layers import DropPath, tap  # noqa: F401 (DropPath: API)
+from jaxvision.models.transformer import (  # noqa: F401 (the pieces' old home: API)
+    ACTIVATIONS,
+    EMBED_HEADS_KV,
+    EMBED_MLP,
+    HEADS_KV_EMBED,
+    MLP_EMBED,
+    Attention,
+    EncoderBlock,
+    MAPHead,
+    MlpBlock,
+    layer_norm,
+    partitioned,
+)
 from jaxvision.models.vit_hybrid import ResNetV2Backbone
 
 POOLS = ("token", "gap", "map")
 POSEMBS = ("learn", "sincos2d")
 ATTENTIONS = ("auto", "xla", "cudnn")
-
-# Logical axis names of the kernels, for tensor parallelism: `jaxvision.sharding.LOGICAL_RULES`
-# maps "mlp" and "heads" to the mesh's model axis and keeps "embed"/"kv" whole (Megatron-style).
-# Without rules the annotations change nothing; `model.init` returns `nn.LogicallyPartitioned`
-# boxes, which `model.apply` reads as they are and `nn.meta.unbox` strips (the train state does).
-EMBED_MLP = ("embed", "mlp")
-MLP_EMBED = ("mlp", "embed")
-EMBED_HEADS_KV = ("embed", "heads", "kv")
-HEADS_KV_EMBED = ("heads", "kv", "embed")
-
-
-def partitioned(init, axes: tuple[str | None, ...]):
-    """`init` with logical `axes` (one name, or None, per dimension of the parameter)."""
-    return nn.with_logical_partitioning(init, axes)
-
-
-def layer_norm(name: str, dtype: Any) -> nn.LayerNorm:
-    # timm's eps; two-pass variance, as torch, so imported models match to 1e-5.
-    return nn.LayerNorm(
-        epsilon=1e-6, dtype=dtype, param_dtype=jnp.float32, use_fast_variance=False, name=name
-    )
 
 
 def posemb_sincos_2d(h: int, w: int, width: int, temperature: float = 10_000.0) -> jnp.ndarray:
@@ -73,171 +67,6 @@ def posemb_sincos_2d(h: int, w: int, width: int, temperature: float = 10_000.0) 
     x = jnp.einsum("m,d->md", x.flatten(), omega)
     pe = jnp.concatenate([jnp.sin(x), jnp.cos(x), jnp.sin(y), jnp.cos(y)], axis=1)
     return pe[None].astype(jnp.float32)
-
-
-class MlpBlock(nn.Module):
-    """fc1 → exact GELU (torch's) → dropout → fc2. x: [..., D] → [..., D]."""
-
-    mlp_dim: int
-    dtype: Any = jnp.float32
-    dropout_rate: float = 0.0
-    kernel_init: Any = nn.initializers.xavier_uniform()
-    axes: tuple[tuple[str | None, ...], tuple[str | None, ...]] = (EMBED_MLP, MLP_EMBED)
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        dense = functools.partial(
-            nn.Dense,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-        )
-        fc1_init, fc2_init = (partitioned(self.kernel_init, axes) for axes in self.axes)
-        bias_init = nn.initializers.normal(1e-6)  # big_vision: tiny, not zero
-        fc1_bias_init = partitioned(bias_init, self.axes[0][-1:])
-        y = dense(self.mlp_dim, kernel_init=fc1_init, bias_init=fc1_bias_init, name="fc1")(x)
-        y = nn.gelu(y, approximate=False)
-        y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
-        return dense(x.shape[-1], kernel_init=fc2_init, bias_init=bias_init, name="fc2")(y)
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention through `jax.nn.dot_product_attention`. x: [B, N, D] → [B, N, D].
-
-    Kernels: query/key/value [D, heads, D/heads], out [heads, D/heads, D] (big_vision's layout).
-    `implementation`: see `attention_implementation`. `causal`: token i attends to tokens <= i
-    only (a text tower read left to right, CLIP's).
-    """
-
-    num_heads: int
-    dtype: Any = jnp.float32
-    implementation: str = "auto"
-    causal: bool = False
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        width = x.shape[-1]
-        if width % self.num_heads:
-            raise UserError(f"ViT width {width} is not divisible by num_heads {self.num_heads}")
-        head_dim = width // self.num_heads
-        qkv = functools.partial(
-            nn.DenseGeneral,
-            features=(self.num_heads, head_dim),
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            kernel_init=partitioned(nn.initializers.xavier_uniform(), EMBED_HEADS_KV),
-            bias_init=partitioned(nn.initializers.zeros, EMBED_HEADS_KV[1:]),
-        )
-        q, k, v = (qkv(name=name)(x) for name in ("query", "key", "value"))  # [B, N, H, Dh]
-        if wants_attention():  # explicit weights, for attention rollout (jaxvision.explain)
-            logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / head_dim**0.5
-            if self.causal:
-                n = logits.shape[-1]
-                logits = jnp.where(jnp.tril(jnp.ones((n, n), bool)), logits, -jnp.inf)
-            weights = jax.nn.softmax(logits, axis=-1)
-            record_attention(self.scope.path, weights)
-            y = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
-        else:
-            impl = attention_implementation(self.implementation, self.dtype, head_dim)
-            if impl == "cudnn":
-                y = cudnn_attention(q, k, v, is_causal=self.causal)
-            else:
-                y = jax.nn.dot_product_attention(
-                    q, k, v, is_causal=self.causal, implementation=impl
-                )
-        return nn.DenseGeneral(
-            features=width,
-            axis=(-2, -1),
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            kernel_init=partitioned(nn.initializers.xavier_uniform(), HEADS_KV_EMBED),
-            name="out",
-        )(y)
-
-
-class EncoderBlock(nn.Module):
-    """Pre-norm transformer block (timm's `Block`). x: [B, N, D] → [B, N, D]."""
-
-    num_heads: int
-    mlp_dim: int
-    dtype: Any = jnp.float32
-    dropout_rate: float = 0.0
-    drop_path_rate: float = 0.0
-    attention: str = "auto"
-    causal: bool = False
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        y = layer_norm("norm1", self.dtype)(x)
-        y = Attention(self.num_heads, self.dtype, self.attention, self.causal, name="attn")(y)
-        y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
-        x = x + DropPath(self.drop_path_rate)(y, train)
-        y = layer_norm("norm2", self.dtype)(x)
-        y = MlpBlock(self.mlp_dim, self.dtype, self.dropout_rate, name="mlp")(y, train)
-        y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
-        return x + DropPath(self.drop_path_rate)(y, train)
-
-
-class MAPHead(nn.Module):
-    """Multi-head attention pooling (big_vision's `MAPHead`): a learned probe token attends to
-    the tokens, then a pre-norm MLP is added to it. x: [B, N, D] → [B, D].
-
-    Parameters: `probe` [1, 1, D]; `attn/query|key|value` [D, heads, D/heads] and `attn/out`
-    [heads, D/heads, D] (big_vision's `MultiHeadDotProductAttention_0`); `norm`
-    (`LayerNorm_0`); `mlp/fc1|fc2` (`MlpBlock_0`). As big_vision: no residual around the
-    attention, xavier-uniform probe and kernels.
-    """
-
-    num_heads: int
-    mlp_dim: int
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        b, _, width = x.shape
-        if width % self.num_heads:
-            raise UserError(f"MAP head width {width} is not divisible by {self.num_heads} heads")
-        head_dim = width // self.num_heads
-        probe = self.param(
-            "probe",
-            partitioned(nn.initializers.xavier_uniform(), (None, None, "embed")),
-            (1, 1, width),
-            jnp.float32,
-        )
-        probe = jnp.broadcast_to(probe, (b, 1, width)).astype(x.dtype)
-        attn = _MAPAttention(self.num_heads, head_dim, self.dtype, name="attn")
-        y = attn(probe, x)  # [B, 1, D]
-        z = layer_norm("norm", self.dtype)(y)
-        y = y + MlpBlock(self.mlp_dim, self.dtype, name="mlp")(z, False)
-        return y[:, 0]
-
-
-class _MAPAttention(nn.Module):
-    """The probe's cross-attention: queries [B, 1, D] over tokens [B, N, D] → [B, 1, D]."""
-
-    num_heads: int
-    head_dim: int
-    dtype: Any
-
-    @nn.compact
-    def __call__(self, probe: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
-        dense = functools.partial(
-            nn.DenseGeneral,
-            features=(self.num_heads, self.head_dim),
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            kernel_init=partitioned(nn.initializers.xavier_uniform(), EMBED_HEADS_KV),
-            bias_init=partitioned(nn.initializers.zeros, EMBED_HEADS_KV[1:]),
-        )
-        q, k, v = dense(name="query")(probe), dense(name="key")(x), dense(name="value")(x)
-        y = jax.nn.dot_product_attention(q, k, v)
-        return nn.DenseGeneral(
-            features=x.shape[-1],
-            axis=(-2, -1),
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            kernel_init=partitioned(nn.initializers.xavier_uniform(), HEADS_KV_EMBED),
-            name="out",
-        )(y)
 
 
 class PatchEmbed(nn.Module):
@@ -283,8 +112,10 @@ class ViT(nn.Module):
     embedding (R50+ViT: (3, 4, 9) with patch_size 1). `attention` picks the attention kernel:
     "auto" (cuDNN's fused kernel on GPU in bf16/fp16, XLA elsewhere), "xla" or "cudnn".
     CLIP's image tower: `pre_norm` (a LayerNorm `norm_pre` on the embedded tokens before the
-    blocks, CLIP's `ln_pre`) and `patch_bias=False`. `num_classes=0`: no head, the model returns
-    the pooled features [B, D] float32 (an image-text model's image tower).
+    blocks, CLIP's `ln_pre`) and `patch_bias=False`. `activation` (`ACTIVATIONS`) and
+    `norm_epsilon` match other references (big_vision: "gelu_tanh"; open_clip: eps 1e-5).
+    `num_classes=0`: no head, the model returns the pooled features [B, D] float32 (an
+    image-text model's image tower).
     """
 
     # The top-level module that maps features to classes (a new head when fine-tuning).
@@ -302,6 +133,8 @@ class ViT(nn.Module):
     class_token: bool = True
     pre_norm: bool = False
     patch_bias: bool = True
+    activation: str = "gelu"
+    norm_epsilon: float = 1e-6
     backbone_stages: Sequence[int] = ()
     dropout_rate: float = 0.0
     drop_path_rate: float = 0.0
@@ -314,6 +147,11 @@ class ViT(nn.Module):
         if self.attention not in ATTENTIONS:
             raise UserError(
                 f"unknown ViT attention {self.attention!r}: choose one of {', '.join(ATTENTIONS)}"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise UserError(
+                f"unknown ViT activation {self.activation!r}: choose one of "
+                f"{', '.join(ACTIVATIONS)}"
             )
         if self.pool not in POOLS:
             raise UserError(f"unknown ViT pool {self.pool!r}: choose one of {', '.join(POOLS)}")
@@ -389,7 +227,7 @@ class ViT(nn.Module):
             x = x + posemb_sincos_2d(grid, grid, self.width).astype(x.dtype)
             x = x if cls is None else jnp.concatenate([cls, x], axis=1)
         if self.pre_norm:
-            x = layer_norm("norm_pre", self.dtype)(x)
+            x = layer_norm("norm_pre", self.dtype, self.norm_epsilon)(x)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
 
         # remat: keep only each block's input for the backward pass and recompute the rest,
@@ -406,16 +244,26 @@ class ViT(nn.Module):
                 self.dropout_rate,
                 rate,
                 self.attention,
+                False,
+                self.activation,
+                self.norm_epsilon,
                 name=f"blocks_{i}",
             )(x, train)
             blocks[f"tokens_{i}"] = x = tap(f"tokens_{i}", x)
-        tokens = tap("tokens", layer_norm("norm", self.dtype)(x))
+        tokens = tap("tokens", layer_norm("norm", self.dtype, self.norm_epsilon)(x))
 
         num_prefix = int(self.class_token)
         if self.pool == "token":
             pre_logits = tokens[:, 0]
         elif self.pool == "map":
-            pool = MAPHead(self.num_heads, self.mlp_dim, self.dtype, name="attn_pool")
+            pool = MAPHead(
+                self.num_heads,
+                self.mlp_dim,
+                self.dtype,
+                self.activation,
+                self.norm_epsilon,
+                name="attn_pool",
+            )
             pre_logits = pool(tokens[:, num_prefix:])
         else:
             pre_logits = jnp.mean(tokens[:, num_prefix:].astype(jnp.float32), axis=1)

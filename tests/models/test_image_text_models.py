@@ -16,6 +16,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxvision.errors import UserError
 from jaxvision.models import image_text
+from jaxvision.models.transformer import ACTIVATIONS
 from jaxvision.models.vit import ViT
 from jaxvision.sharding import param_specs
 
@@ -274,3 +275,23 @@ def test_towers_shard_by_the_zoo_rules():
     assert specs["img"]["attn_pool"]["attn"]["out"]["kernel"] == P("model", None, "fsdp")
     assert specs["txt"]["token_embed"]["embedding"] == P("fsdp", None)  # [1024, 64]
     assert specs["t"] == specs["b"] == P(None)
+
+
+def test_each_family_has_its_references_activation_and_norm_epsilon():
+    x = jnp.array([-1.0, 0.5, 2.0])
+    np.testing.assert_allclose(ACTIVATIONS["quick_gelu"](x), x / (1 + np.exp(-1.702 * x)))
+    exact = 0.5 * x * (1 + np.array([math.erf(v / math.sqrt(2)) for v in x]))
+    np.testing.assert_allclose(ACTIVATIONS["gelu"](x), exact, rtol=1e-6)
+    tanh = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    np.testing.assert_allclose(ACTIVATIONS["gelu_tanh"](x), tanh, rtol=1e-6)
+    # Both towers get the model's: big_vision's for SigLIP, open_clip's for CLIP.
+    for name, activation, epsilon in (
+        ("siglip_tiny", "gelu_tanh", 1e-6),
+        ("clip_tiny", "gelu", 1e-5),
+    ):
+        _, variables, _, _ = tiny(name)
+        bound = image_text.build(name).bind(variables)
+        assert (bound.img.activation, bound.img.norm_epsilon) == (activation, epsilon)
+        assert (bound.txt.activation, bound.txt.norm_epsilon) == (activation, epsilon)
+    with pytest.raises(UserError, match=r"unknown image-text activation 'relu': choose one of "):
+        image_text.build("clip_tiny", activation="relu")

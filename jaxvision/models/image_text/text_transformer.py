@@ -8,9 +8,9 @@ One module for both published designs (pick with the fields):
   with the end-of-sequence token, so the last position always holds one), a projection with a
   bias (big_vision's `head`).
 Both end with a LayerNorm over the tokens (open_clip's `ln_final`, big_vision's
-`encoder_norm`). Blocks are the ViT's (`jaxvision.models.vit.EncoderBlock`, pre-norm), so tensor
-parallelism splits them by the same logical axes. Fresh parameters: token embedding N(0, 0.02²),
-positions N(0, 0.01²), projection N(0, 1/width), as open_clip.
+`encoder_norm`). Blocks are the ViT's (`jaxvision.models.transformer.EncoderBlock`, pre-norm),
+so tensor parallelism splits them by the same logical axes. Fresh parameters: token embedding
+N(0, 0.02²), positions N(0, 0.01²), projection N(0, 1/width), as open_clip.
 """
 
 from typing import Any
@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxvision.errors import UserError
-from jaxvision.models.vit import EncoderBlock, layer_norm, partitioned
+from jaxvision.models.transformer import ACTIVATIONS, EncoderBlock, layer_norm, partitioned
 
 POOLS = ("argmax", "last", "first", "mean")
 
@@ -39,12 +39,19 @@ class TextTransformer(nn.Module):
     causal: bool = True
     pool: str = "argmax"
     proj_bias: bool = False
+    activation: str = "gelu"
+    norm_epsilon: float = 1e-6
     dropout_rate: float = 0.0
     remat: bool = False
     attention: str = "auto"
     dtype: Any = jnp.float32
 
     def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise UserError(
+                f"unknown text activation {self.activation!r}: choose one of "
+                f"{', '.join(ACTIVATIONS)}"
+            )
         if self.pool not in POOLS:
             raise UserError(f"unknown text pool {self.pool!r}: choose one of {', '.join(POOLS)}")
         super().__post_init__()
@@ -84,9 +91,11 @@ class TextTransformer(nn.Module):
                 0.0,
                 self.attention,
                 self.causal,
+                self.activation,
+                self.norm_epsilon,
                 name=f"blocks_{i}",
             )(x, train)
-        x = layer_norm("norm", self.dtype)(x)
+        x = layer_norm("norm", self.dtype, self.norm_epsilon)(x)
 
         if self.pool == "argmax":
             pooled = x[jnp.arange(x.shape[0]), jnp.argmax(tokens, axis=1)]

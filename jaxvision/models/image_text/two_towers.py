@@ -28,7 +28,8 @@ import jax.numpy as jnp
 
 from jaxvision.errors import UserError
 from jaxvision.models.image_text.text_transformer import TextTransformer
-from jaxvision.models.vit import ViT, partitioned
+from jaxvision.models.transformer import ACTIVATIONS, partitioned
+from jaxvision.models.vit import ViT
 
 
 def l2_normalize(z: jnp.ndarray) -> jnp.ndarray:
@@ -73,12 +74,21 @@ class TwoTowers(nn.Module):
     # exp(t) and b at initialisation; bias_init None: no bias.
     temperature_init: float = 1 / 0.07
     bias_init: float | None = None
+    # Both towers' MLP nonlinearity (jaxvision.models.transformer.ACTIVATIONS) and LayerNorm eps.
+    activation: str = "gelu"
+    norm_epsilon: float = 1e-5
     dropout_rate: float = 0.0
     remat: bool = False
     attention: str = "auto"
     dtype: Any = jnp.float32  # compute dtype; parameters and embeddings stay float32
 
     def __post_init__(self):
+        # Checked at build, before any tower is made.
+        if self.activation not in ACTIVATIONS:
+            raise UserError(
+                f"unknown image-text activation {self.activation!r}: choose one of "
+                f"{', '.join(ACTIVATIONS)}"
+            )
         if not self.image_proj and self.embed_dim != self.image_width:
             raise UserError(
                 f"an image tower without projection gives embeddings of its width "
@@ -100,6 +110,8 @@ class TwoTowers(nn.Module):
             class_token=self.image_pool == "token",
             pre_norm=self.image_pre_norm,
             patch_bias=self.image_patch_bias,
+            activation=self.activation,
+            norm_epsilon=self.norm_epsilon,
             dropout_rate=self.dropout_rate,
             remat=self.remat,
             attention=self.attention,
@@ -126,6 +138,8 @@ class TwoTowers(nn.Module):
             causal=self.text_causal,
             pool=self.text_pool,
             proj_bias=self.text_proj_bias,
+            activation=self.activation,
+            norm_epsilon=self.norm_epsilon,
             dropout_rate=self.dropout_rate,
             remat=self.remat,
             attention=self.attention,
@@ -168,7 +182,8 @@ class TwoTowers(nn.Module):
 
 class CLIP(TwoTowers):
     """open_clip's CLIP: ViT with a class token, `ln_pre` and a bias-free patch projection,
-    a causal text tower pooled at end-of-text, bias-free projections, softmax loss."""
+    a causal text tower pooled at end-of-text, bias-free projections, softmax loss; exact GELU
+    and LayerNorm eps 1e-5 as open_clip (OpenAI's weights: activation="quick_gelu")."""
 
     family: ClassVar[str] = "clip"
     loss: ClassVar[str] = "softmax"
@@ -177,7 +192,7 @@ class CLIP(TwoTowers):
 class SigLIP(TwoTowers):
     """big_vision's SigLIP: ViT without class token pooled by a MAP head, no image projection;
     a bidirectional text tower pooled at the last token with a biased projection; sigmoid loss
-    with a learned bias."""
+    with a learned bias; tanh-approximate GELU and LayerNorm eps 1e-6 as big_vision."""
 
     family: ClassVar[str] = "siglip"
     loss: ClassVar[str] = "sigmoid"
@@ -197,3 +212,5 @@ class SigLIP(TwoTowers):
     text_proj_bias: bool = True
     temperature_init: float = 10.0
     bias_init: float | None = -10.0
+    activation: str = "gelu_tanh"
+    norm_epsilon: float = 1e-6
