@@ -50,6 +50,7 @@ ONE_WORKER = (
     "tests/experiments/test_yolo.py",  # a worker would wait on the other's trained run
     "tests/explain/",
     "tests/models/test_fid_inception.py",
+    "tests/ops/test_contrastive.py",  # the 8-device process runs once
     "tests/serving/test_page.py",  # with the other server tests: the servers start once
     "tests/serving/test_server.py",
     "tests/serving/test_tritonclient.py",
