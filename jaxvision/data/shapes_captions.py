@@ -91,7 +91,7 @@ _NOISE = 3.0
 
 def word_tokenizer(length: int = 16, path: str | None = None) -> WordTokenizer:
     """The "shapes_words" tokenizer: `VOCABULARY`, CLIP's layout (see `jaxvision.data.tokenizers`:
-    0 pad, 1 unknown, 2..20 the words, 21 SOT, 22 EOT)."""
+    0 pad, 1 unknown, 2..19 the words, 20 SOT, 21 EOT)."""
     if path is not None:
         raise UserError("tokenizer 'shapes_words' reads no file: drop tokenizer_path")
     return WordTokenizer(VOCABULARY, length)
