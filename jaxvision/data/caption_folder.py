@@ -163,6 +163,12 @@ def _read_layout(root: pathlib.Path, train_split: str, test_split: str | None):
         )
     if (root / CAPTIONS_FILE).is_file():
         return [read_jsonl(root / CAPTIONS_FILE)], []
+    if train_file.is_file():
+        raise UserError(
+            f"{train_file} has no held-out folder beside it ({', '.join(tests)}, with its own "
+            f"{CAPTIONS_FILE}): add one, or move it to {root / CAPTIONS_FILE} to hold out "
+            "test_fraction of its images"
+        )
     if (root / "annotations").is_dir():
         train = _find_coco(root, train_split, "train_split", required=True)
         test = _find_coco(root, test_split or "val", "test_split", required=test_split is not None)
