@@ -9,7 +9,7 @@ Names (`TOKENIZERS`, a registry: a new one is a registration, not an edit of a s
   (`jaxvision.data.shapes_captions.VOCABULARY`); needs no file.
 - "clip_bpe": CLIP's byte-level BPE through the `tokenizers` package, from a Hugging Face
   `tokenizer.json` (`path`; e.g. the one in openai/clip-vit-base-patch32 or an open_clip hub
-  repository).
+  repository) or from CLIP's merges file `bpe_simple_vocab_16e6.txt.gz` (open_clip ships it).
 - "siglip_spm": SigLIP's SentencePiece model through the `sentencepiece` package (`path`: a
   `.model` file, e.g. big_vision's c4_en `cc_en.32000/sentencepiece.model`).
 The vocabulary and model files are the user's: nothing is downloaded. The two library-backed
@@ -28,6 +28,7 @@ Every tokenizer turns a text into exactly `length` int32 ids, in one of two layo
 
 from __future__ import annotations
 
+import html
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -199,9 +200,12 @@ def _import(module: str, package: str, name: str):
 
 
 class ClipTokenizer(Tokenizer):
-    """CLIP's byte-level BPE (49,408 ids: SOT 49406, EOT 49407) read from a Hugging Face
-    `tokenizer.json` with the `tokenizers` package; CLIP's layout. The file's normalizer does
-    CLIP's lower-casing; whitespace runs are collapsed first, as open_clip's `whitespace_clean`.
+    """CLIP's byte-level BPE (49,408 ids: SOT 49406, EOT 49407) with the `tokenizers` package;
+    CLIP's layout. `path`: a Hugging Face `tokenizer.json` of a CLIP model, or CLIP's merges file
+    `bpe_simple_vocab_16e6.txt.gz` (shipped with openai's clip and open_clip packages), from
+    which the tokenizer is built as CLIP builds it. Text is cleaned as CLIP cleans it (HTML
+    entities unescaped, whitespace runs collapsed, lower case) except for ftfy's repairs of
+    broken Unicode (ligatures such as "ﬁ" stay as they are).
     """
 
     SOT, EOT = "<|startoftext|>", "<|endoftext|>"
@@ -214,12 +218,18 @@ class ClipTokenizer(Tokenizer):
     def _load(self) -> None:
         tokenizers = _import("tokenizers", "tokenizers", "clip_bpe")
         try:
-            self._tokenizer = tokenizers.Tokenizer.from_file(self.path)
+            if self.path.endswith(".json"):
+                self._tokenizer = tokenizers.Tokenizer.from_file(self.path)
+            else:
+                self._tokenizer = _clip_from_merges(tokenizers, self.path)
         except Exception as e:  # the library raises a bare Exception for a malformed file
             raise UserError(
-                f"cannot read {self.path} as a tokenizers JSON file ({str(e).splitlines()[0]}): "
-                "give a CLIP model's tokenizer.json"
+                f"cannot read {self.path} as a CLIP tokenizer ({str(e).splitlines()[0]}): give "
+                "a CLIP model's tokenizer.json or CLIP's bpe_simple_vocab_16e6.txt.gz"
             ) from None
+        # A tokenizer.json may carry its own padding and truncation: the layout is ours.
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
         ids = [self._tokenizer.token_to_id(t) for t in (self.SOT, self.EOT)]
         if None in ids:
             raise UserError(
@@ -237,11 +247,65 @@ class ClipTokenizer(Tokenizer):
         self._load()
 
     def encode(self, text: str) -> list[int]:
-        text = " ".join(text.split())
+        text = " ".join(html.unescape(html.unescape(text)).split())  # CLIP's basic_clean
         return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
     def decode(self, ids: Iterable[int]) -> str:
-        return self._tokenizer.decode(self.strip(ids), skip_special_tokens=True).strip()
+        text = self._tokenizer.decode(self.strip(ids), skip_special_tokens=True)
+        return " ".join(text.replace("</w>", " ").split())
+
+
+# CLIP's pre-tokenization: contractions, runs of letters, single digits, runs of other symbols.
+_CLIP_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+_CLIP_MERGES = 49152 - 256 - 2  # the merges CLIP uses of its file (after the header line)
+
+
+def _byte_symbols() -> list[str]:
+    """The 256 printable characters byte-level BPE writes the bytes 0..255 as (GPT-2's table,
+    in CLIP's vocabulary order: the printable bytes first, then the others from U+0100)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    others = [b for b in range(256) if b not in printable]
+    return [chr(b) for b in printable] + [chr(0x100 + k) for k in range(len(others))]
+
+
+def _clip_from_merges(tokenizers, path: str):
+    """CLIP's tokenizer from its merges file: ids are the 256 byte symbols, the same with the
+    end-of-word mark "</w>", one per merge in rank order, then SOT and EOT (49,408 in all)."""
+    import gzip
+
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        lines = f.read().split("\n")[1 : _CLIP_MERGES + 1]
+    merges = [tuple(line.split()) for line in lines]
+    if not merges or any(len(m) != 2 for m in merges):
+        raise ValueError("its lines are not pairs of symbols")
+    symbols = _byte_symbols()
+    vocabulary = [*symbols, *(s + "</w>" for s in symbols), *("".join(m) for m in merges)]
+    vocabulary += [ClipTokenizer.SOT, ClipTokenizer.EOT]
+    model = tokenizers.models.BPE(
+        {token: i for i, token in enumerate(vocabulary)},
+        merges,
+        continuing_subword_prefix="",
+        end_of_word_suffix="</w>",
+    )
+    tokenizer = tokenizers.Tokenizer(model)
+    normalizers, pre = tokenizers.normalizers, tokenizers.pre_tokenizers
+    tokenizer.normalizer = normalizers.Sequence(
+        [
+            normalizers.NFC(),
+            normalizers.Replace(tokenizers.Regex(r"\s+"), " "),
+            normalizers.Lowercase(),
+        ]
+    )
+    tokenizer.pre_tokenizer = pre.Sequence(
+        [
+            pre.Split(tokenizers.Regex(_CLIP_PATTERN), behavior="removed", invert=True),
+            pre.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = tokenizers.decoders.ByteLevel()
+    tokenizer.add_special_tokens([ClipTokenizer.SOT, ClipTokenizer.EOT])
+    return tokenizer
 
 
 class SentencePieceTokenizer(Tokenizer):

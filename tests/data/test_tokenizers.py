@@ -4,6 +4,8 @@ The CLIP and SigLIP tests build tiny vocabularies with the `tokenizers` and `sen
 packages (the `text` extra) and are skipped where those are not installed."""
 
 import io
+import json
+import pathlib
 import pickle
 
 import numpy as np
@@ -117,12 +119,29 @@ def test_clip_bpe_errors(clip_json, tmp_path):
         make_tokenizer("clip_bpe", length=8)
     bad = tmp_path / "bad.json"
     bad.write_text('{"not": "a tokenizer"}')
-    with pytest.raises(UserError, match=r"cannot read .*bad.json as a tokenizers JSON file"):
+    with pytest.raises(UserError, match=r"cannot read .*bad.json as a CLIP tokenizer \("):
         make_tokenizer("clip_bpe", length=8, path=str(bad))
     plain = tmp_path / "plain.json"
     plain.write_text(clip_json.read_text().replace("<|startoftext|>", "<|start|>"))
     with pytest.raises(UserError, match=r"has no <\|startoftext\|> / <\|endoftext\|> tokens"):
         make_tokenizer("clip_bpe", length=8, path=str(plain))
+
+
+def test_clip_bpe_from_merges_matches_openai_tokenizer():
+    """CLIP's tokenizer built from (the first 8,000 merges of) its merges file gives the ids of
+    openai's own tokenizer (fixtures/make_clip_tokens.py) for 200 texts."""
+    pytest.importorskip("tokenizers")
+    fixtures = pathlib.Path(__file__).parent / "fixtures"
+    reference = json.loads((fixtures / "clip_tokens.json").read_text())
+    tokenizer = make_tokenizer("clip_bpe", length=77, path=str(fixtures / reference["merges"]))
+    assert (tokenizer.vocab_size, tokenizer.bos_id, tokenizer.eos_id) == (8514, 8512, 8513)
+    rows = tokenizer(reference["texts"])
+    for text, ids, row in zip(reference["texts"], reference["ids"], rows, strict=True):
+        assert tokenizer.encode(text) == ids, text
+        framed = [8512, *ids[:75], 8513]
+        assert row.tolist() == framed + [0] * (77 - len(framed)), text
+    assert tokenizer.decode(rows[1]) == "a small red star left of a blue circle ."
+    assert sum(len(ids) > 75 for ids in reference["ids"]) >= 1  # a text long enough to be cut
 
 
 @pytest.fixture(scope="module")
