@@ -23,7 +23,8 @@ Every tokenizer turns a text into exactly `length` int32 ids, in one of two layo
 - SigLIP's ("siglip_spm"): `[t1 ... tn, EOS, pad, pad, ...]` with no start token; pad is the EOS
   id unless `pad_id` says otherwise (big_vision's SigLIP configs tokenize with
   `eos="sticky", pad_value=1`, and 1 is EOS in the c4_en model); a text too long is cut to
-  `length - 1` ids and still ends with EOS ("sticky").
+  `length - 1` ids and still ends with EOS ("sticky"). Like big_vision's op, it lower-cases A-Z
+  first (`lower=False` keeps the case).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from __future__ import annotations
 import html
 import os
 import re
+import string
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -55,7 +57,7 @@ def make_tokenizer(name: str, *, length: int, path: str | None = None, **options
         name: a `TOKENIZERS` name.
         length: ids per text, at least 2 (room for the end token).
         path: the vocabulary or model file, for the names that read one.
-        options: the tokenizer's own settings (`pad_id` for "siglip_spm").
+        options: the tokenizer's own settings (`pad_id`, `lower` for "siglip_spm").
 
     Raises:
         UserError: unknown name, missing or unreadable file, missing package.
@@ -308,14 +310,25 @@ def _clip_from_merges(tokenizers, path: str):
     return tokenizer
 
 
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
 class SentencePieceTokenizer(Tokenizer):
     """SigLIP's SentencePiece model (`.model` file) with the `sentencepiece` package; SigLIP's
-    layout. `pad_id`: the padding id (default: the model's EOS id, as big_vision pads)."""
+    layout, as big_vision's `tokenize` op makes it. `pad_id`: the padding id (default: the
+    model's EOS id, as big_vision's SigLIP configs pad). `lower`: lower-case A-Z first (the
+    op's default, `tf.strings.lower`, which leaves other letters alone)."""
 
-    def __init__(self, length: int = 64, path: str | None = None, pad_id: int | None = None):
+    def __init__(
+        self,
+        length: int = 64,
+        path: str | None = None,
+        pad_id: int | None = None,
+        lower: bool = True,
+    ):
         self.length = _check_length(length)
         self.path = _check_file(path, "SentencePiece model")
-        self._pad = pad_id
+        self._pad, self.lower = pad_id, bool(lower)
         self._load()
 
     def _load(self) -> None:
@@ -338,13 +351,14 @@ class SentencePieceTokenizer(Tokenizer):
             )
 
     def __getstate__(self) -> dict:
-        return {"length": self.length, "path": self.path, "_pad": self._pad}
+        return {"length": self.length, "path": self.path, "_pad": self._pad, "lower": self.lower}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._load()
 
     def encode(self, text: str) -> list[int]:
+        text = text.translate(_ASCII_LOWER) if self.lower else text
         return list(self._model.encode(text, out_type=int))
 
     def decode(self, ids: Iterable[int]) -> str:

@@ -180,6 +180,10 @@ def test_siglip_spm_layout(spm_model):
     assert padded_zero("a red star").tolist() == pieces + [1] + [0] * (11 - len(pieces))
     long = tokenizer("a small green square left of a large blue circle " * 3)
     assert long.shape == (12,) and long[-1] == 1 and (long[:-1] != 1).all()  # sticky EOS
+    # A-Z lower-cased first, as big_vision's tokenize op does by default.
+    assert tokenizer.encode("A Red STAR") == pieces
+    cased = make_tokenizer("siglip_spm", length=12, path=str(spm_model), lower=False)
+    assert cased.encode("a red star") == pieces and cased.encode("A Red STAR") != pieces
     copy = pickle.loads(pickle.dumps(padded_zero))
     assert copy("a red star").tolist() == padded_zero("a red star").tolist()
 
