@@ -13,7 +13,8 @@ Captions are made from what was drawn, in one of these phrasings (chosen per ite
 - two shapes: "a red star left of a blue circle", "a small red star left of a large blue
   circle", "a blue circle right of a red star", "a large blue circle right of a small red star".
 `captions(objects)` lists every phrasing of an item, `foil(objects)` the two-shape caption with
-the shapes swapped (false for the image: what an "A left of B" vs "B left of A" check reads).
+the shapes swapped (false for the image: what an "A left of B" vs "B left of A" check reads),
+`CLASS_PROMPTS` each colour-shape class as its one-shape caption (zero-shot prompts).
 The word vocabulary (`VOCABULARY`) is fixed, and so is the "shapes_words" tokenizer built on it.
 
 Held-out combinations: red triangle, green star, blue cross, yellow circle and purple square
@@ -224,6 +225,13 @@ def foil(objects: list[dict], phrasing: int = 0) -> str:
     if len(objects) != 2:
         raise ValueError(f"a foil swaps two shapes, got {len(objects)}")
     return caption(objects[::-1], phrasing)
+
+
+# Each class as its one-shape caption ("a red circle", ..., "an orange cross"): zero-shot
+# prompts that read as the training captions do.
+CLASS_PROMPTS = tuple(
+    caption([{"colour": c, "shape": s, "size": "small"}], 0) for c in COLOURS for s in SHAPES
+)
 
 
 def split_labels(split: str) -> tuple[int, ...]:

@@ -122,6 +122,12 @@ def test_captions_say_what_was_drawn():
             assert sc.foil(sc.objects_of(record)) not in sc.captions(sc.objects_of(record))
         assert record["text"] in sc.captions(sc.objects_of(record))
     assert len(phrasings) == 6  # every phrasing occurs
+    assert sc.CLASS_PROMPTS[:2] == ("a red circle", "a red square")
+    assert sc.CLASS_PROMPTS[-1] == "an orange cross" and len(sc.CLASS_PROMPTS) == 30
+    for k in range(30):  # the one-shape items of the test split cycle through the classes
+        record = sc.render(0, 1, 2 * k, SIZE)[0]
+        assert sc.caption(sc.objects_of(record), 0) == sc.CLASS_PROMPTS[record["label"]]
+        assert record["label"] == k
 
 
 def test_held_out_combinations_only_in_test(dataset):
