@@ -203,3 +203,29 @@ def test_folder_and_coco_errors(tmp_path):
 def test_tokenizer_from_texts_is_the_default():
     tokenizer = WordTokenizer.from_texts(["b a", "c"], length=5)
     assert tokenizer("a b c d").tolist() == [5, 2, 3, 4, 6]  # cut: SOT a b c EOT
+
+
+def test_captioned_shapes_written_as_a_folder_read_back(tmp_path):
+    """The captioned shapes saved as PNGs with every phrasing in captions.jsonl open as the
+    same pixels, texts and tokens."""
+    shapes = open_dataset("shapes_captions", options={"image_size": 32, "num_train": 6})
+    for split, name in (("train", "train"), ("test", "val")):
+        source = getattr(shapes, split)
+        (tmp_path / name).mkdir()
+        entries = []
+        for i in range(6):
+            Image.fromarray(source[i]["image"]).save(tmp_path / name / f"{i}.png")
+            entries += [{"file": f"{i}.png", "text": t} for t in source.captions(i)]
+        _jsonl(tmp_path / name / "captions.jsonl", entries)
+    ds = _open(tmp_path, options={"tokenizer": "shapes_words", "text_length": 16})
+    assert len(ds.train) == sum(len(shapes.train.captions(i)) for i in range(6))
+    same_text = 0
+    for k in range(len(ds.train)):
+        record = ds.train[k]
+        original = shapes.train[record["image_index"]]
+        assert np.array_equal(np.asarray(record["image"]), original["image"])
+        assert record["text"] in shapes.train.captions(record["image_index"])
+        if record["text"] == original["text"]:
+            assert np.array_equal(record["tokens"], original["tokens"])
+            same_text += 1
+    assert same_text == 6  # each image's own caption is one of its phrasings
