@@ -111,12 +111,13 @@ def _check_length(length: int) -> int:
     return int(length)
 
 
-_WORD = re.compile(r"[a-z0-9']+")
+_WORD = re.compile(r"[\w']+")
 
 
 def split_words(text: str) -> list[str]:
-    """The words of `text` as the word tokenizer sees them: lower case, letters, digits and
-    apostrophes; everything else separates words ("A red-star." -> ["a", "red", "star"])."""
+    """The words of `text` as the word tokenizer sees them: lower case, runs of letters, digits,
+    underscores and apostrophes; everything else separates words ("A red-star." -> ["a", "red",
+    "star"], "Café's" -> ["café's"])."""
     return _WORD.findall(text.lower())
 
 
@@ -135,7 +136,7 @@ class WordTokenizer(Tokenizer):
         if bad:
             raise UserError(
                 f"vocabulary word(s) {', '.join(map(repr, bad[:5]))} are not single lower-case "
-                "words: give one word a line, letters, digits or apostrophes only"
+                "words: give one word a line, of letters, digits, underscores or apostrophes"
             )
         if len(set(words)) != len(words):
             twice = sorted({w for w in words if words.count(w) > 1})

@@ -21,6 +21,7 @@ def test_word_ids_and_clip_layout():
     assert (tokenizer.pad_id, tokenizer.UNK, tokenizer.bos_id, tokenizer.eos_id) == (0, 1, 5, 6)
     assert tokenizer.vocab_size == 7
     assert split_words("A red-Star.") == ["a", "red", "star"]
+    assert split_words("Café's 2 naïve\tÉTÉ") == ["café's", "2", "naïve", "été"]
     assert tokenizer.encode("A red-Star.") == [2, 3, 4]
     assert tokenizer.encode("a blue star") == [2, 1, 4]  # an unknown word is UNK
     ids = tokenizer("a red star")
