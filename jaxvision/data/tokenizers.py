@@ -29,6 +29,7 @@ Every tokenizer turns a text into exactly `length` int32 ids, in one of two layo
 
 from __future__ import annotations
 
+import gzip
 import html
 import os
 import re
@@ -215,7 +216,7 @@ class ClipTokenizer(Tokenizer):
 
     def __init__(self, length: int = 77, path: str | None = None):
         self.length = _check_length(length)
-        self.path = _check_file(path, "tokenizer.json")
+        self.path = _check_file(path, "CLIP tokenizer")
         self._load()
 
     def _load(self) -> None:
@@ -274,8 +275,6 @@ def _byte_symbols() -> list[str]:
 def _clip_from_merges(tokenizers, path: str):
     """CLIP's tokenizer from its merges file: ids are the 256 byte symbols, the same with the
     end-of-word mark "</w>", one per merge in rank order, then SOT and EOT (49,408 in all)."""
-    import gzip
-
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as f:
         lines = f.read().split("\n")[1 : _CLIP_MERGES + 1]

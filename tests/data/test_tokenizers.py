@@ -114,9 +114,11 @@ def test_clip_bpe_layout(clip_json):
 
 def test_clip_bpe_errors(clip_json, tmp_path):
     pytest.importorskip("tokenizers")
-    with pytest.raises(UserError, match=r"tokenizer.json file .*missing.json not found"):
+    with pytest.raises(UserError, match=r"CLIP tokenizer file .*missing.json not found"):
         make_tokenizer("clip_bpe", length=8, path=str(tmp_path / "missing.json"))
-    with pytest.raises(UserError, match="this tokenizer needs its tokenizer.json file"):
+    with pytest.raises(
+        UserError, match="this tokenizer needs its CLIP tokenizer file: give its path"
+    ):
         make_tokenizer("clip_bpe", length=8)
     bad = tmp_path / "bad.json"
     bad.write_text('{"not": "a tokenizer"}')
