@@ -151,7 +151,10 @@ def test_a_dataset_registered_here_opens_by_name():
     try:
         opened = data.open_dataset("test_ramp", options={"scale": 3})
         assert opened.num_classes == 2 and opened.std == (3.0,) and len(opened.train) == 4
-        having = "'coco', 'coco_json', 'shapes', 'shapes_classification', 'test_ramp'"
+        having = (
+            "'captions', 'coco', 'coco_json', 'shapes', 'shapes_captions', "
+            "'shapes_classification', 'test_ramp'"
+        )
         with pytest.raises(UserError, match=rf"drop them \(the datasets with options: {having}\)"):
             data.open_dataset("digits", options={"scale": 3})
     finally:

@@ -45,6 +45,15 @@ DATASETS.declare(
     takes_options=True,
 )
 DATASETS.declare(
+    "shapes_captions", "jaxvision.data.shapes_captions:open_request", takes_options=True
+)
+DATASETS.declare(
+    "captions",
+    "jaxvision.data.caption_folder:open_request",
+    hint="data_dir=<root>/captions.jsonl",
+    takes_options=("tokenizer", "tokenizer_path", "text_length"),
+)
+DATASETS.declare(
     "coco_json",
     "jaxvision.data.coco_json:open_request",
     hint="data_dir=<COCO-format root>",
@@ -77,6 +86,10 @@ def open_dataset(
             "coco/2017" or "coco/2017:1.1.0" (TFDS), see `jaxvision.data.coco` and `.coco_json`.
             "shapes_classification": one shape per image, labelled by its kind, its box in the
             record (see `jaxvision.data.shapes_classification`).
+            Image–text (records with `text` and `tokens`): "shapes_captions" (synthetic shapes
+            with captions, see `jaxvision.data.shapes_captions`) and "captions" (a folder with
+            captions.jsonl or COCO captions JSON at `data_dir`, see
+            `jaxvision.data.caption_folder`).
         data_dir: the image root for "folder"; the TFDS data dir for TFDS names (default:
             `$TFDS_DATA_DIR`, else TFDS's default).
         train_split: TFDS split for training; for "folder" with a `train/` + `val/` layout, the
@@ -86,11 +99,13 @@ def open_dataset(
         test_fraction: share of each class held out for testing when the dataset has no test
             split of its own (digits, single-level folders).
         split_seed: seed of that held-out split.
-        strict: for "folder" and "coco_json", stop at the first unreadable file instead of
-            leaving the unreadable ones out (`Dataset.skipped` lists them).
+        strict: for "folder", "captions" and "coco_json", stop at the first unreadable file
+            instead of leaving the unreadable ones out (`Dataset.skipped` lists them).
         options: settings only some datasets have: for "shapes", `image_size`, `num_train`,
             `num_test`, `max_objects`, `seed` (see `shapes.open_shapes`); for
-            "shapes_classification" the same but `max_objects`. Others take none.
+            "shapes_classification" the same but `max_objects`; for "shapes_captions" see
+            `shapes_captions.open_shapes_captions`; for "captions" `tokenizer`,
+            `tokenizer_path`, `text_length`. Others take none.
 
     Raises:
         UserError: the dataset is unknown, missing, not prepared or malformed.
