@@ -1,5 +1,6 @@
-"""Pretrained weights in and out: torchvision/timm/Ultralytics safetensors and big_vision .npz
-files, by path or by name from the Hugging Face hub (`hf-hub:ORG/NAME[@REVISION]`,
+"""Pretrained weights in and out: torchvision/timm/Ultralytics safetensors, big_vision .npz
+files, open_clip / Hugging Face CLIP and SigLIP safetensors (jaxvision.weights.image_text), by
+path or by name from the Hugging Face hub (`hf-hub:ORG/NAME[@REVISION]`,
 jaxvision.weights.hub).
 
 Each model family has a converter module with these functions:
@@ -22,6 +23,7 @@ import numpy as np
 
 from jaxvision import models
 from jaxvision.errors import UserError
+from jaxvision.models import image_text
 from jaxvision.registry import Registry
 from jaxvision.weights import hub
 from jaxvision.weights.common import (
@@ -57,6 +59,9 @@ for _module, _names in (
 ):
     for _name in _names.split():
         CONVERTERS.declare(_name, f"jaxvision.weights.{_module}")
+# Two-tower models read big_vision, open_clip and Hugging Face layouts (told apart by names).
+for _name in image_text.names():
+    CONVERTERS.declare(_name, "jaxvision.weights.image_text")
 
 
 def _converter(model_name: str):
@@ -68,8 +73,8 @@ def _converter(model_name: str):
 
 
 def importable_models() -> list[str]:
-    """The models whose weights import from torchvision / timm / Ultralytics / big_vision
-    files."""
+    """The models whose weights import from torchvision / timm / Ultralytics / big_vision /
+    open_clip / Hugging Face files."""
     return sorted(CONVERTERS)
 
 
@@ -132,7 +137,8 @@ def export_weights(model_name: str, variables: dict) -> dict[str, np.ndarray]:
 
 
 def read_tensors(path: str, model_name: str) -> dict[str, np.ndarray]:
-    """The torch-named tensors of `path`: a .safetensors file, a big_vision .npz (ViT/Mixer), or
+    """The torch-named tensors of `path`: a .safetensors file, a big_vision .npz (ViT/Mixer:
+    timm-named; image-text models: big_vision's own names), or
     `hf-hub:ORG/NAME[@REVISION]` (its weight file, fetched into the hub cache; an error when the
     repository's architecture is another zoo model's)."""
     if hub.is_hub_name(path):
@@ -144,7 +150,7 @@ def read_tensors(path: str, model_name: str) -> dict[str, np.ndarray]:
         converter = _converter(model_name)
         if not hasattr(converter, "load_npz"):
             raise UserError(
-                f"{path} is a big_vision .npz, which only ViT and Mixer models read; "
+                f"{path} is a big_vision .npz, which only ViT, Mixer and image-text models read; "
                 f"{model_name} takes a torchvision .safetensors file"
             )
         return converter.load_npz(model_name, path)
@@ -152,8 +158,8 @@ def read_tensors(path: str, model_name: str) -> dict[str, np.ndarray]:
 
 
 def load_weights(path: str, model_name: str, variables: dict, *, new_head: bool = False):
-    """Reads `path` (.safetensors with torch names, a big_vision .npz for ViTs, or a hub name
-    `hf-hub:ORG/NAME[@REVISION]`) and imports it as `import_weights` does."""
+    """Reads `path` (.safetensors with torch names, a big_vision .npz for ViTs and SigLIP, or a
+    hub name `hf-hub:ORG/NAME[@REVISION]`) and imports it as `import_weights` does."""
     tensors = read_tensors(path, model_name)
     return import_weights(model_name, tensors, variables, new_head=new_head)
 

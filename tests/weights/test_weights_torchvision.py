@@ -236,7 +236,9 @@ def test_big_vision_npz_for_a_torchvision_model_is_user_error(tmp_path):
     path = tmp_path / "resnet.npz"
     np.savez(path, w=np.zeros(3))
     model = resnet.ResNet((2, 1, 1, 1), resnet.BasicBlock, num_classes=5, width=4)
-    with pytest.raises(UserError, match=r"only ViT and Mixer models read; resnet18 takes a "):
+    with pytest.raises(
+        UserError, match=r"only ViT, Mixer and image-text models read; resnet18 takes a "
+    ):
         load_weights(str(path), "resnet18", fresh_variables(model, (1, 32, 32, 3)))
 
 
