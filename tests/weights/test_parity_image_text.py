@@ -67,8 +67,9 @@ def test_quick_gelu_matters_for_openai_style_weights():
     variables, _ = weights.load_weights(
         fixture("clip_hf.safetensors"), "clip_tiny", fresh_variables(model)
     )
-    image = model.apply(variables, expected["images"], method="embed_images")
-    assert float(np.abs(np.asarray(image) - expected["image"]).max()) > 1e-3
+    # The whole model, as clip_open_clip's case runs it: the same program, compiled once.
+    out = jax.jit(model.apply)(variables, expected["images"], expected["tokens"])
+    assert float(np.abs(np.asarray(out["image"]) - expected["image"]).max()) > 1e-3
 
 
 def test_scanned_big_vision_encoders_import_as_blocks(tmp_path):
@@ -149,3 +150,21 @@ def test_a_classifier_file_is_no_image_text_layout():
         "is in none of the image-text layouts jaxvision reads (big_vision, Hugging Face, "
         "open_clip): give a big_vision .npz or an open_clip / Hugging Face .safetensors"
     )
+
+
+def test_init_from_a_big_vision_file_as_the_loop_does(capsys):
+    # `--config.init_from=FILE`: the loop hands the run's fresh model to init_model_from.
+    from jaxvision.state import ModelState
+    from jaxvision.train.init_from import init_model_from
+
+    model = image_text.build("siglip_tiny", vocab_size=64)
+    path = fixture("siglip_big_vision.npz")
+    fresh = ModelState(fresh_variables(model), None, np.int32(0), np.zeros(2, np.uint32))
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    loaded = init_model_from(path, "siglip_tiny", fresh, device, new_head=False, heads=[])
+    assert f"initialised siglip_tiny from {path}\n" in capsys.readouterr().err
+    with np.load(path) as npz:
+        np.testing.assert_array_equal(
+            loaded.params["txt"]["proj"]["kernel"], npz["params/txt/head/kernel"]
+        )
+        np.testing.assert_array_equal(loaded.params["b"], npz["params/b"])
