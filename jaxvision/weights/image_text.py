@@ -27,7 +27,9 @@ import numpy as np
 
 from jaxvision.errors import UserError
 from jaxvision.registry import Registry
+from jaxvision.weights.big_vision_siglip import read_npz
 from jaxvision.weights.common import check_complete, conv_to_flax, flatten, unflatten
+from jaxvision.weights.timm import resample_posemb
 
 LAYOUTS = Registry("image-text weight layout")
 LAYOUTS.declare("big_vision", "jaxvision.weights.big_vision_siglip")
@@ -39,6 +41,7 @@ IGNORED = re.compile(r"(.*\.)?(position_ids|attn_mask)")
 
 Path = tuple[str, ...]
 Rule = tuple[str, str, str]
+_QKV = ("query", "key", "value")
 
 
 def _raw(path: Path, leaf: str, value: np.ndarray) -> list[tuple[Path, np.ndarray]]:
@@ -68,7 +71,6 @@ def _in_proj(path: Path, leaf: str, value: np.ndarray) -> list[tuple[Path, np.nd
     return [(path + (n, "bias"), p) for n, p in zip(_QKV, parts, strict=True)]
 
 
-_QKV = ("query", "key", "value")
 KINDS: dict[str, Callable] = {
     "raw": _raw,
     "linear": _linear,
@@ -135,8 +137,6 @@ def _fit(key: Path, value: np.ndarray, want: tuple[int, ...]) -> np.ndarray:
     ):
         return value.reshape(want)
     if key[-2:] == ("img", "pos_embed") and value.shape[-1] == want[-1]:
-        from jaxvision.weights.timm import resample_posemb
-
         grid = value.reshape(1, -1, want[-1])
         num_prefix = int(math.isqrt(grid.shape[1]) ** 2 != grid.shape[1])
         return resample_posemb(grid, math.isqrt(want[1] - num_prefix), num_prefix)
@@ -202,8 +202,6 @@ def load_npz(model_name: str, path: str) -> dict[str, np.ndarray]:
     """A big_vision .npz as {"/"-joined flax path: array}, without a `params/` or
     `opt/target/` prefix (the two-tower layout reads it)."""
     del model_name
-    from jaxvision.weights.big_vision_siglip import read_npz
-
     return read_npz(path)
 
 
