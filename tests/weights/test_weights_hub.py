@@ -5,12 +5,14 @@ import hashlib
 import json
 import os
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 
 from jaxvision import models, weights
 from jaxvision.errors import UserError
+from jaxvision.models import image_text
 from jaxvision.predictor import Predictor
 from jaxvision.weights import hub
 
@@ -364,3 +366,21 @@ def test_the_http_clients_no_network_errors_are_recognised(name):
     error = type(name, bases.get(name, (OSError,)), {})("down")
     assert hub._is_connection_error(error)
     assert not hub._is_connection_error(ValueError("x"))
+
+
+def test_an_image_text_model_reads_a_transformers_repository(offline_cache):
+    # A SiglipModel repository as transformers saves one: model.safetensors in its own names.
+    path = os.path.join(os.path.dirname(__file__), "fixtures", "siglip_hf.safetensors")
+    with open(path, "rb") as f:
+        files = {"model.safetensors": f.read()}
+    files["config.json"] = json.dumps({"architectures": ["SiglipModel"]}).encode()
+    lay_out_cache(offline_cache, "someone/tiny-siglip", files)
+    model = image_text.build("siglip_tiny", vocab_size=64)
+    abstract = jax.eval_shape(
+        model.init, jax.random.key(0), np.zeros((1, 32, 32, 3)), np.zeros((1, 16), np.int32)
+    )
+    abstract = nn.meta.unbox(abstract)
+    fresh = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract)
+    by_name, _ = weights.load_weights("hf-hub:someone/tiny-siglip", "siglip_tiny", fresh)
+    by_path, _ = weights.load_weights(path, "siglip_tiny", fresh)
+    jax.tree.map(np.testing.assert_array_equal, by_name, by_path)
