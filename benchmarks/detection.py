@@ -53,36 +53,24 @@ _TORCHVISION_PEERS = ("retinanet_resnet50_fpn", "fcos_resnet50_fpn", "fasterrcnn
 def ours(images: np.ndarray, choice: str = cpu_compile.DEFAULT):
     """A callable running jaxvision's detector and post-processing on `images` [B, H, W, 3],
     compiled with jaxvision.cpu_compile choice `choice`."""
-    from jaxvision.tasks.detection import Detection
+    from jaxvision.tasks.detection import Detection, Levelled
 
     model = detectors.build(_MODEL.value, num_classes=_NUM_CLASSES, **json.loads(_KWARGS.value))
+    how = FAMILIES[model.family]
+    if not isinstance(how, Levelled):
+        raise SystemExit("--model must be a RetinaNet, FCOS or Faster R-CNN: SSD runs at its size")
     # The task places anchors on a square canvas; this benchmark's input is (H, W): build the
-    # task for the longer side and the anchors for the input's own grid.
+    # task for the longer side and the anchors for the input's own grid (Faster R-CNN places
+    # its own, on the input itself).
     task = Detection(model, canvas=max(images.shape[1:3]))
-    math_module = FAMILIES[model.family][0]
+    anchors, levels = how.anchors(model, images.shape[1:3])
     sizes = jnp.asarray([images.shape[1:3]] * len(images), jnp.int32)
     variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, *images.shape[1:])))
-    if model.family == "fasterrcnn":  # places its anchors on the input itself
 
-        def predict(variables, images):
-            state = {"model": ModelState(variables, opt_state=None, step=0, rng=None)}
-            return task.predict(state, images, sizes)
-
-    elif model.family in ("retinanet", "fcos"):
-        from jaxvision.ops.anchors import anchor_grid, anchors_per_level
-
-        shapes = detectors.feature_shapes(model, *images.shape[1:3])
-        sizes_, ratios = model.anchor_sizes(), model.anchor_aspect_ratios()
-        anchors = anchor_grid(images.shape[1:3], shapes, sizes_, ratios)
-        levels = anchors_per_level(shapes, sizes_, ratios)
-
-        def predict(variables, images):
-            state = {"model": ModelState(variables, opt_state=None, step=0, rng=None)}
-            outputs = task.head_outputs(state, images)
-            return math_module.postprocess(outputs, anchors, levels, sizes, task.options)
-
-    else:
-        raise SystemExit("--model must be a RetinaNet, FCOS or Faster R-CNN: SSD runs at its size")
+    def predict(variables, images):
+        state = {"model": ModelState(variables, opt_state=None, step=0, rng=None)}
+        outputs = task.head_outputs(state, images, sizes)
+        return how.postprocess(outputs, anchors, levels, sizes, task.options)
 
     device_images = jnp.asarray(images)
     jitted = jax.jit(predict, compiler_options=cpu_compile.options(choice))

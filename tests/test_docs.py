@@ -225,7 +225,7 @@ def open_options(field, model):
     if field == "detection":
         from jaxvision.tasks.detection import FAMILIES
 
-        return {f.name for _, options in FAMILIES.values() for f in dataclasses.fields(options)}
+        return {f.name for how in FAMILIES.values() for f in dataclasses.fields(how.Options)}
     from jaxvision.data import shapes, sources
 
     names = set(shapes.OPTIONS)

@@ -14,7 +14,6 @@ from jaxvision import data
 from jaxvision.compress.quantize import Scheme
 from jaxvision.predictor import Predictor, eval_transform
 from jaxvision.state import ModelState
-from jaxvision.tasks.classification import apply_model
 from jaxvision.tasks.detection import Detection
 from jaxvision.tasks.images import normalize
 
@@ -34,9 +33,7 @@ class QuantizedDetection(Detection):
         sizes: [B, 2] (h, w) in the canvas, what a two-stage detector clips proposals to."""
         variables = self.scheme.restore(models[self.trained].variables)
         x = normalize(images, self.mean, self.std)
-        if self.family == "fasterrcnn":
-            return self.scheme.applied.apply(variables, x, train=False, image_sizes=sizes)
-        return apply_model(self.scheme.applied, variables, x, train=False)[0]
+        return self.how.forward(self.scheme.applied, variables, x, sizes)
 
     def loss(self, *args, **kwargs):
         raise NotImplementedError("a quantized detector is for inference: train the float one")

@@ -30,23 +30,123 @@ from jaxvision.tasks.classification import apply_model
 from jaxvision.tasks.images import image_model_init, normalize
 from jaxvision.tasks.kinds import TaskKind, model_options
 
-# family -> (its math module, its options dataclass)
-FAMILIES = {
-    "retinanet": (retinanet_loss, retinanet_loss.RetinaNetOptions),
-    "fcos": (fcos_loss, fcos_loss.FCOSOptions),
-    "ssd": (ssd_loss, ssd_loss.SSDOptions),
-    "fasterrcnn": (fasterrcnn_loss, fasterrcnn_loss.FasterRCNNOptions),
-}
+
+class OneStage:
+    """How a one-stage family over default boxes (SSD) meets the Detection task: its math module
+    (`loss`, `postprocess`, as jaxvision.tasks.ssd_loss has them) and its options dataclass.
+    The subclasses below say what other families do differently; a new family is an instance
+    registered in FAMILIES (or, bringing its own anchors, loss and decoding, a task class in
+    FAMILY_TASKS)."""
+
+    def __init__(self, math, options: type):
+        self.math, self.Options = math, options
+
+    def anchors(self, model: nn.Module, shape: tuple[int, int]) -> tuple[np.ndarray, tuple]:
+        """(anchors float32 [A, 4] xyxy pixels, anchors per pyramid level) of `model` on an
+        input of `shape` (h, w), as torchvision's DefaultBoxGenerator places them."""
+        shapes = detectors.feature_shapes(model, *shape)
+        anchors = anchor_ops.default_boxes(
+            shape, shapes, model.aspect_ratios, scales=model.scales, steps=model.steps,
+            clip=model.clip,
+        )  # fmt: skip
+        per_level = tuple(h * w * n for (h, w), n in zip(shapes, model.num_anchors(), strict=True))
+        return anchors, per_level
+
+    def inputs(self, batch: dict) -> dict:
+        """What the loss needs from a batch besides the image and its boxes."""
+        return {}
+
+    def loss(self, task, variables: dict, inputs: dict, rng):
+        """((loss, its parts), the new mutable collections) of `task`'s model on `inputs`."""
+        outputs, mutable = apply_model(task.model, variables, inputs["image"], train=True, rng=rng)
+        args = (outputs, task.anchors, inputs["boxes"], inputs["classes"], inputs["boxes_mask"])
+        levels = self._levels(task.anchors_per_level)
+        return self.math.loss(*args, task.options, **levels), mutable
+
+    def _levels(self, per_level) -> dict:
+        return {}
+
+    def forward(self, module: nn.Module, variables: dict, x, sizes) -> dict:
+        """The raw outputs of `module` (the detector, or a stand-in such as its quantized
+        form) in eval mode on normalised images x; sizes: [B, 2] (h, w) inside the canvas."""
+        return apply_model(module, variables, x, train=False)[0]
+
+    def postprocess(self, outputs: dict, anchors, per_level, sizes, options) -> dict:
+        """Detections {"boxes", "scores", "classes", "valid"} from the raw outputs."""
+        return self.math.postprocess(outputs, anchors, sizes, options)
+
+
+class Levelled(OneStage):
+    """RetinaNet and FCOS: anchors on anchor_grid's levels (FCOS: one square box per point), and
+    math that takes the anchors per level (RetinaNet's ATSS matcher picks candidates level by
+    level; FCOS has its scale ranges)."""
+
+    def anchors(self, model: nn.Module, shape: tuple[int, int]) -> tuple[np.ndarray, tuple]:
+        shapes = detectors.feature_shapes(model, *shape)
+        sizes, ratios = model.anchor_sizes(), model.anchor_aspect_ratios()
+        anchors = anchor_ops.anchor_grid(shape, shapes, sizes, ratios)
+        return anchors, anchor_ops.anchors_per_level(shapes, sizes, ratios)
+
+    def _levels(self, per_level) -> dict:
+        return {"anchors_per_level": per_level}
+
+    def postprocess(self, outputs: dict, anchors, per_level, sizes, options) -> dict:
+        return self.math.postprocess(outputs, anchors, per_level, sizes, options)
+
+
+class TwoStage(Levelled):
+    """Faster R-CNN: the model proposes regions and pools RoIs itself; it needs the image sizes
+    (proposals are clipped to each image) and, in training, the ground truth to sample RoIs
+    from."""
+
+    def inputs(self, batch: dict) -> dict:
+        return {"size": batch["size"]}
+
+    def loss(self, task, variables: dict, inputs: dict, rng):
+        """The model samples its RoIs from its proposals and the ground truth (one key), the
+        RPN's loss samples anchors (another)."""
+        rpn_key, roi_key, dropout = jax.random.split(rng, 3)
+        sample = functools.partial(
+            self.math.sample_rois,
+            boxes=jnp.asarray(inputs["boxes"], jnp.float32),
+            classes=inputs["classes"],
+            boxes_mask=inputs["boxes_mask"],
+            key=roi_key,
+            options=task.options,
+        )
+        mutable = [k for k in variables if k != "params"]
+        outputs, new_mutable = task.model.apply(
+            variables,
+            inputs["image"],
+            train=True,
+            image_sizes=inputs["size"],
+            sample_rois=sample,
+            mutable=mutable,
+            rngs={"dropout": dropout},
+        )
+        loss, parts = self.math.loss(
+            outputs, task.anchors, inputs["boxes"], inputs["boxes_mask"], rpn_key, task.options
+        )
+        return (loss, parts), dict(new_mutable)
+
+    def forward(self, module: nn.Module, variables: dict, x, sizes) -> dict:
+        return module.apply(variables, x, train=False, image_sizes=sizes)
+
+    def postprocess(self, outputs: dict, anchors, per_level, sizes, options) -> dict:
+        return self.math.postprocess(outputs, sizes, options)
+
+
+# family -> how its task differs (OneStage or a subclass), for the families Detection serves.
+FAMILIES = Registry("detection family")
+FAMILIES.register("retinanet", Levelled(retinanet_loss, retinanet_loss.RetinaNetOptions))
+FAMILIES.register("fcos", Levelled(fcos_loss, fcos_loss.FCOSOptions))
+FAMILIES.register("ssd", OneStage(ssd_loss, ssd_loss.SSDOptions))
+FAMILIES.register("fasterrcnn", TwoStage(fasterrcnn_loss, fasterrcnn_loss.FasterRCNNOptions))
 # family -> the task class of a family that brings its own anchors, loss and decoding (a
-# subclass of Detection with an `Options` dataclass), imported on first use; the families above
-# use Detection itself. A new family registers here: FAMILY_TASKS.register("name", cls).
-FAMILY_TASKS = Registry("detection family")
+# subclass of Detection with an `Options` dataclass), imported on first use. A new family
+# registers here: FAMILY_TASKS.register("name", cls).
+FAMILY_TASKS = Registry("detection family task")
 FAMILY_TASKS.declare("yolo", "jaxvision.tasks.yolo:YOLODetection")
-# The families whose anchors are anchor_grid's and whose math takes anchors_per_level.
-_LEVELLED = ("retinanet", "fcos")
-# Two-stage: the model proposes regions and pools RoIs itself (it needs the image sizes, and in
-# training the ground truth to sample RoIs from).
-_TWO_STAGE = ("fasterrcnn",)
 
 
 def family_options(family: str, **overrides):
@@ -54,7 +154,8 @@ def family_options(family: str, **overrides):
     `overrides` (e.g. score_thresh, detections_per_img)."""
     cls = _options_class(family)
     known = [f.name for f in dataclasses.fields(cls)]
-    classes = [c for _, c in FAMILIES.values()] + [_options_class(f) for f in FAMILY_TASKS]
+    classes = [how.Options for how in FAMILIES.values()]
+    classes += [_options_class(f) for f in FAMILY_TASKS]
     anywhere = {f.name for c in classes for f in dataclasses.fields(c)}
     unknown = sorted(set(overrides) - anywhere)
     if unknown:
@@ -74,7 +175,7 @@ def family_options(family: str, **overrides):
 def _options_class(family: str) -> type:
     if family in FAMILY_TASKS:
         return FAMILY_TASKS[family].Options
-    return FAMILIES[family][1]
+    return FAMILIES[family].Options
 
 
 def detection_task(model: nn.Module, *, canvas: int, options=None, name: str = "model", **kw):
@@ -88,25 +189,12 @@ def detection_task(model: nn.Module, *, canvas: int, options=None, name: str = "
 def model_anchors(model: nn.Module, canvas: int) -> tuple[np.ndarray, tuple[int, ...]]:
     """(anchors float32 [A, 4] xyxy canvas pixels, anchors per pyramid level) of `model` on an
     S x S canvas, as torchvision's AnchorGenerator / DefaultBoxGenerator place them."""
-    shapes = detectors.feature_shapes(model, canvas, canvas)
-    if model.family in (*_LEVELLED, *_TWO_STAGE):  # FCOS: one square box per point
-        sizes, ratios = model.anchor_sizes(), model.anchor_aspect_ratios()
-        anchors = anchor_ops.anchor_grid((canvas, canvas), shapes, sizes, ratios)
-        return anchors, anchor_ops.anchors_per_level(shapes, sizes, ratios)
-    anchors = anchor_ops.default_boxes(
-        (canvas, canvas),
-        shapes,
-        model.aspect_ratios,
-        scales=model.scales,
-        steps=model.steps,
-        clip=model.clip,
-    )
-    per_level = tuple(h * w * n for (h, w), n in zip(shapes, model.num_anchors(), strict=True))
-    return anchors, per_level
+    return FAMILIES[model.family].anchors(model, (canvas, canvas))
 
 
 class Detection:
-    """The detection task for `model` (a jaxvision.models.detection detector) on an S x S canvas.
+    """The detection task for `model` (a jaxvision.models.detection detector) on an S x S canvas;
+    what its family does differently (anchors, loss, forward, decoding) is FAMILIES[family]'s.
 
     Images are normalised on the device with the model's own statistics (torchvision's detectors
     each have theirs: SSD300 subtracts the mean only), so imported weights see what they were
@@ -118,7 +206,8 @@ class Detection:
     def __init__(self, model: nn.Module, *, canvas: int, options=None, name: str = "model"):
         self.model, self.canvas, self.trained = model, canvas, name
         self.family = model.family
-        self.math = FAMILIES[self.family][0]
+        self.how = FAMILIES[self.family]
+        self.math = self.how.math
         self.options = options if options is not None else family_options(self.family)
         self.anchors, self.anchors_per_level = model_anchors(model, canvas)
         self.mean = tuple(255.0 * v for v in model.image_mean)
@@ -137,65 +226,20 @@ class Detection:
             "boxes": batch["boxes"],
             "classes": batch["classes"],
             "boxes_mask": batch["boxes_mask"],
+            **self.how.inputs(batch),
         }
-        if self.family in _TWO_STAGE:
-            inputs["size"] = batch["size"]
         return inputs, rng
 
     def loss(self, params, mutable: dict, inputs: dict, rng, models: dict):
         variables = {"params": params, **mutable}
-        if self.family in _TWO_STAGE:
-            return self._two_stage_loss(variables, inputs, rng)
-        outputs, new_mutable = apply_model(
-            self.model, variables, inputs["image"], train=True, rng=rng
-        )
-        # RetinaNet's ATSS matcher picks candidates level by level; FCOS's scale ranges.
-        levels = {"anchors_per_level": self.anchors_per_level} if self.family in _LEVELLED else {}
-        loss, parts = self.math.loss(
-            outputs,
-            self.anchors,
-            inputs["boxes"],
-            inputs["classes"],
-            inputs["boxes_mask"],
-            self.options,
-            **levels,
-        )
+        (loss, parts), new_mutable = self.how.loss(self, variables, inputs, rng)
         return loss, (parts, new_mutable)
-
-    def _two_stage_loss(self, variables: dict, inputs: dict, rng):
-        """Faster R-CNN: the model samples its RoIs from its proposals and the ground truth
-        (one key), the RPN's loss samples anchors (another)."""
-        rpn_key, roi_key, dropout = jax.random.split(rng, 3)
-        sample = functools.partial(
-            self.math.sample_rois,
-            boxes=jnp.asarray(inputs["boxes"], jnp.float32),
-            classes=inputs["classes"],
-            boxes_mask=inputs["boxes_mask"],
-            key=roi_key,
-            options=self.options,
-        )
-        mutable = [k for k in variables if k != "params"]
-        outputs, new_mutable = self.model.apply(
-            variables,
-            inputs["image"],
-            train=True,
-            image_sizes=inputs["size"],
-            sample_rois=sample,
-            mutable=mutable,
-            rngs={"dropout": dropout},
-        )
-        loss, parts = self.math.loss(
-            outputs, self.anchors, inputs["boxes"], inputs["boxes_mask"], rpn_key, self.options
-        )
-        return loss, (parts, dict(new_mutable))
 
     def head_outputs(self, models: dict, images, sizes=None) -> dict:
         """The detector's raw outputs in eval mode; images: [B, S, S, 3] uint8 canvases."""
         variables = models[self.trained].variables
         x = normalize(images, self.mean, self.std)
-        if self.family in _TWO_STAGE:  # proposals are clipped to each image
-            return self.model.apply(variables, x, train=False, image_sizes=sizes)
-        return apply_model(self.model, variables, x, train=False)[0]
+        return self.how.forward(self.model, variables, x, sizes)
 
     def predict(self, models: dict, images, sizes=None) -> dict:
         """images: [B, S, S, 3] uint8 canvases; sizes: [B, 2] (h, w) of each image inside its
@@ -204,13 +248,9 @@ class Detection:
         if sizes is None:
             sizes = jnp.full((images.shape[0], 2), self.canvas, jnp.int32)
         outputs = self.head_outputs(models, images, sizes)
-        if self.family in _TWO_STAGE:
-            return self.math.postprocess(outputs, sizes, self.options)
-        if self.family in _LEVELLED:
-            return self.math.postprocess(
-                outputs, self.anchors, self.anchors_per_level, sizes, self.options
-            )
-        return self.math.postprocess(outputs, self.anchors, sizes, self.options)
+        return self.how.postprocess(
+            outputs, self.anchors, self.anchors_per_level, sizes, self.options
+        )
 
     def eval_outputs(self, models: dict, batch: dict) -> dict:
         """The batch's detections plus its ground truth, for the host-side COCO evaluator."""

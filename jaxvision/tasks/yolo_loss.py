@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvision.models.detection.yolo import box_distances
 from jaxvision.ops.boxes import complete_box_iou
 from jaxvision.ops.task_aligned import AlignedTargets, task_aligned_assign
 
@@ -68,16 +69,6 @@ class YOLOLoss(NamedTuple):
     cls: jax.Array
     dfl: jax.Array
     targets: AlignedTargets
-
-
-def side_distances(box_outputs: jax.Array, reg_max: int) -> jax.Array:
-    """box_outputs [..., 4 * reg_max] -> distances [..., 4] (left, top, right, bottom) in grid
-    units: the expected bin under each side's softmax, or the output itself for reg_max 1."""
-    if reg_max == 1:
-        return box_outputs
-    bins = box_outputs.reshape(*box_outputs.shape[:-1], 4, reg_max)
-    probs = jax.nn.softmax(bins, axis=-1)
-    return probs @ jnp.arange(reg_max, dtype=probs.dtype)
 
 
 def distances_to_boxes(distances: jax.Array, points: jax.Array) -> jax.Array:
@@ -140,7 +131,7 @@ def detection_loss(
         )
     batch = cls_logits.shape[0]
     strides = point_strides[:, None]
-    pred_boxes = distances_to_boxes(side_distances(box_outputs, reg_max), points)  # grid units
+    pred_boxes = distances_to_boxes(box_distances(box_outputs), points)  # grid units
     targets = task_aligned_assign(
         jax.nn.sigmoid(cls_logits),
         pred_boxes * strides,
