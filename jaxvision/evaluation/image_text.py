@@ -103,7 +103,8 @@ class ImageTextEvaluator:
     have tokens; "class_text" [K * P, E] (zero-shot prompts' embeddings; filled in the batch
     holding example 0, zeros elsewhere); "order" [B, 2] similarities to the true and the
     swapped caption (two-shape captioned shapes). host batch: "mask" [B], and as the records
-    have them "label", "held_out", "num_objects", "tokens", "image_index", "order_mask".
+    have them "label", "held_out", "num_objects", "tokens", "image_index", "order_mask" (read
+    from the outputs, where the task passes them through as global arrays, else the batch).
 
     Metrics (`result(prefix)`): zeroshot_top1, zeroshot_top5 over the labelled one-shape
     images (all images when records say nothing of shapes), with zeroshot_seen_top1/top5 and
@@ -131,17 +132,20 @@ class ImageTextEvaluator:
     def _keep(self, name: str, value) -> None:
         self.parts.setdefault(name, []).append(np.asarray(value))
 
-    def add(self, outputs: dict, batch: dict) -> None:
+    def add(self, outputs: dict, batch: dict | None = None) -> None:
+        """outputs: the eval step's (embeddings and the batch's fields, global arrays: what
+        every process sees); batch: this process's host batch, for fields the outputs lack."""
         outputs = jax.device_get(outputs)
-        mask = np.asarray(batch["mask"], bool)
+        fields = {**(batch or {}), **outputs}
+        mask = np.asarray(fields["mask"], bool)
         if "class_text" in outputs and np.any(outputs["class_text"]):
             self.class_text = np.asarray(outputs["class_text"])
         for name in ("image", "text", "order"):
             if name in outputs:
                 self._keep(name, np.asarray(outputs[name])[mask])
         for name in ("label", "held_out", "num_objects", "tokens", "image_index", "order_mask"):
-            if name in batch:
-                self._keep(name, np.asarray(batch[name])[mask])
+            if name in fields:
+                self._keep(name, np.asarray(fields[name])[mask])
 
     def collected(self, name: str) -> np.ndarray | None:
         parts = self.parts.get(name)
