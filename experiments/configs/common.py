@@ -159,3 +159,33 @@ def detection_fields(config: ml_collections.ConfigDict) -> ml_collections.Config
     config.yolo_augment = False
     config.yolo_augment_options = ml_collections.ConfigDict()
     return config
+
+
+def image_text_fields(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The fields of an image-text run (experiments.image_text), added to the common ones.
+
+    Images are resized and centre-cropped to image_size, never flipped or cropped at random
+    (captions say "left of"); crop, pad, flip and eval_crop_ratio do not apply.
+    """
+    config.dataset = "shapes_captions"  # "shapes_captions" (embedded) or "captions" (data_dir)
+    # Options of the dataset itself: image_size, num_train, num_test, max_objects, seed,
+    # text_length, tokenizer, tokenizer_path for "shapes_captions"; "captions": tokenizer,
+    # tokenizer_path, text_length.
+    config.dataset_options = ml_collections.ConfigDict()
+    config.model = "siglip_tiny"  # jaxvision.models.image_text: siglip_*, clip_*
+    config.flip = False
+    config.crop = "none"
+    # "sigmoid" (SigLIP's) or "softmax" (CLIP's) contrastive loss; "": the model's own.
+    config.contrastive_loss = ""
+    # Evaluators run at every evaluation (jaxvision.evaluation.image_text): "zeroshot"
+    # (labelled records), "retrieval" (recall@1/5/10 both ways), "order" (captioned shapes:
+    # "A left of B" vs "B left of A").
+    config.image_text_evals = ("zeroshot", "retrieval", "order")
+    # Zero-shot prompts: each class's text ("a red star" for the captioned shapes, else its
+    # name) in every template ("{}" is the class text); the class embedding is their mean.
+    config.zeroshot_templates = ("{}",)
+    config.retrieval_pairs = 1000  # the first N pairs of an eval split that retrieval ranks
+    config.optimizer = "adamw"
+    config.weight_decay = 1e-4
+    config.warmup_epochs = 0.0
+    return config

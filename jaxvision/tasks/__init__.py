@@ -16,6 +16,7 @@ from jaxvision.registry import Registry
 TASK_KINDS = Registry("task kind")
 TASK_KINDS.declare("classification", "jaxvision.tasks.classification:ClassificationKind")
 TASK_KINDS.declare("detection", "jaxvision.tasks.detection:DetectionKind")
+TASK_KINDS.declare("image_text", "jaxvision.tasks.image_text:ImageTextKind")
 
 # record field -> wrap(task, record) -> task, applied when model.json has that field.
 TASK_WRAPPERS = Registry("task wrapper")
