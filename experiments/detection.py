@@ -31,10 +31,10 @@ from jaxvision.data.yolo_transforms import (  # noqa: E402
     YOLOTrainTransform,
     close_mosaic_position,
 )
-from jaxvision.errors import UserError, listing  # noqa: E402
+from jaxvision.errors import UserError  # noqa: E402
 from jaxvision.models import detection as detectors  # noqa: E402
 from jaxvision.tasks.detection import detection_task, family_options  # noqa: E402
-from jaxvision.train import build, loop, reporting, steps  # noqa: E402
+from jaxvision.train import build, loop, steps  # noqa: E402
 from jaxvision.train.setup import NamedModel, make_run  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(
@@ -43,27 +43,7 @@ DEFAULT_CONFIG = os.path.join(
 
 
 def open_dataset(config) -> data.Dataset:
-    # A config written for the shapes set run on other data: options it does not read are dropped.
-    options, note = data.sources.usable_options(config.dataset, config.dataset_options.to_dict())
-    if note:
-        reporting.note(note)
-    dataset = data.open_dataset(
-        config.dataset,
-        data_dir=config.data_dir,
-        train_split=config.train_split,
-        test_split=config.test_split,
-        test_fraction=config.test_fraction,
-        strict=config.data_strict,
-        options=options or None,
-    )
-    for line in dataset.notes:
-        reporting.note(line)
-    if dataset.skipped:
-        reporting.note(
-            f"left out {reporting.plural(len(dataset.skipped), 'image')} of {config.data_dir}: "
-            f"{listing(dataset.skipped)} (data_strict=True stops instead)"
-        )
-    return dataset
+    return build.dataset(config)
 
 
 def yolo_transforms(config, dataset, max_boxes: int, total_steps: int):

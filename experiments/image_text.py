@@ -29,11 +29,11 @@ from jaxvision.data.caption_transforms import (  # noqa: E402
     CaptionTrainTransform,
     IndexedSource,
 )
-from jaxvision.errors import UserError, listing  # noqa: E402
+from jaxvision.errors import UserError  # noqa: E402
 from jaxvision.evaluation.image_text import EVALUATORS  # noqa: E402
 from jaxvision.models import image_text  # noqa: E402
 from jaxvision.tasks.image_text import LOSSES, ImageText, ImageTextOptions  # noqa: E402
-from jaxvision.train import build, loop, reporting, steps  # noqa: E402
+from jaxvision.train import build, loop, steps  # noqa: E402
 from jaxvision.train.setup import NamedModel, make_run  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(
@@ -61,27 +61,11 @@ def check_config(config) -> None:
 
 
 def open_dataset(config) -> data.Dataset:
-    options, note = data.sources.usable_options(config.dataset, config.dataset_options.to_dict())
-    if note:
-        reporting.note(note)
-    dataset = data.open_dataset(
-        config.dataset,
-        data_dir=config.data_dir,
-        train_split=config.train_split,
-        test_split=config.test_split,
-        test_fraction=config.test_fraction,
-        strict=config.data_strict,
-        options=options or None,
-    )
+    dataset = build.dataset(config)
     if not hasattr(dataset.train, "tokenizer"):
         raise UserError(
             f"dataset {config.dataset!r} has no captions: use 'shapes_captions' or 'captions' "
             "(a folder with captions.jsonl or COCO captions JSON at data_dir)"
-        )
-    if dataset.skipped:
-        reporting.note(
-            f"left out {reporting.plural(len(dataset.skipped), 'image')} of {config.data_dir}: "
-            f"{listing(dataset.skipped)} (data_strict=True stops instead)"
         )
     return dataset
 

@@ -1,8 +1,8 @@
 """A run's common parts, built from the config fields every training config has: the mesh, the
 model's and the optimizer's option groups (read from the config once, `ModelOptions` and
 `OptimizerOptions`), the optimizer and its schedule, the train step's update options, the
-evaluations. Experiment programs call these in their `setup`, so no program copies them; what
-is specific to a task stays in its program. Wrappers other packages register
+evaluations, the dataset. Experiment programs call these in their `setup`, so no program copies
+them; what is specific to a task stays in its program. Wrappers other packages register
 (`jaxvision.train.wrappers`: quantization-aware training, pruning masks) are applied here when
 the config asks for them.
 """
@@ -13,8 +13,8 @@ from typing import Any
 import jax.numpy as jnp
 from flax import linen as nn
 
-from jaxvision import evaluation, models
-from jaxvision.errors import UserError
+from jaxvision import data, evaluation, models
+from jaxvision.errors import UserError, listing
 from jaxvision.sharding import batch_split, check_global_batch, make_mesh
 from jaxvision.train import optim, reporting, steps, wrappers
 from jaxvision.train.state import abstract_params
@@ -25,6 +25,33 @@ def dtype(name: str):
         return jnp.dtype(name)
     except TypeError:
         raise UserError(f"unknown dtype '{name}': use float32 or bfloat16") from None
+
+
+def dataset(config) -> data.Dataset:
+    """The config's dataset (`dataset`, `data_dir`, its splits, `test_fraction`,
+    `data_strict`) with the `dataset_options` it reads: a config written for one set run on
+    another drops the options that set does not read, and says so; the dataset's own notes and
+    the unreadable images it left out are reported."""
+    options, note = data.sources.usable_options(config.dataset, config.dataset_options.to_dict())
+    if note:
+        reporting.note(note)
+    opened = data.open_dataset(
+        config.dataset,
+        data_dir=config.data_dir,
+        train_split=config.train_split,
+        test_split=config.test_split,
+        test_fraction=config.test_fraction,
+        strict=config.data_strict,
+        options=options or None,
+    )
+    for line in opened.notes:
+        reporting.note(line)
+    if opened.skipped:
+        reporting.note(
+            f"left out {reporting.plural(len(opened.skipped), 'image')} of {config.data_dir}: "
+            f"{listing(opened.skipped)} (data_strict=True stops instead)"
+        )
+    return opened
 
 
 def mesh(config):
