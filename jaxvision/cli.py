@@ -150,9 +150,12 @@ def _apply_open_overrides(config: ml_collections.ConfigDict, extra: dict[str, di
     model_options = extra.get("model_kwargs")
     if model_options and "model" in config:
         from jaxvision import models
-        from jaxvision.models import detection
+        from jaxvision.models import detection, image_text
 
-        registry = detection if config.model in detection.names() else models
+        # The registry that holds the name: a detector's, an image-text model's, else a
+        # classifier's (whose lookup says an unknown name is unknown).
+        found = (r for r in (detection, image_text) if config.model in r.names())
+        registry = next(found, models)
         try:
             valid = registry.options(config.model)
         except UserError as e:

@@ -218,9 +218,10 @@ def open_options(field, model):
     """The names `--config.<field>.NAME` may take beyond what the config file sets."""
     if field == "model_kwargs":
         from jaxvision import models
-        from jaxvision.models import detection
+        from jaxvision.models import detection, image_text
 
-        registry = detection if model in detection.names() else models
+        found = (r for r in (detection, image_text) if model in r.names())
+        registry = next(found, models)
         return set(registry.options(model))
     if field == "detection":
         from jaxvision.tasks.detection import FAMILIES

@@ -77,3 +77,19 @@ def test_tiny_captioned_run_logs_its_metrics_and_resumes_exactly(tmp_path):
 def test_a_flipping_config_is_refused_before_anything_is_built(tmp_path):
     with pytest.raises(UserError, match="flip=True would make the captions' 'left of' false"):
         image_text.train_and_evaluate(_config(flip=True), str(tmp_path / "flip"))
+
+
+def test_command_line_model_kwargs_reach_an_image_text_model(capsys):
+    import ml_collections
+
+    from jaxvision import cli
+
+    config = ml_collections.ConfigDict({"model": "siglip_tiny"})
+    cli._apply_open_overrides(config, {"model_kwargs": {"patch_size": 4}})
+    assert config.model_kwargs.patch_size == 4
+    with pytest.raises(SystemExit) as exit_info:
+        cli._apply_open_overrides(config, {"model_kwargs": {"patch_sise": 4}})
+    assert exit_info.value.code == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("error: --config.model_kwargs.patch_sise: model 'siglip_tiny' has no")
+    assert "patch_size" in line
