@@ -28,6 +28,7 @@ training captions, sorted.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -36,6 +37,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from jaxvision.data import files, jpeg
+from jaxvision.data.coco_json import find_annotations
 from jaxvision.data.dataset import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -170,8 +172,9 @@ def _read_layout(root: pathlib.Path, train_split: str, test_split: str | None):
             "test_fraction of its images"
         )
     if (root / "annotations").is_dir():
-        train = _find_coco(root, train_split, "train_split", required=True)
-        test = _find_coco(root, test_split or "val", "test_split", required=test_split is not None)
+        find = functools.partial(find_annotations, prefix="captions", example="train2017")
+        train = find(root, train_split, "train_split", required=True)
+        test = find(root, test_split or "val", "test_split", required=test_split is not None)
         splits = [read_coco_captions(root, train)] + (
             [read_coco_captions(root, test)] if test else []
         )
@@ -218,28 +221,6 @@ def read_jsonl(path: pathlib.Path) -> dict:
     if not texts:
         raise UserError(f'{path} holds no captions: add one {{"file": ..., "text": ...}} a line')
     return {"name": str(path), "paths": list(rows), "texts": texts, "image_of": image_of}
-
-
-def _find_coco(root: pathlib.Path, split: str, option: str, required: bool):
-    """ROOT/annotations/captions_<split>*.json (one), None if absent and not `required`."""
-    folder = root / "annotations"
-    exact = folder / f"captions_{split}.json"
-    found = [exact] if exact.is_file() else sorted(folder.glob(f"captions_{split}*.json"))
-    if len(found) == 1:
-        return found[0]
-    if len(found) > 1:
-        choices = ", ".join(repr(p.stem.removeprefix("captions_")) for p in found)
-        raise UserError(
-            f"{len(found)} caption files match {option}={split!r} in {folder}: set {option} to "
-            f"one of {choices}"
-        )
-    if not required:
-        return None
-    there = listing(sorted(p.name for p in folder.glob("*.json"))) or "no .json files"
-    raise UserError(
-        f"no {folder}/captions_{split}*.json (found {there}): name the split after its file in "
-        f"{option}, e.g. {option}='train2017' for captions_train2017.json"
-    )
 
 
 def read_coco_captions(root: pathlib.Path, path: pathlib.Path) -> dict:

@@ -151,8 +151,8 @@ def open_coco_json(
             f"data_dir {root} {what}: point it at a COCO-format root holding "
             "annotations/instances_<split>.json and the image folders"
         )
-    train_file = _find_annotations(root, train_split, "train_split", required=True)
-    test_file = _find_annotations(
+    train_file = find_annotations(root, train_split, "train_split", required=True)
+    test_file = find_annotations(
         root, test_split or "val", "test_split", required=test_split is not None
     )
     if test_file is None:
@@ -197,18 +197,27 @@ def open_coco_json(
     )
 
 
-def _find_annotations(root: pathlib.Path, split: str, option: str, required: bool):
-    """ROOT/annotations/instances_<split>*.json (one), None if absent and not `required`."""
+def find_annotations(
+    root: pathlib.Path,
+    split: str,
+    option: str,
+    required: bool,
+    prefix: str = "instances",
+    example: str = "default",
+):
+    """ROOT/annotations/<prefix>_<split>*.json (one: `<prefix>_<split>.json` itself, or the one
+    file its name starts), None if absent and not `required`. `option` names the config field
+    that chose `split` in the errors; `example` is a split their hint names."""
     folder = root / "annotations"
-    exact = folder / f"instances_{split}.json"
+    exact = folder / f"{prefix}_{split}.json"
     if exact.is_file():
         return exact
-    found = sorted(folder.glob(f"instances_{split}*.json"))
+    found = sorted(folder.glob(f"{prefix}_{split}*.json"))
     if len(found) == 1:
         return found[0]
     if len(found) > 1:
         names = ", ".join(p.name for p in found)
-        choices = ", ".join(repr(p.stem.removeprefix("instances_")) for p in found)
+        choices = ", ".join(repr(p.stem.removeprefix(f"{prefix}_")) for p in found)
         raise UserError(
             f"{len(found)} annotation files match {option}={split!r} in {folder} ({names}): "
             f"set {option} to one of {choices}"
@@ -217,8 +226,8 @@ def _find_annotations(root: pathlib.Path, split: str, option: str, required: boo
         return None
     there = listing(sorted(p.name for p in folder.glob("*.json"))) or "no .json files"
     raise UserError(
-        f"no {folder}/instances_{split}*.json (found {there}): name the split after its file "
-        f"in {option}, e.g. {option}='default' for instances_default.json"
+        f"no {folder}/{prefix}_{split}*.json (found {there}): name the split after its file "
+        f"in {option}, e.g. {option}='{example}' for {prefix}_{example}.json"
     )
 
 
